@@ -1,0 +1,106 @@
+"""The project's one exception tree.
+
+Library errors (pymodbus, asyncua, aiomqtt, aiosqlite, httpx) never escape a
+connector: they are re-raised as one of these, ``from`` the original.
+
+::
+
+    EdgeError
+    ├── ConfigError              a config file or plc_map is invalid (carries every problem)
+    ├── ActorError
+    │   ├── ActorStoppedError    the actor is stopped or died; pending asks get this
+    │   ├── MailboxFullError     tell_nowait on a full mailbox
+    │   ├── AskTimeoutError      no reply within the ask timeout
+    │   └── EscalationError      a supervisor's restart intensity was exceeded
+    ├── CommandError             a command (MQTT, OPC UA method, CLI) was rejected
+    ├── StateStoreError          the snapshot/outbox database failed
+    ├── TraceError               a replay trace line is malformed
+    └── ConnectorError           an external system failed
+        └── PlcError
+            ├── PlcConnectionError   the link to a PLC is down
+            └── PlcDataError         a PLC answered with data that cannot be decoded
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+class EdgeError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with an input, located by its key path."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(EdgeError):
+    """A config file or plc_map is invalid.
+
+    Carries every problem found, not just the first, so a user fixes them in
+    one round trip.
+    """
+
+    def __init__(self, source: str, problems: Iterable[Problem]) -> None:
+        self.source = source
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"{source}: {count} {noun}:\n{lines}")
+
+
+class ActorError(EdgeError):
+    """Base of actor runtime errors."""
+
+
+class ActorStoppedError(ActorError):
+    """The actor is stopped or died before it could handle the message."""
+
+
+class MailboxFullError(ActorError):
+    """``tell_nowait`` found the mailbox full."""
+
+
+class AskTimeoutError(ActorError, TimeoutError):
+    """No reply arrived within the ask timeout."""
+
+
+class EscalationError(ActorError):
+    """A supervisor gave up: its children failed more often than its intensity allows."""
+
+
+class CommandError(EdgeError):
+    """A command was rejected; the message says which argument and why."""
+
+
+class StateStoreError(EdgeError):
+    """The local state database (snapshots, outbox) failed."""
+
+
+class TraceError(EdgeError):
+    """A replay trace line cannot be used."""
+
+
+class ConnectorError(EdgeError):
+    """An external system failed."""
+
+
+class PlcError(ConnectorError):
+    """Base of PLC connector errors."""
+
+
+class PlcConnectionError(PlcError):
+    """The link to a PLC is down or timed out."""
+
+
+class PlcDataError(PlcError):
+    """A PLC answered with data that cannot be decoded."""
