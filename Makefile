@@ -1,0 +1,50 @@
+# Two commands for a fresh machine with Python 3.11 and make:
+#   make run   - the demo line (a simulated line, no PLC needed)
+#   make test  - lint, type-check and the whole test suite
+# Each creates or refreshes the local virtual environment in .venv itself.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit bench test-servers clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+run: $(STAMP)
+	$(BIN)/edge run $(if $(CONFIG),--config $(CONFIG))
+
+# Test-time servers: mosquitto (MQTT) is installed from apt when running as root.
+test-servers:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing mosquitto (test-time MQTT broker) via apt-get"; \
+	    (apt-get install -y -qq mosquitto >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null && apt-get install -y -qq mosquitto >/dev/null)) ; \
+	  else \
+	    echo "mosquitto not found: install it (e.g. 'sudo apt-get install mosquitto'); MQTT tests will be skipped"; \
+	  fi; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check edge actors tests
+	$(BIN)/ruff format --check edge actors tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+test: $(STAMP) test-servers lint typecheck
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/edge bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
