@@ -1,0 +1,952 @@
+"""The line config: one TOML file per line, parsed once at start.
+
+:func:`load_config` turns the file into frozen, validated objects or raises one
+:class:`~edge.errors.ConfigError` listing *every* problem, each with its key
+path and what was expected (``machines[2].ideal_cycle_s: must be > 0, got -1``).
+Nothing is started before the whole file is valid.
+
+Unknown keys are errors too (with a "did you mean" hint), because a misspelt
+key that is silently ignored is a default nobody chose.
+
+The layout of the file is documented in ``config/demo-line.toml`` and the README.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from actors.oee.params import (
+    BreakDef,
+    CalendarDef,
+    LossBucket,
+    MachineParams,
+    Reason,
+    ReasonCategory,
+    ShiftDef,
+    StateSource,
+)
+from edge.errors import ConfigError, Problem
+from edge.secrets import Secret, resolve_secret
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "config" / "demo-line.toml"
+BUILTIN_PLC_MAPS = PROJECT_ROOT / "plc_maps"
+
+# Ids end up in OPC UA NodeIds (dot-separated), MQTT topics (slash-separated,
+# + and # are wildcards) and Prometheus labels: keep them to a safe alphabet.
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_HHMM_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_WEEKDAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+# --------------------------------------------------------------------------- objects
+
+
+@dataclass(frozen=True, slots=True)
+class LineIdentity:
+    site: str
+    area: str
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusPlcConfig:
+    id: str
+    host: str
+    port: int = 502
+    poll_interval_s: float = 1.0
+    timeout_s: float = 1.0
+    retries: int = 1
+    max_gap: int = 8
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+    protocol: Literal["modbus"] = "modbus"
+
+
+@dataclass(frozen=True, slots=True)
+class OpcUaPlcConfig:
+    id: str
+    endpoint: str
+    sampling_interval_s: float = 0.5
+    publishing_interval_s: float = 0.5
+    timeout_s: float = 5.0
+    username: str | None = None
+    password: Secret | None = None
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+    protocol: Literal["opcua"] = "opcua"
+
+
+PlcConfig = ModbusPlcConfig | OpcUaPlcConfig
+
+
+@dataclass(frozen=True, slots=True)
+class MachineConfig:
+    id: str
+    name: str
+    params: MachineParams
+    plc: str | None = None
+    plc_map: str | None = None
+    unit_id: int = 1
+    address_offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 5020
+    seed: int = 1
+    time_scale: float = 1.0
+    micro_stops_per_hour: float = 20.0
+    faults_per_hour: float = 2.0
+    reject_ratio: float = 0.02
+    counter_start: int = 0
+    jitter: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class OpcUaServerConfig:
+    enabled: bool = True
+    endpoint: str = "opc.tcp://0.0.0.0:4840/edge/"
+    namespace_uri: str = ""  # empty: urn:<site>:<area>:<line>
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 1883
+    prefix: str = "edge"
+    client_id: str = ""  # empty: edge-<site>-<line>
+    username: str | None = None
+    password: Secret | None = None
+    tls: bool = False
+    keepalive_s: int = 30
+    batch_max_events: int = 500
+    batch_max_delay_s: float = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    # 9712: not taken by the well-known exporters (node 9100, OTel 9464, ...).
+    port: int = 9712
+
+
+@dataclass(frozen=True, slots=True)
+class QmibConfig:
+    enabled: bool = False
+    base_url: str = ""
+    token: Secret | None = None
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    state_dir: Path
+    # FULL survives power loss; NORMAL survives a process crash only.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class LineConfig:
+    source_path: Path
+    line: LineIdentity
+    calendar: CalendarDef
+    machines: tuple[MachineConfig, ...]
+    plcs: tuple[PlcConfig, ...] = ()
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    opcua: OpcUaServerConfig = field(default_factory=OpcUaServerConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    qmib: QmibConfig = field(default_factory=QmibConfig)
+    storage: StorageConfig = field(default_factory=lambda: StorageConfig(Path("var")))
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    plc_map_dirs: tuple[Path, ...] = (BUILTIN_PLC_MAPS,)
+
+    def machine(self, machine_id: str) -> MachineConfig:
+        for machine in self.machines:
+            if machine.id == machine_id:
+                return machine
+        raise KeyError(machine_id)
+
+    def plc(self, plc_id: str) -> PlcConfig:
+        for plc in self.plcs:
+            if plc.id == plc_id:
+                return plc
+        raise KeyError(plc_id)
+
+    @property
+    def namespace_uri(self) -> str:
+        ident = self.line
+        return self.opcua.namespace_uri or f"urn:{ident.site}:{ident.area}:{ident.id}"
+
+
+# --------------------------------------------------------------------------- reading
+
+T = TypeVar("T")
+_MISSING: Any = object()
+
+
+class _Reader:
+    """Walks the parsed TOML, collecting problems instead of stopping at the first."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.problems: list[Problem] = []
+        self.base_dir = base_dir
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+    def table(self, parent: Mapping[str, Any], key: str, path: str) -> dict[str, Any]:
+        value = parent.get(key, {})
+        if not isinstance(value, dict):
+            self.problem(_join(path, key), f"must be a table, got {_kind(value)}")
+            return {}
+        return value
+
+    def array_of_tables(
+        self, parent: Mapping[str, Any], key: str, path: str
+    ) -> list[dict[str, Any]]:
+        value = parent.get(key, [])
+        where = _join(path, key)
+        if not isinstance(value, list):
+            self.problem(where, f"must be an array of tables ([[{where}]]), got {_kind(value)}")
+            return []
+        good: list[dict[str, Any]] = []
+        for index, item in enumerate(value):
+            if isinstance(item, dict):
+                good.append(item)
+            else:
+                self.problem(f"{where}[{index}]", f"must be a table, got {_kind(item)}")
+                good.append({})
+        return good
+
+    def known_keys(self, table: Mapping[str, Any], path: str, allowed: set[str]) -> None:
+        for key in table:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, sorted(allowed), n=1)
+                suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
+                allowed_list = ", ".join(sorted(allowed))
+                self.problem(
+                    _join(path, key), f"unknown key{suffix}; expected one of: {allowed_list}"
+                )
+
+    def get(
+        self,
+        table: Mapping[str, Any],
+        key: str,
+        path: str,
+        kind: type[T] | tuple[type, ...],
+        *,
+        default: Any = _MISSING,
+        check: Callable[[Any], str | None] | None = None,
+    ) -> Any:
+        where = _join(path, key)
+        if key not in table:
+            if default is _MISSING:
+                self.problem(where, f"missing required key (expected {_kind_name(kind)})")
+                return None
+            return default
+        value = table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # TOML integers are acceptable where a float is expected; booleans are never numbers.
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and bool not in kinds:
+            self.problem(where, f"must be {_kind_name(kind)}, got a boolean")
+            return None
+        if not isinstance(value, kinds):
+            self.problem(where, f"must be {_kind_name(kind)}, got {_kind(value)} {value!r}")
+            return None
+        if check is not None:
+            message = check(value)
+            if message:
+                self.problem(where, message)
+                return None
+        return value
+
+    def secret(self, table: Mapping[str, Any], key: str, path: str) -> Secret | None:
+        if key not in table:
+            return None
+        try:
+            return resolve_secret(table[key], base_dir=self.base_dir)
+        except ValueError as exc:
+            # The message names the source (variable, file), never the value.
+            self.problem(_join(path, key), str(exc))
+            return None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _kind(value: object) -> str:
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else f"must be > 0, got {value:g}"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else f"must be >= 0, got {value:g}"
+
+
+def _between(low: float, high: float) -> Callable[[float], str | None]:
+    def check(value: float) -> str | None:
+        return (
+            None if low <= value <= high else f"must be between {low:g} and {high:g}, got {value:g}"
+        )
+
+    return check
+
+
+def _one_of(*choices: object) -> Callable[[object], str | None]:
+    def check(value: object) -> str | None:
+        if value in choices:
+            return None
+        listed = ", ".join(repr(c) for c in choices)
+        return f"must be one of {listed}, got {value!r}"
+
+    return check
+
+
+def _port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else f"must be a TCP port 0..65535, got {value}"
+
+
+def _identifier(value: str) -> str | None:
+    if _ID_RE.match(value):
+        return None
+    return (
+        f"must be 1-64 characters of letters, digits, '_' or '-', starting with a letter "
+        f"or digit (it becomes part of OPC UA NodeIds and MQTT topics), got {value!r}"
+    )
+
+
+def _non_empty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _parse_hhmm(reader: _Reader, text: str, path: str) -> time | None:
+    match = _HHMM_RE.match(text)
+    if not match:
+        reader.problem(path, f'must be a local time "HH:MM" (00:00-23:59), got {text!r}')
+        return None
+    return time(int(match.group(1)), int(match.group(2)))
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _read_line(reader: _Reader, doc: Mapping[str, Any]) -> LineIdentity:
+    if "line" not in doc:
+        reader.problem("line", "missing required table [line] with site, area and id")
+        return LineIdentity("", "", "", "")
+    table = reader.table(doc, "line", "")
+    reader.known_keys(table, "line", {"site", "area", "id", "name"})
+    site = reader.get(table, "site", "line", str, check=_identifier)
+    area = reader.get(table, "area", "line", str, check=_identifier)
+    line_id = reader.get(table, "id", "line", str, check=_identifier)
+    name = reader.get(table, "name", "line", str, default=line_id or "")
+    return LineIdentity(site or "", area or "", line_id or "", name or "")
+
+
+def _read_calendar(reader: _Reader, doc: Mapping[str, Any]) -> CalendarDef:
+    if "calendar" not in doc:
+        reader.problem("calendar", "missing required table [calendar] with timezone and shifts")
+        return CalendarDef("UTC", ())
+    table = reader.table(doc, "calendar", "")
+    reader.known_keys(table, "calendar", {"timezone", "shifts"})
+    zone = reader.get(table, "timezone", "calendar", str, check=_non_empty)
+    shifts: list[ShiftDef] = []
+    for index, raw in enumerate(reader.array_of_tables(table, "shifts", "calendar")):
+        path = f"calendar.shifts[{index}]"
+        reader.known_keys(raw, path, {"name", "start", "end", "days", "breaks"})
+        name = reader.get(raw, "name", path, str, check=_non_empty)
+        start_text = reader.get(raw, "start", path, str)
+        end_text = reader.get(raw, "end", path, str)
+        start = _parse_hhmm(reader, start_text, f"{path}.start") if start_text else None
+        end = _parse_hhmm(reader, end_text, f"{path}.end") if end_text else None
+        days: set[int] = set()
+        for d_index, day in enumerate(reader.get(raw, "days", path, list, default=[]) or []):
+            number = _WEEKDAYS.get(day.lower()) if isinstance(day, str) else None
+            if number is None:
+                reader.problem(
+                    f"{path}.days[{d_index}]",
+                    f"must be one of {', '.join(_WEEKDAYS)}, got {day!r}",
+                )
+            else:
+                days.add(number)
+        breaks: list[BreakDef] = []
+        for b_index, text in enumerate(reader.get(raw, "breaks", path, list, default=[]) or []):
+            bpath = f"{path}.breaks[{b_index}]"
+            parts = text.split("-") if isinstance(text, str) else []
+            if len(parts) != 2:
+                reader.problem(bpath, f'must be "HH:MM-HH:MM" (local time), got {text!r}')
+                continue
+            b_start = _parse_hhmm(reader, parts[0].strip(), bpath)
+            b_end = _parse_hhmm(reader, parts[1].strip(), bpath)
+            if b_start is not None and b_end is not None:
+                breaks.append(BreakDef(b_start, b_end))
+        if name and start is not None and end is not None:
+            shifts.append(ShiftDef(name, start, end, frozenset(days), tuple(breaks)))
+    definition = CalendarDef(zone or "UTC", tuple(shifts))
+    if zone:
+        from actors.oee.calendar import validate_calendar  # noqa: PLC0415 - keeps import cheap
+
+        reader.problems.extend(validate_calendar(definition, "calendar"))
+    return definition
+
+
+_MACHINE_KEYS = {
+    "id",
+    "name",
+    "ideal_cycle_s",
+    "micro_stop_s",
+    "stop_after_s",
+    "micro_stop_bucket",
+    "counter_bits",
+    "state_source",
+    "reasons",
+    "plc",
+    "plc_map",
+    "unit_id",
+    "address_offset",
+}
+
+
+def _read_reasons(reader: _Reader, raw: Mapping[str, Any], path: str) -> tuple[Reason, ...]:
+    reasons: list[Reason] = []
+    codes: set[int] = set()
+    names: set[str] = set()
+    for index, item in enumerate(reader.array_of_tables(raw, "reasons", path)):
+        rpath = f"{path}.reasons[{index}]"
+        reader.known_keys(item, rpath, {"code", "name", "category"})
+        code = reader.get(item, "code", rpath, int, default=None, check=_non_negative)
+        name = reader.get(item, "name", rpath, str, check=_non_empty)
+        category = reader.get(
+            item, "category", rpath, str, default="unplanned", check=_one_of("unplanned", "planned")
+        )
+        if code is not None:
+            if code in codes:
+                reader.problem(f"{rpath}.code", f"code {code} is listed twice")
+            codes.add(code)
+        if name:
+            if name in names:
+                reader.problem(f"{rpath}.name", f"reason {name!r} is listed twice")
+            names.add(name)
+            reasons.append(Reason(name, code, ReasonCategory(category or "unplanned")))
+    return tuple(reasons)
+
+
+def _read_machines(
+    reader: _Reader, doc: Mapping[str, Any], plc_ids: set[str], map_dirs: tuple[Path, ...]
+) -> tuple[MachineConfig, ...]:
+    raw_machines = reader.array_of_tables(doc, "machines", "")
+    if not raw_machines and "machines" not in doc:
+        reader.problem("machines", "missing: a line needs at least one [[machines]] entry")
+    machines: list[MachineConfig] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(raw_machines):
+        path = f"machines[{index}]"
+        reader.known_keys(raw, path, _MACHINE_KEYS)
+        machine_id = reader.get(raw, "id", path, str, check=_identifier)
+        if machine_id is not None:
+            if machine_id in seen:
+                reader.problem(
+                    f"{path}.id",
+                    f"duplicate machine id {machine_id!r} (also machines[{seen[machine_id]}])",
+                )
+            seen.setdefault(machine_id, index)
+        ideal = reader.get(raw, "ideal_cycle_s", path, float, check=_positive)
+        micro = reader.get(raw, "micro_stop_s", path, float, default=120.0, check=_non_negative)
+        stop_after = reader.get(raw, "stop_after_s", path, float, default=None, check=_positive)
+        bucket = reader.get(
+            raw,
+            "micro_stop_bucket",
+            path,
+            str,
+            default="performance",
+            check=_one_of("performance", "availability"),
+        )
+        bits = reader.get(raw, "counter_bits", path, int, default=32, check=_one_of(16, 32, 64))
+        source = reader.get(
+            raw,
+            "state_source",
+            path,
+            str,
+            default=None,
+            check=_one_of("running", "state", "counts"),
+        )
+        reasons = _read_reasons(reader, raw, path)
+        plc = reader.get(raw, "plc", path, str, default=None)
+        plc_map = reader.get(raw, "plc_map", path, str, default=None, check=_non_empty)
+        unit_id = reader.get(raw, "unit_id", path, int, default=1, check=_between(0, 255))
+        offset = reader.get(raw, "address_offset", path, int, default=0, check=_between(0, 65535))
+        if plc is not None and plc not in plc_ids:
+            known = ", ".join(sorted(plc_ids)) or "none defined"
+            reader.problem(f"{path}.plc", f"unknown plc {plc!r} (known: {known})")
+        if plc is not None and plc_map is None:
+            reader.problem(f"{path}.plc_map", "missing: a machine read from a plc needs a plc_map")
+        if plc_map is not None and _find_plc_map(plc_map, map_dirs) is None:
+            dirs = ", ".join(str(d) for d in map_dirs)
+            reader.problem(f"{path}.plc_map", f"unknown plc_map {plc_map!r} (searched {dirs})")
+        if machine_id is None or ideal is None:
+            continue
+        params = MachineParams(
+            machine_id=machine_id,
+            ideal_cycle_s=ideal,
+            micro_stop_s=micro if micro is not None else 120.0,
+            stop_after_s=stop_after,
+            micro_stop_bucket=LossBucket(bucket or "performance"),
+            counter_bits=bits or 32,
+            reasons=reasons,
+            state_source=StateSource(source) if source else None,
+        )
+        machines.append(
+            MachineConfig(
+                id=machine_id,
+                name=reader.get(raw, "name", path, str, default=machine_id) or machine_id,
+                params=params,
+                plc=plc,
+                plc_map=plc_map,
+                unit_id=unit_id if unit_id is not None else 1,
+                address_offset=offset or 0,
+            )
+        )
+    return tuple(machines)
+
+
+def _find_plc_map(name: str, map_dirs: tuple[Path, ...]) -> Path | None:
+    candidate = Path(name)
+    if candidate.suffix == ".toml" and candidate.is_file():
+        return candidate
+    for directory in map_dirs:
+        path = directory / f"{name}.toml"
+        if path.is_file():
+            return path
+    return None
+
+
+_BACKOFF_KEYS = {"backoff_initial_s", "backoff_max_s"}
+
+
+def _read_plcs(reader: _Reader, doc: Mapping[str, Any]) -> tuple[PlcConfig, ...]:
+    plcs: list[PlcConfig] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(reader.array_of_tables(doc, "plcs", "")):
+        path = f"plcs[{index}]"
+        plc_id = reader.get(raw, "id", path, str, check=_identifier)
+        if plc_id is not None:
+            if plc_id in seen:
+                reader.problem(f"{path}.id", f"duplicate plc id {plc_id!r}")
+            seen.add(plc_id)
+        protocol = reader.get(raw, "protocol", path, str, check=_one_of("modbus", "opcua"))
+        backoff_initial = reader.get(
+            raw, "backoff_initial_s", path, float, default=1.0, check=_positive
+        )
+        backoff_max = reader.get(raw, "backoff_max_s", path, float, default=30.0, check=_positive)
+        if protocol == "modbus":
+            reader.known_keys(
+                raw,
+                path,
+                {
+                    "id",
+                    "protocol",
+                    "host",
+                    "port",
+                    "poll_interval_s",
+                    "timeout_s",
+                    "retries",
+                    "max_gap",
+                }
+                | _BACKOFF_KEYS,
+            )
+            host = reader.get(raw, "host", path, str, check=_non_empty)
+            port = reader.get(raw, "port", path, int, default=502, check=_port)
+            interval = reader.get(raw, "poll_interval_s", path, float, default=1.0, check=_positive)
+            timeout = reader.get(raw, "timeout_s", path, float, default=1.0, check=_positive)
+            retries = reader.get(raw, "retries", path, int, default=1, check=_between(0, 10))
+            max_gap = reader.get(raw, "max_gap", path, int, default=8, check=_between(0, 124))
+            if None not in (plc_id, host, port, interval, timeout, retries, max_gap):
+                plcs.append(
+                    ModbusPlcConfig(
+                        plc_id,
+                        host,
+                        port,
+                        interval,
+                        timeout,
+                        retries,
+                        max_gap,
+                        backoff_initial or 1.0,
+                        backoff_max or 30.0,
+                    )
+                )
+        elif protocol == "opcua":
+            reader.known_keys(
+                raw,
+                path,
+                {
+                    "id",
+                    "protocol",
+                    "endpoint",
+                    "sampling_interval_s",
+                    "publishing_interval_s",
+                    "timeout_s",
+                    "username",
+                    "password",
+                }
+                | _BACKOFF_KEYS,
+            )
+            endpoint = reader.get(raw, "endpoint", path, str, check=_opc_endpoint)
+            sampling = reader.get(
+                raw, "sampling_interval_s", path, float, default=0.5, check=_positive
+            )
+            publishing = reader.get(
+                raw, "publishing_interval_s", path, float, default=0.5, check=_positive
+            )
+            timeout = reader.get(raw, "timeout_s", path, float, default=5.0, check=_positive)
+            username = reader.get(raw, "username", path, str, default=None)
+            password = reader.secret(raw, "password", path)
+            if None not in (plc_id, endpoint, sampling, publishing, timeout):
+                plcs.append(
+                    OpcUaPlcConfig(
+                        plc_id,
+                        endpoint,
+                        sampling,
+                        publishing,
+                        timeout,
+                        username,
+                        password,
+                        backoff_initial or 1.0,
+                        backoff_max or 30.0,
+                    )
+                )
+        if backoff_initial and backoff_max and backoff_max < backoff_initial:
+            reader.problem(f"{path}.backoff_max_s", "must be >= backoff_initial_s")
+    return tuple(plcs)
+
+
+def _opc_endpoint(value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme != "opc.tcp" or not parts.hostname:
+        return f'must be an OPC UA endpoint "opc.tcp://host:port/path", got {value!r}'
+    try:
+        _ = parts.port
+    except ValueError:
+        return f"has an invalid port: {value!r}"
+    return None
+
+
+def _read_simulator(reader: _Reader, doc: Mapping[str, Any]) -> SimulatorConfig:
+    table = reader.table(doc, "simulator", "")
+    path = "simulator"
+    defaults = SimulatorConfig()
+    reader.known_keys(table, path, set(SimulatorConfig.__dataclass_fields__))
+    return SimulatorConfig(
+        enabled=reader.get(table, "enabled", path, bool, default=False),
+        host=reader.get(table, "host", path, str, default=defaults.host, check=_non_empty)
+        or defaults.host,
+        port=_or(
+            reader.get(table, "port", path, int, default=defaults.port, check=_port), defaults.port
+        ),
+        seed=_or(reader.get(table, "seed", path, int, default=defaults.seed), defaults.seed),
+        time_scale=_or(
+            reader.get(table, "time_scale", path, float, default=1.0, check=_positive), 1.0
+        ),
+        micro_stops_per_hour=_or(
+            reader.get(
+                table,
+                "micro_stops_per_hour",
+                path,
+                float,
+                default=defaults.micro_stops_per_hour,
+                check=_non_negative,
+            ),
+            defaults.micro_stops_per_hour,
+        ),
+        faults_per_hour=_or(
+            reader.get(
+                table,
+                "faults_per_hour",
+                path,
+                float,
+                default=defaults.faults_per_hour,
+                check=_non_negative,
+            ),
+            defaults.faults_per_hour,
+        ),
+        reject_ratio=_or(
+            reader.get(
+                table,
+                "reject_ratio",
+                path,
+                float,
+                default=defaults.reject_ratio,
+                check=_between(0, 1),
+            ),
+            defaults.reject_ratio,
+        ),
+        counter_start=_or(
+            reader.get(table, "counter_start", path, int, default=0, check=_non_negative), 0
+        ),
+        jitter=_or(
+            reader.get(table, "jitter", path, float, default=defaults.jitter, check=_between(0, 1)),
+            defaults.jitter,
+        ),
+    )
+
+
+def _or(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+def _read_opcua(reader: _Reader, doc: Mapping[str, Any]) -> OpcUaServerConfig:
+    table = reader.table(doc, "opcua", "")
+    reader.known_keys(table, "opcua", {"enabled", "endpoint", "namespace_uri"})
+    defaults = OpcUaServerConfig()
+    return OpcUaServerConfig(
+        enabled=_or(reader.get(table, "enabled", "opcua", bool, default=True), True),
+        endpoint=_or(
+            reader.get(
+                table, "endpoint", "opcua", str, default=defaults.endpoint, check=_opc_endpoint
+            ),
+            defaults.endpoint,
+        ),
+        namespace_uri=_or(reader.get(table, "namespace_uri", "opcua", str, default=""), ""),
+    )
+
+
+def _read_mqtt(reader: _Reader, doc: Mapping[str, Any]) -> MqttConfig:
+    table = reader.table(doc, "mqtt", "")
+    path = "mqtt"
+    reader.known_keys(table, path, set(MqttConfig.__dataclass_fields__))
+    d = MqttConfig()
+    prefix = reader.get(table, "prefix", path, str, default=d.prefix, check=_topic_segment)
+    return MqttConfig(
+        enabled=_or(reader.get(table, "enabled", path, bool, default=False), False),
+        host=_or(reader.get(table, "host", path, str, default=d.host, check=_non_empty), d.host),
+        port=_or(reader.get(table, "port", path, int, default=d.port, check=_port), d.port),
+        prefix=_or(prefix, d.prefix),
+        client_id=_or(reader.get(table, "client_id", path, str, default=""), ""),
+        username=reader.get(table, "username", path, str, default=None),
+        password=reader.secret(table, "password", path),
+        tls=_or(reader.get(table, "tls", path, bool, default=False), False),
+        keepalive_s=_or(
+            reader.get(
+                table, "keepalive_s", path, int, default=d.keepalive_s, check=_between(5, 3600)
+            ),
+            d.keepalive_s,
+        ),
+        batch_max_events=_or(
+            reader.get(
+                table,
+                "batch_max_events",
+                path,
+                int,
+                default=d.batch_max_events,
+                check=_between(1, 100_000),
+            ),
+            d.batch_max_events,
+        ),
+        batch_max_delay_s=_or(
+            reader.get(
+                table,
+                "batch_max_delay_s",
+                path,
+                float,
+                default=d.batch_max_delay_s,
+                check=_positive,
+            ),
+            d.batch_max_delay_s,
+        ),
+    )
+
+
+def _topic_segment(value: str) -> str | None:
+    if (
+        not value
+        or any(c in value for c in "+#\x00")
+        or value.startswith("/")
+        or value.endswith("/")
+    ):
+        return f"must be a topic prefix without wildcards or leading/trailing '/', got {value!r}"
+    return None
+
+
+def _read_metrics(reader: _Reader, doc: Mapping[str, Any]) -> MetricsConfig:
+    table = reader.table(doc, "metrics", "")
+    reader.known_keys(table, "metrics", {"enabled", "host", "port"})
+    d = MetricsConfig()
+    return MetricsConfig(
+        enabled=_or(reader.get(table, "enabled", "metrics", bool, default=True), True),
+        host=_or(
+            reader.get(table, "host", "metrics", str, default=d.host, check=_non_empty), d.host
+        ),
+        port=_or(reader.get(table, "port", "metrics", int, default=d.port, check=_port), d.port),
+    )
+
+
+def _read_qmib(reader: _Reader, doc: Mapping[str, Any]) -> QmibConfig:
+    table = reader.table(doc, "qmib", "")
+    reader.known_keys(table, "qmib", {"enabled", "base_url", "token", "timeout_s"})
+    enabled = _or(reader.get(table, "enabled", "qmib", bool, default=False), False)
+    base_url = _or(
+        reader.get(table, "base_url", "qmib", str, default="", check=_http_url_or_empty), ""
+    )
+    if enabled and not base_url:
+        reader.problem("qmib.base_url", "missing: required when qmib.enabled = true")
+    return QmibConfig(
+        enabled=enabled,
+        base_url=base_url,
+        token=reader.secret(table, "token", "qmib"),
+        timeout_s=_or(
+            reader.get(table, "timeout_s", "qmib", float, default=10.0, check=_positive), 10.0
+        ),
+    )
+
+
+def _http_url_or_empty(value: str) -> str | None:
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f'must be an http(s) URL like "https://qmib.example/api", got {value!r}'
+    return None
+
+
+def _read_storage(reader: _Reader, doc: Mapping[str, Any], line_id: str) -> StorageConfig:
+    table = reader.table(doc, "storage", "")
+    reader.known_keys(table, "storage", {"state_dir", "sqlite_synchronous"})
+    raw_dir = reader.get(table, "state_dir", "storage", str, default=None, check=_non_empty)
+    if raw_dir is not None:
+        state_dir = Path(raw_dir).expanduser()
+        if not state_dir.is_absolute():
+            state_dir = reader.base_dir / state_dir
+    elif os.environ.get("STATE_DIRECTORY"):
+        # Set by systemd's StateDirectory=; may list several paths separated by ':'.
+        state_dir = Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    else:
+        state_dir = Path.cwd() / "var" / (line_id or "line")
+    sync = reader.get(
+        table, "sqlite_synchronous", "storage", str, default="FULL", check=_one_of("FULL", "NORMAL")
+    )
+    return StorageConfig(state_dir, sync or "FULL")
+
+
+def _read_logging(reader: _Reader, doc: Mapping[str, Any]) -> LoggingConfig:
+    table = reader.table(doc, "logging", "")
+    reader.known_keys(table, "logging", {"level"})
+    level = reader.get(table, "level", "logging", str, default="info", check=_one_of(*_LOG_LEVELS))
+    return LoggingConfig(level or "info")
+
+
+_TOP_LEVEL = {
+    "line",
+    "calendar",
+    "machines",
+    "plcs",
+    "simulator",
+    "opcua",
+    "mqtt",
+    "metrics",
+    "qmib",
+    "storage",
+    "logging",
+    "plc_map_dirs",
+}
+
+
+def parse_config(doc: Mapping[str, Any], source: str, base_dir: Path) -> LineConfig:
+    """Validate an already-parsed TOML document; raises ConfigError with every problem."""
+    reader = _Reader(base_dir)
+    reader.known_keys(doc, "", _TOP_LEVEL)
+    line = _read_line(reader, doc)
+    calendar = _read_calendar(reader, doc)
+    extra_dirs = reader.get(doc, "plc_map_dirs", "", list, default=[]) or []
+    map_dirs: list[Path] = []
+    for index, item in enumerate(extra_dirs):
+        if isinstance(item, str) and item:
+            directory = Path(item) if Path(item).is_absolute() else base_dir / item
+            map_dirs.append(directory)
+        else:
+            reader.problem(f"plc_map_dirs[{index}]", f"must be a directory path, got {item!r}")
+    map_dirs.append(base_dir / "plc_maps")
+    map_dirs.append(BUILTIN_PLC_MAPS)
+    plcs = _read_plcs(reader, doc)
+    machines = _read_machines(reader, doc, {p.id for p in plcs}, tuple(map_dirs))
+    config = LineConfig(
+        source_path=Path(source),
+        line=line,
+        calendar=calendar,
+        machines=machines,
+        plcs=plcs,
+        simulator=_read_simulator(reader, doc),
+        opcua=_read_opcua(reader, doc),
+        mqtt=_read_mqtt(reader, doc),
+        metrics=_read_metrics(reader, doc),
+        qmib=_read_qmib(reader, doc),
+        storage=_read_storage(reader, doc, line.id),
+        logging=_read_logging(reader, doc),
+        plc_map_dirs=tuple(dict.fromkeys(map_dirs)),
+    )
+    if reader.problems:
+        raise ConfigError(source, reader.problems)
+    return config
+
+
+def load_config(path: str | Path) -> LineConfig:
+    """Read and validate a line config file; raises ConfigError naming every problem."""
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(file), [Problem("", f"cannot read file: {exc.strerror}")]) from exc
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(file), [Problem("", f"not UTF-8 text: {exc.reason}")]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(file), [Problem("", f"invalid TOML: {exc}")]) from exc
+    return parse_config(doc, str(file), file.resolve().parent)
