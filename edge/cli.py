@@ -1,0 +1,206 @@
+"""The ``edge`` command line.
+
+Exit statuses follow sysexits where systemd can act on them:
+
+* 0  — clean stop (SIGINT/SIGTERM included)
+* 1  — the service failed at run time (e.g. a supervisor escalated)
+* 2  — wrong command-line usage
+* 78 — EX_CONFIG: the config is invalid; the unit file's
+  ``RestartPreventExitStatus=78`` stops systemd from restarting in a loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge import __version__
+from edge.config import DEFAULT_CONFIG, LineConfig, load_config
+from edge.errors import ConfigError, EdgeError
+from edge.logs import configure_logging
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 78
+
+log = logging.getLogger("edge.cli")
+
+_DESCRIPTION = """\
+Edge line controller: reads a production line's PLCs, computes counts, stops,
+micro-stops and OEE at the edge, and serves them to SCADA (OPC UA), Prometheus
+and the MES (MQTT).
+
+Start with `edge run`: without --config it runs the demo line, a simulated
+bottling line that needs no PLC.
+"""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"edge {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run the line service (the demo line when no --config is given)",
+        description=(
+            "Run the line service until SIGINT/SIGTERM. It polls the PLCs, keeps every "
+            "machine's state, and serves OPC UA, /metrics and MQTT as the config says. "
+            f"Without --config it runs the demo line ({DEFAULT_CONFIG.name}), which starts "
+            "a simulated PLC in-process."
+        ),
+    )
+    run.add_argument("--config", type=Path, default=None, metavar="PATH", help="line config (TOML)")
+    run.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=None,
+        help="override the config's [logging] level",
+    )
+
+    check = commands.add_parser(
+        "check-config",
+        help="validate line config files and report every problem",
+        description=(
+            "Validate one or more line config files (and the plc_maps they name) without "
+            "starting anything. Prints every problem with its key path. Exit status 0 when "
+            "all are valid, 78 otherwise."
+        ),
+    )
+    check.add_argument("configs", type=Path, nargs="+", metavar="PATH")
+
+    replay = commands.add_parser(
+        "replay",
+        help="compute the OEE report of a recorded trace (JSON lines)",
+        description=(
+            "Feed a hot-log trace (one JSON sample per line, '-' for standard input) through "
+            "the OEE engine and print the per-machine, per-shift report as one JSON document "
+            "(OEE.md section 7). Malformed lines are skipped and reported on stderr."
+        ),
+    )
+    replay.add_argument("trace", metavar="TRACE.jsonl", help="trace file, or - for stdin")
+    replay.add_argument(
+        "--config", type=Path, required=True, metavar="LINE.toml", help="line config (TOML)"
+    )
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="run only the simulated line (a Modbus TCP server playing the PLCs)",
+        description=(
+            "Run the line simulator standalone: a Modbus TCP server at the config's "
+            "[simulator] host/port playing every machine bound to it. Point another "
+            "`edge run` (or any Modbus client) at it."
+        ),
+    )
+    simulate.add_argument("--config", type=Path, default=None, metavar="PATH")
+
+    bench = commands.add_parser(
+        "bench",
+        help="run the performance benchmarks and print their figures",
+        description=(
+            "Run the benchmarks of DESIGN.md section 7; each measures its in-run baseline "
+            "and prints the ratio. Prints a table and one JSON document."
+        ),
+    )
+    bench.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
+    bench.add_argument("--json", type=Path, default=None, help="also write the JSON document here")
+    return parser
+
+
+def _load(path: Path | None) -> LineConfig:
+    return load_config(path or DEFAULT_CONFIG)
+
+
+def _cmd_check_config(paths: Sequence[Path]) -> int:
+    status = EXIT_OK
+    for path in paths:
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            status = EXIT_CONFIG
+        else:
+            machines = len(config.machines)
+            print(f"{path}: ok ({machines} machines, {len(config.plcs)} plcs)")
+    return status
+
+
+def _cmd_run(config_path: Path | None, log_level: str | None) -> int:
+    configure_logging(log_level or "info")
+    try:
+        config = _load(config_path)
+    except ConfigError as exc:
+        log.error("invalid config, not starting:\n%s", exc)
+        return EXIT_CONFIG
+    configure_logging(log_level or config.logging.level)
+    from edge.service import run_service  # noqa: PLC0415 - keep `edge --help` fast
+
+    return run_service(config)
+
+
+def _cmd_replay(trace: str, config_path: Path) -> int:
+    configure_logging("warning")
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    from edge.replay import run_replay  # noqa: PLC0415
+
+    return run_replay(trace, config, sys.stdout, sys.stderr)
+
+
+def _cmd_simulate(config_path: Path | None) -> int:
+    configure_logging("info")
+    try:
+        config = _load(config_path)
+    except ConfigError as exc:
+        log.error("invalid config, not starting:\n%s", exc)
+        return EXIT_CONFIG
+    from edge.service import run_simulator_only  # noqa: PLC0415
+
+    return run_simulator_only(config)
+
+
+def _cmd_bench(names: Sequence[str], json_path: Path | None) -> int:
+    configure_logging("warning")
+    from edge.bench import run_benchmarks  # noqa: PLC0415
+
+    return run_benchmarks(list(names), json_path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        match args.command:
+            case "run":
+                return _cmd_run(args.config, args.log_level)
+            case "check-config":
+                return _cmd_check_config(args.configs)
+            case "replay":
+                return _cmd_replay(args.trace, args.config)
+            case "simulate":
+                return _cmd_simulate(args.config)
+            case "bench":
+                return _cmd_bench(args.names, args.json)
+            case _:
+                parser.print_help()
+                return EXIT_USAGE
+    except EdgeError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
