@@ -254,3 +254,12 @@ def test_systemd_state_directory_is_the_default(
 def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read file"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_example_config_is_valid_with_its_secrets_provided(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGE_AOI_PASSWORD", "a")
+    monkeypatch.setenv("EDGE_MQTT_PASSWORD", "b")
+    monkeypatch.setenv("EDGE_QMIB_TOKEN", "c")
+    config = load_config(DEFAULT_CONFIG.parent / "example-line.toml")
+    assert [p.protocol for p in config.plcs] == ["modbus", "opcua"]
+    assert config.mqtt.password is not None and config.mqtt.password.reveal() == "b"
