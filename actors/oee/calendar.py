@@ -148,7 +148,7 @@ def validate_calendar(definition: CalendarDef, path: str = "calendar") -> list[P
                 problems.append(
                     Problem(
                         f"{shift_path}.{field_name}",
-                        "must be a local wall-clock time without a time zone of its own",
+                        "must be a wall-clock time without a time zone",
                     )
                 )
 
@@ -199,7 +199,8 @@ class ShiftCalendar:
         self._raw_cache: dict[int, tuple[_RawInstance, ...]] = {}
         self._date_cache: dict[int, tuple[ShiftInstance, ...]] = {}
         self._block_cache: dict[int, _Block] = {}
-        self._current: _Block = self._block(0)
+        # An empty range: the first lookup builds the block it needs.
+        self._current = _Block(number=0, lo=0.0, hi=0.0, instances=(), starts=(), points=())
 
     @property
     def definition(self) -> CalendarDef:
@@ -503,7 +504,7 @@ def _check_breaks(shift: ShiftDef, shift_path: str) -> list[Problem]:
         span = _format_span(brk.start, brk.end)
         if brk.start.tzinfo is not None or brk.end.tzinfo is not None:
             problems.append(
-                Problem(break_path, f"{span} must be local wall-clock times without a time zone")
+                Problem(break_path, f"{span} must be wall-clock times without a time zone")
             )
             continue
         if _time_us(brk.start) == _time_us(brk.end):
