@@ -1,0 +1,816 @@
+"""The actor runtime: one task per actor, a bounded mailbox, tell/ask, stop as a message.
+
+Callers only ever hold an :class:`ActorRef`. The actor object itself (a subclass
+of :class:`Actor`) is touched by its own task alone, one message at a time.
+
+Mailbox
+    Bounded (``mailbox_capacity``). What happens when it is full is explicit per
+    actor (:class:`OverflowPolicy`):
+
+    - ``BLOCK``: ``tell``/``ask`` wait for room (backpressure on the producer);
+      ``tell_nowait`` raises :class:`~edge.errors.MailboxFullError`.
+    - ``COALESCE``: a told message whose ``Actor.coalesce_key`` is not ``None``
+      replaces the queued message with the same key, in that message's place
+      ("latest value wins", order of first arrival kept). Coalescing happens only
+      when the mailbox is full; with room every message is queued. Messages
+      without a key, a key not in the mailbox, and asks behave as under ``BLOCK``.
+
+    Stop is a message too, but it never waits for room: it goes in behind
+    everything told before it.
+
+Failures
+    An exception while handling an ``ask`` goes back to the asker; the actor
+    keeps running. An exception while handling a ``tell`` (or in ``on_start``,
+    ``restore`` or ``snapshot``) crashes the actor: ``on_failure`` is called on
+    the dying instance, then its supervisor decides. A restart keeps the same
+    ``ActorRef`` and the same mailbox: a fresh instance from the child spec's
+    factory gets ``restore(last snapshot)``, then ``on_start``, then handles the
+    messages queued behind the one that crashed (that one is dropped). An actor
+    without a supervisor stays down. When an actor ends for good, every ask still
+    in its mailbox fails with :class:`~edge.errors.ActorStoppedError`.
+
+    An ask whose caller gave up (timeout, cancellation) is still handled when its
+    turn comes: a timeout means "no reply in time", not "not done".
+
+Snapshots
+    A crashed instance's memory may be half-way through a message, so restarts
+    never read it: they restore the last snapshot taken between two messages.
+    ``Actor.snapshot()`` is called (only if a message was handled since the last
+    one) every ``snapshot_every_s`` seconds of event-loop time (default 1 s, also
+    when the actor is idle), after every ``snapshot_every_messages`` messages if
+    that is set, and on a clean stop before ``on_stop``. The hot path pays one
+    integer comparison per message for this. ``snapshot()`` should return an
+    immutable value or a copy: the runtime keeps the object as it is.
+
+States
+    ``NEW -> STARTING -> RUNNING -> STOPPING -> STOPPED``, or ``FAILED`` when it
+    ended by an exception. During a restart the state is ``STARTING`` again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Final, Generic, TypeVar
+
+from edge.errors import ActorError, ActorStoppedError, AskTimeoutError, MailboxFullError
+
+__all__ = [
+    "DEFAULT_ASK_TIMEOUT_S",
+    "DEFAULT_MAILBOX_CAPACITY",
+    "DEFAULT_SNAPSHOT_EVERY_S",
+    "DEFAULT_STOP_TIMEOUT_S",
+    "Actor",
+    "ActorRef",
+    "ActorState",
+    "ActorStatistics",
+    "ExitHandler",
+    "OverflowPolicy",
+    "start_actor",
+]
+
+logger = logging.getLogger(__name__)
+
+MsgT = TypeVar("MsgT")
+ReplyT = TypeVar("ReplyT")
+
+DEFAULT_MAILBOX_CAPACITY: Final = 1000
+DEFAULT_ASK_TIMEOUT_S: Final = 5.0
+DEFAULT_STOP_TIMEOUT_S: Final = 5.0
+DEFAULT_SNAPSHOT_EVERY_S: Final = 1.0
+# After a stop timed out and the task was cancelled, how long to wait for it to unwind.
+_CANCEL_GRACE_S: Final = 1.0
+_NEVER: Final = sys.maxsize
+
+ExitHandler = Callable[[BaseException | None, str], Awaitable[bool]]
+"""How a supervisor hears that an actor instance ended.
+
+Called from the actor's own task with the exception that ended it (``None``
+after a clean stop) and what it was doing (``"handling Sample"``). Returns
+whether to restart it; may wait (restart backoff) before returning.
+"""
+
+
+class OverflowPolicy(Enum):
+    """What a full mailbox does with a new message."""
+
+    BLOCK = "block"
+    COALESCE = "coalesce"
+
+
+class ActorState(Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ActorStatistics:
+    """A point-in-time record of one actor, safe to keep and compare."""
+
+    name: str
+    state: ActorState
+    mailbox_depth: int
+    mailbox_capacity: int
+    messages_handled: int
+    restarts: int
+    failures: int
+    last_failure: str | None
+
+
+class Actor(ABC, Generic[MsgT, ReplyT]):
+    """Base of every actor: subclasses implement :meth:`handle` and maybe the hooks.
+
+    ``MsgT`` is what it accepts, ``ReplyT`` what ``handle`` returns (the reply
+    to an ask; ignored for a tell). An instance can be started once.
+    """
+
+    _cell: _ActorCell[MsgT, ReplyT] | None = None
+
+    @abstractmethod
+    async def handle(self, message: MsgT) -> ReplyT:
+        """Handle one message; the return value is the reply when it was asked."""
+
+    async def on_start(self) -> None:
+        """Acquire what the actor needs; it counts as started when this returns."""
+
+    async def on_stop(self) -> None:
+        """Release what ``on_start`` acquired; runs after the last queued message."""
+
+    def on_failure(self, exc: BaseException) -> None:
+        """Called on the dying instance after it crashed, before any restart."""
+
+    def snapshot(self) -> object | None:
+        """The state a restarted instance should continue from (``None``: nothing)."""
+        return None
+
+    def restore(self, snapshot: object) -> None:
+        """Adopt a snapshot taken by an earlier instance; called before ``on_start``."""
+
+    def coalesce_key(self, message: MsgT) -> Hashable | None:
+        """Under ``COALESCE``: messages with equal keys replace each other when full."""
+        return None
+
+    @property
+    def ref(self) -> ActorRef[MsgT, ReplyT]:
+        """This actor's handle, e.g. to tell itself something or ``stop_nowait``."""
+        cell = self._cell
+        if cell is None:
+            raise ActorError(f"{type(self).__name__} has not been started")
+        return cell.ref
+
+
+class ActorRef(Generic[MsgT, ReplyT]):
+    """The only handle callers get to an actor; it survives restarts."""
+
+    __slots__ = ("_cell",)
+
+    def __init__(self, cell: _ActorCell[MsgT, ReplyT]) -> None:
+        self._cell = cell
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self._cell.name!r} {self._cell.state.value}>"
+
+    @property
+    def name(self) -> str:
+        return self._cell.name
+
+    @property
+    def state(self) -> ActorState:
+        return self._cell.state
+
+    @property
+    def is_alive(self) -> bool:
+        """True from start until it has stopped or died for good."""
+        return self._cell.state in _ALIVE
+
+    async def tell(self, message: MsgT) -> None:
+        """Queue ``message``; waits for room when the mailbox is full (``BLOCK``)."""
+        cell = self._cell
+        items = cell.items
+        # The hot path: plain append and wake, no envelope, no extra coroutine.
+        if cell.fast_tell and len(items) < cell.capacity:
+            items.append(message)
+            getter = cell.getter
+            if getter is not None:
+                cell.getter = None
+                if not getter.done():
+                    getter.set_result(None)
+            return
+        await cell.tell_slow(message)
+
+    def tell_nowait(self, message: MsgT) -> None:
+        """Queue ``message`` or raise ``MailboxFullError`` (after coalescing, if any)."""
+        cell = self._cell
+        if cell.closed:
+            raise cell.stopped_error()
+        if not cell.offer(message):
+            raise MailboxFullError(
+                f"mailbox of actor {cell.name!r} is full ({cell.capacity} messages)"
+            )
+
+    # The timeout is part of the ask/stop contract (it is named in AskTimeoutError and
+    # drives the cancel on stop), not a wrapper around a single await.
+    async def ask(
+        self,
+        message: MsgT,
+        timeout: float | None = DEFAULT_ASK_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> ReplyT:
+        """Send ``message`` and return the reply, or raise what ``handle`` raised.
+
+        ``timeout`` covers waiting for mailbox room and for the reply; ``None``
+        waits forever. Raises ``AskTimeoutError`` or ``ActorStoppedError``.
+        """
+        cell = self._cell
+        if cell.closed:
+            raise cell.stopped_error()
+        reply: asyncio.Future[ReplyT] = cell.loop.create_future()
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                await cell.put_envelope(_Ask(message, reply))
+                return await reply
+        except TimeoutError:
+            if deadline.expired():
+                raise AskTimeoutError(
+                    f"actor {cell.name!r} did not answer {type(message).__name__} "
+                    f"within {timeout} s"
+                ) from None
+            raise
+
+    async def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT_S) -> None:  # noqa: ASYNC109
+        """Stop after the messages already queued; cancel the actor after ``timeout``.
+
+        Returns once ``on_stop`` has run (or the actor was cancelled). Already
+        stopped: returns at once. An actor cannot await its own stop: it uses
+        :meth:`stop_nowait`. A supervised ``PERMANENT`` actor is restarted after
+        this; ``Supervisor.remove_child`` ends it for good.
+        """
+        cell = self._cell
+        task = cell.task
+        if task is None or task.done():
+            return
+        if asyncio.current_task() is task:
+            raise RuntimeError(
+                f"actor {cell.name!r} cannot await its own stop; use ref.stop_nowait()"
+            )
+        waiter = cell.request_stop()
+        done, _ = await asyncio.wait({waiter}, timeout=timeout)
+        if not done:
+            await cell.cancel(timeout)
+
+    def stop_nowait(self) -> None:
+        """Queue the stop message and return; the actor stops after the queued messages."""
+        task = self._cell.task
+        if task is not None and not task.done():
+            self._cell.request_stop()
+
+    def statistics(self) -> ActorStatistics:
+        return self._cell.statistics()
+
+
+async def start_actor(
+    actor: Actor[MsgT, ReplyT],
+    *,
+    name: str | None = None,
+    mailbox_capacity: int = DEFAULT_MAILBOX_CAPACITY,
+    overflow: OverflowPolicy = OverflowPolicy.BLOCK,
+    snapshot_every_s: float | None = DEFAULT_SNAPSHOT_EVERY_S,
+    snapshot_every_messages: int | None = None,
+) -> ActorRef[MsgT, ReplyT]:
+    """Start an unsupervised actor; returns once its ``on_start`` has finished.
+
+    Raises what ``on_start`` raised. Without a supervisor a crash is final.
+    """
+    cell = _ActorCell(
+        actor,
+        name=name if name is not None else type(actor).__name__,
+        factory=None,
+        mailbox_capacity=mailbox_capacity,
+        overflow=overflow,
+        snapshot_every_s=snapshot_every_s,
+        snapshot_every_messages=snapshot_every_messages,
+        on_exit=None,
+    )
+    await cell.start()
+    return cell.ref
+
+
+def validate_actor_options(
+    mailbox_capacity: int,
+    snapshot_every_s: float | None,
+    snapshot_every_messages: int | None,
+) -> None:
+    """Raise ``ValueError`` naming the first bad option (shared with ``ChildSpec``)."""
+    if mailbox_capacity < 1:
+        raise ValueError(f"mailbox_capacity must be at least 1, got {mailbox_capacity}")
+    if snapshot_every_s is not None and not snapshot_every_s > 0:
+        raise ValueError(f"snapshot_every_s must be positive or None, got {snapshot_every_s}")
+    if snapshot_every_messages is not None and snapshot_every_messages < 1:
+        raise ValueError(
+            f"snapshot_every_messages must be at least 1 or None, got {snapshot_every_messages}"
+        )
+
+
+_ALIVE: Final = frozenset({ActorState.STARTING, ActorState.RUNNING, ActorState.STOPPING})
+
+
+class _Ask:
+    __slots__ = ("message", "reply")
+
+    def __init__(self, message: object, reply: asyncio.Future[Any]) -> None:
+        self.message = message
+        self.reply = reply
+
+
+class _Slot:
+    """A coalescable message's place in the mailbox; a newer value replaces ``message``."""
+
+    __slots__ = ("key", "message")
+
+    def __init__(self, key: Hashable, message: object) -> None:
+        self.key = key
+        self.message = message
+
+
+class _Stop:
+    __slots__ = ()
+
+
+_STOP: Final = _Stop()
+
+
+class _Crash:
+    __slots__ = ("during", "exc")
+
+    def __init__(self, exc: Exception, during: str) -> None:
+        self.exc = exc
+        self.during = during
+
+
+class _SnapshotFailed(Exception):
+    """Carries a ``snapshot()`` exception out of the message loop, told apart from a tell's."""
+
+
+class _ActorCell(Generic[MsgT, ReplyT]):
+    """The runtime behind one ActorRef: mailbox, task, current instance, counters.
+
+    Attributes without an underscore are shared with ActorRef's fast paths in
+    this module; nothing outside this package touches them.
+    """
+
+    def __init__(
+        self,
+        actor: Actor[MsgT, ReplyT],
+        *,
+        name: str,
+        factory: Callable[[], Actor[MsgT, ReplyT]] | None,
+        mailbox_capacity: int,
+        overflow: OverflowPolicy,
+        snapshot_every_s: float | None,
+        snapshot_every_messages: int | None,
+        on_exit: ExitHandler | None,
+    ) -> None:
+        validate_actor_options(mailbox_capacity, snapshot_every_s, snapshot_every_messages)
+        self.name = name
+        self.ref: ActorRef[MsgT, ReplyT] = ActorRef(self)
+        self.on_exit = on_exit
+        self._factory = factory
+        self._bind(actor)
+        self._actor = actor
+        self.state = ActorState.NEW
+        self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
+        self.task: asyncio.Task[None] | None = None
+
+        self.capacity = mailbox_capacity
+        self._coalescing = overflow is OverflowPolicy.COALESCE
+        self.items: deque[object] = deque()
+        self._keys: dict[Hashable, _Slot] = {}
+        self._putters: deque[asyncio.Future[None]] = deque()
+        self.getter: asyncio.Future[None] | None = None
+        self.closed = False
+        # True while tells may take ActorRef.tell's inline path (open, not coalescing).
+        self.fast_tell = not self._coalescing
+        self._stop_requested = False
+        self._stop_waiters: list[asyncio.Future[None]] = []
+
+        self._handled = 0
+        self._restarts = 0
+        self._failures = 0
+        self._last_failure: str | None = None
+        self._final_failure: BaseException | None = None
+
+        self._snapshot: object | None = None
+        self._snapshot_every_s = snapshot_every_s
+        self._snapshot_every_messages = snapshot_every_messages
+        self._snapshot_handled = 0  # value of _handled when the last snapshot was taken
+        self._snapshot_at = self._next_snapshot_at()  # _handled value that triggers one
+        self._snapshot_timer: asyncio.TimerHandle | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def _bind(self, actor: Actor[MsgT, ReplyT]) -> None:
+        if actor._cell is not None:
+            raise ActorError(
+                f"{type(actor).__name__} instance was already started as actor "
+                f"{actor._cell.name!r}; an instance can be started once"
+            )
+        actor._cell = self
+
+    async def start(self) -> None:
+        """Run the actor's task; return once ``on_start`` finished, or raise its error."""
+        self.state = ActorState.STARTING
+        ready: asyncio.Future[None] = self.loop.create_future()
+        self.task = self.loop.create_task(self._main(ready), name=f"actor {self.name}")
+        try:
+            await ready
+        except asyncio.CancelledError:
+            self.task.cancel()
+            raise
+
+    async def _main(self, ready: asyncio.Future[None]) -> None:
+        actor = self._actor
+        self._arm_snapshot_timer()
+        try:
+            try:
+                await actor.on_start()
+            except Exception as exc:
+                self._record_failure(actor, exc)
+                self._final_failure = exc
+                logger.error("actor %s failed to start: %r", self.name, exc)
+                if not ready.done():
+                    ready.set_exception(exc)
+                return
+            self.state = ActorState.RUNNING
+            if not ready.done():
+                ready.set_result(None)
+            exit_ = await self._serve(actor)
+            while True:
+                failure: Exception | None
+                if exit_ is None:
+                    await self._stop_instance(actor)
+                    failure, during = None, "stopped"
+                else:
+                    failure, during = exit_.exc, exit_.during
+                    self._record_failure(actor, failure)
+                    self.state = ActorState.STARTING
+                if not await self._decide(failure, during):
+                    self._final_failure = failure
+                    return
+                if failure is None:
+                    # Restarted after a clean stop: that stop is done, the mailbox reopens.
+                    self._release_stop_waiters()
+                    self._reopen()
+                self.state = ActorState.STARTING
+                try:
+                    actor = self._new_instance()
+                    await actor.on_start()
+                except Exception as exc:
+                    exit_ = _Crash(exc, "restarting")
+                    continue
+                self._restarts += 1
+                self.state = ActorState.RUNNING
+                logger.info("actor %s restarted (restart %d)", self.name, self._restarts)
+                exit_ = await self._serve(actor)
+        except asyncio.CancelledError:
+            if not ready.done():
+                ready.set_exception(ActorStoppedError(f"actor {self.name!r} was cancelled"))
+            raise
+        except BaseException as exc:
+            # A bug in the runtime or KeyboardInterrupt/SystemExit: end the actor, say so.
+            self._final_failure = exc
+            if not ready.done():
+                ready.set_exception(exc)
+            if isinstance(exc, Exception):
+                logger.exception("actor %s: runtime error", self.name)
+                return
+            raise
+        finally:
+            self._finish()
+
+    def _new_instance(self) -> Actor[MsgT, ReplyT]:
+        if self._factory is None:  # pragma: no cover - _decide never restarts these
+            raise ActorError(f"actor {self.name!r} has no factory to restart from")
+        actor = self._factory()
+        self._bind(actor)
+        self._actor = actor
+        if self._snapshot is not None:
+            actor.restore(self._snapshot)
+        # The restored state is the snapshot's: nothing new to save yet.
+        self._snapshot_handled = self._handled
+        self._snapshot_at = self._next_snapshot_at()
+        return actor
+
+    async def _stop_instance(self, actor: Actor[MsgT, ReplyT]) -> None:
+        self.state = ActorState.STOPPING
+        if self._handled != self._snapshot_handled:
+            try:
+                self._take_snapshot(actor)
+            except _SnapshotFailed as exc:
+                logger.error(
+                    "actor %s: snapshot on stop failed, keeping the previous one: %r",
+                    self.name,
+                    exc.__cause__,
+                )
+        try:
+            await actor.on_stop()
+        except Exception as exc:
+            logger.error("actor %s: on_stop failed: %r", self.name, exc, exc_info=exc)
+
+    def _record_failure(self, actor: Actor[MsgT, ReplyT], exc: Exception) -> None:
+        self._failures += 1
+        self._last_failure = repr(exc)
+        try:
+            actor.on_failure(exc)
+        except Exception as hook_exc:
+            logger.error("actor %s: on_failure raised %r", self.name, hook_exc)
+
+    async def _decide(self, failure: Exception | None, during: str) -> bool:
+        if self.on_exit is None:
+            if failure is not None:
+                logger.error(
+                    "actor %s crashed %s: %r; not supervised, it stays down",
+                    self.name,
+                    during,
+                    failure,
+                    exc_info=failure,
+                )
+            return False
+        try:
+            return await self.on_exit(failure, during)
+        except Exception:
+            logger.exception("actor %s: supervisor failed to decide on a restart", self.name)
+            return False
+
+    def _finish(self) -> None:
+        """End for good: close the mailbox, fail what waits on it, settle the state."""
+        self.closed = True
+        self.fast_tell = False
+        if self._snapshot_timer is not None:
+            self._snapshot_timer.cancel()
+            self._snapshot_timer = None
+        failed = self._final_failure is not None
+        self.state = ActorState.FAILED if failed else ActorState.STOPPED
+        verb = "died" if failed else "stopped"
+        dropped = 0
+        for item in self.items:
+            if type(item) is _Ask:
+                if not item.reply.done():
+                    item.reply.set_exception(
+                        ActorStoppedError(
+                            f"actor {self.name!r} {verb} before answering "
+                            f"{type(item.message).__name__}"
+                        )
+                    )
+            elif type(item) is not _Stop:
+                dropped += 1
+        self.items.clear()
+        self._keys.clear()
+        if dropped:
+            logger.warning("actor %s %s with %d unhandled messages", self.name, verb, dropped)
+        self._wake_all_putters()
+        self._release_stop_waiters()
+
+    def stopped_error(self) -> ActorStoppedError:
+        if self.state is ActorState.FAILED:
+            return ActorStoppedError(f"actor {self.name!r} died: {self._last_failure}")
+        if self.state is ActorState.STOPPED:
+            return ActorStoppedError(f"actor {self.name!r} is stopped")
+        return ActorStoppedError(f"actor {self.name!r} is stopping")
+
+    # -- stopping ----------------------------------------------------------
+
+    def request_stop(self) -> asyncio.Future[None]:
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._stop_waiters.append(waiter)
+        if not self._stop_requested:
+            self._stop_requested = True
+            self.closed = True
+            self.fast_tell = False
+            # Stop never waits for room: it queues behind everything told before it.
+            self.items.append(_STOP)
+            self._wake_getter()
+            # Producers still waiting for room did not get in before the stop.
+            self._wake_all_putters()
+        return waiter
+
+    async def cancel(self, waited_s: float | None) -> None:
+        task = self.task
+        if task is None or task.done():
+            return
+        logger.warning("actor %s did not stop within %s s; cancelling it", self.name, waited_s)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=_CANCEL_GRACE_S)
+        if not done:
+            logger.error(
+                "actor %s still running %s s after cancellation", self.name, _CANCEL_GRACE_S
+            )
+
+    def _reopen(self) -> None:
+        self._stop_requested = False
+        self.closed = False
+        self.fast_tell = not self._coalescing
+
+    def _release_stop_waiters(self) -> None:
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- mailbox -----------------------------------------------------------
+
+    def _wake_getter(self) -> None:
+        getter = self.getter
+        if getter is not None:
+            self.getter = None
+            if not getter.done():
+                getter.set_result(None)
+
+    def _wake_putter(self) -> None:
+        putters = self._putters
+        while putters:
+            putter = putters.popleft()
+            if not putter.done():
+                putter.set_result(None)
+                return
+
+    def _wake_all_putters(self) -> None:
+        putters, self._putters = self._putters, deque()
+        for putter in putters:
+            if not putter.done():
+                putter.set_result(None)
+
+    async def _wait_for_room(self) -> None:
+        putter: asyncio.Future[None] = self.loop.create_future()
+        self._putters.append(putter)
+        try:
+            await putter
+        except BaseException:
+            putter.cancel()
+            try:
+                self._putters.remove(putter)
+            except ValueError:
+                # Already woken: pass the turn on so that wake-up is not lost.
+                if len(self.items) < self.capacity:
+                    self._wake_putter()
+            raise
+
+    def offer(self, message: object) -> bool:
+        """Queue a told message if the policy allows it now; False means full."""
+        items = self.items
+        if self._coalescing:
+            key = self._actor.coalesce_key(message)  # type: ignore[arg-type]
+            if key is not None:
+                if len(items) >= self.capacity:
+                    slot = self._keys.get(key)
+                    if slot is None:
+                        return False
+                    slot.message = message
+                    return True
+                slot = _Slot(key, message)
+                self._keys[key] = slot
+                items.append(slot)
+                self._wake_getter()
+                return True
+        if len(items) >= self.capacity:
+            return False
+        items.append(message)
+        self._wake_getter()
+        return True
+
+    async def tell_slow(self, message: object) -> None:
+        while True:
+            if self.closed:
+                raise self.stopped_error()
+            if self.offer(message):
+                return
+            await self._wait_for_room()
+
+    async def put_envelope(self, envelope: _Ask) -> None:
+        while True:
+            if self.closed:
+                raise self.stopped_error()
+            if len(self.items) < self.capacity:
+                self.items.append(envelope)
+                self._wake_getter()
+                return
+            await self._wait_for_room()
+
+    # -- the message loop --------------------------------------------------
+
+    async def _serve(self, actor: Actor[MsgT, ReplyT]) -> _Crash | None:
+        """Handle messages until the stop message (None) or a crash."""
+        items = self.items
+        putters = self._putters
+        handle: Callable[[Any], Awaitable[object]] = actor.handle
+        item: object = None
+        try:
+            while True:
+                if not items:
+                    if (
+                        self._handled >= self._snapshot_at
+                        and self._handled != self._snapshot_handled
+                    ):
+                        self._take_snapshot(actor)
+                    getter: asyncio.Future[None] = self.loop.create_future()
+                    self.getter = getter
+                    await getter
+                    continue
+                item = items.popleft()
+                if putters:
+                    self._wake_putter()
+                kind = type(item)
+                if kind is _Ask:
+                    await self._answer(handle, item)  # type: ignore[arg-type]
+                elif kind is _Slot:
+                    slot: _Slot = item  # type: ignore[assignment]
+                    if self._keys.get(slot.key) is slot:
+                        del self._keys[slot.key]
+                    await handle(slot.message)
+                elif kind is _Stop:
+                    return None
+                else:
+                    await handle(item)
+                self._handled += 1
+                if self._handled >= self._snapshot_at:
+                    self._take_snapshot(actor)
+        except _SnapshotFailed as exc:
+            cause = exc.__cause__
+            assert isinstance(cause, Exception)
+            return _Crash(cause, "taking a snapshot")
+        except Exception as exc:
+            message = item.message if type(item) is _Slot else item
+            return _Crash(exc, f"handling {type(message).__name__}")
+
+    async def _answer(self, handle: Callable[[Any], Awaitable[object]], ask: _Ask) -> None:
+        reply = ask.reply
+        try:
+            result = await handle(ask.message)
+        except Exception as exc:
+            if reply.done():
+                logger.warning(
+                    "actor %s: %s failed after its asker gave up: %r",
+                    self.name,
+                    type(ask.message).__name__,
+                    exc,
+                )
+            elif isinstance(exc, StopIteration):  # futures refuse StopIteration
+                reply.set_exception(RuntimeError(repr(exc)))
+            else:
+                reply.set_exception(exc)
+        else:
+            if not reply.done():
+                reply.set_result(result)
+
+    # -- snapshots ---------------------------------------------------------
+
+    def _next_snapshot_at(self) -> int:
+        every = self._snapshot_every_messages
+        return self._handled + every if every is not None else _NEVER
+
+    def _take_snapshot(self, actor: Actor[MsgT, ReplyT]) -> None:
+        try:
+            snapshot = actor.snapshot()
+        except Exception as exc:
+            raise _SnapshotFailed from exc
+        self._snapshot = snapshot
+        self._snapshot_handled = self._handled
+        self._snapshot_at = self._next_snapshot_at()
+
+    def _arm_snapshot_timer(self) -> None:
+        if self._snapshot_every_s is not None:
+            self._snapshot_timer = self.loop.call_later(
+                self._snapshot_every_s, self._on_snapshot_timer
+            )
+
+    def _on_snapshot_timer(self) -> None:
+        self._arm_snapshot_timer()
+        if self._handled != self._snapshot_handled:
+            # Due now: the message loop checks this after the next message, or at once if idle.
+            self._snapshot_at = 0
+            self._wake_getter()
+
+    # -- introspection -----------------------------------------------------
+
+    def statistics(self) -> ActorStatistics:
+        return ActorStatistics(
+            name=self.name,
+            state=self.state,
+            mailbox_depth=sum(1 for item in self.items if type(item) is not _Stop)
+            if self._stop_requested
+            else len(self.items),
+            mailbox_capacity=self.capacity,
+            messages_handled=self._handled,
+            restarts=self._restarts,
+            failures=self._failures,
+            last_failure=self._last_failure,
+        )
