@@ -1,0 +1,447 @@
+"""Modbus TCP source: one poll loop per PLC connection, changed samples to a sink.
+
+Every machine bound to the connection (own ``unit_id`` and/or
+``address_offset``) is read in the same loop with coalesced block reads
+(:mod:`edge.plc.blocks`), because pymodbus allows one outstanding request per
+connection. Each connection has its own task and bounded timeouts, so a dead
+PLC never delays another one.
+
+What reaches the sink (:data:`~edge.plc.delivery.SampleSink`):
+
+- on the first successful poll and after every recovery:
+  ``LinkChanged(up=True)`` for each machine, then every current value;
+- otherwise only values that changed since the last delivery;
+- once per outage: ``LinkChanged(up=False, ts=start of the failed poll)``;
+- a value that cannot be decoded (NaN, outside the map's min..max, an
+  exception response for its block): ``Sample(value=None, quality=BAD)``,
+  logged once until it is good again.
+
+Counter readings are delivered exactly as read; the core does the delta math
+(OEE.md §5), so nothing is invented or dropped on reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from types import TracebackType
+from typing import Self
+
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+from pymodbus.pdu import ModbusPDU
+
+from actors.messages import LinkChanged, Quality, Sample, Value
+from edge.config import ModbusPlcConfig
+from edge.errors import ConfigError, PlcConnectionError, PlcDataError, Problem
+from edge.plc.blocks import ReadBlock, ReadPlan, ReadPoint, plan_reads
+from edge.plc.codec import BlockDecoder, compile_decoder
+from edge.plc.delivery import ChangeFilter, SampleSink, SourceEvent
+from edge.plc.link import Backoff, LinkTracker
+from edge.plc.maps import Area, ModbusLocation, PlcMap, Protocol
+
+__all__ = ["MachineBinding", "ModbusSource", "ModbusStatistics", "SourceState"]
+
+_log = logging.getLogger(__name__)
+
+MAX_UNIT_ID = 255
+BlockData = list[int] | list[bool]
+
+
+class SourceState(Enum):
+    UNOPENED = "unopened"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class MachineBinding:
+    """A machine read through a PLC connection with a plc_map.
+
+    ``address_offset`` is added to every address of the map, so one map serves
+    several identical machines behind one PLC; ``unit_id`` is the Modbus device id.
+    """
+
+    machine_id: str
+    plc_map: PlcMap
+    unit_id: int = 1
+    address_offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusStatistics:
+    plc_id: str
+    polls: int  # poll attempts, failed ones included
+    requests: int  # block read requests sent
+    errors: int  # failed polls (connection refused, timeout, broken link)
+    data_errors: int  # exception responses and values that could not be decoded
+    skipped_polls: int  # poll slots skipped because a poll overran its interval
+    blocks_per_poll: int
+    last_poll_latency_s: float | None
+    link_up: bool
+    consecutive_failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Point:
+    machine_id: str
+    signal: str
+    decode: BlockDecoder
+    block: int
+    index: int
+
+
+def _plan(
+    plc: ModbusPlcConfig, bindings: Sequence[MachineBinding]
+) -> tuple[ReadPlan, list[_Point]]:
+    problems: list[Problem] = []
+    read_points: list[ReadPoint] = []
+    owners: list[tuple[str, str, BlockDecoder]] = []
+    seen: set[str] = set()
+    if not bindings:
+        problems.append(Problem("machines", "no machine is bound to this PLC"))
+    for binding in bindings:
+        where = f"machine {binding.machine_id}"
+        if binding.machine_id in seen:
+            problems.append(Problem(where, "bound twice to this PLC"))
+        seen.add(binding.machine_id)
+        if binding.plc_map.protocol is not Protocol.MODBUS:
+            problems.append(
+                Problem(
+                    f"{where}.plc_map",
+                    f"{binding.plc_map.name!r} is an {binding.plc_map.protocol.value} map, "
+                    "not a Modbus map",
+                )
+            )
+            continue
+        if not 0 <= binding.unit_id <= MAX_UNIT_ID:
+            problems.append(
+                Problem(f"{where}.unit_id", f"must be 0..{MAX_UNIT_ID}, got {binding.unit_id}")
+            )
+            continue
+        for signal in binding.plc_map.signals:
+            loc = signal.location
+            if not isinstance(loc, ModbusLocation):
+                continue
+            address = loc.address + binding.address_offset
+            if address < 0 or address + signal.width > 65536:
+                problems.append(
+                    Problem(
+                        f"{where}.address_offset",
+                        f"{signal.name} at {loc.address} + offset {binding.address_offset} "
+                        "is outside 0..65535",
+                    )
+                )
+                continue
+            read_points.append(ReadPoint(binding.unit_id, loc.area, address, signal.width))
+            owners.append((binding.machine_id, signal.name, compile_decoder(signal)))
+    if problems:
+        raise ConfigError(f"plc {plc.id}", problems)
+    plan = plan_reads(read_points, plc.max_gap)
+    points = [
+        _Point(machine_id, name, decode, placement.block, placement.index)
+        for (machine_id, name, decode), placement in zip(owners, plan.placements, strict=True)
+    ]
+    return plan, points
+
+
+def _raise_if_cancelling() -> None:
+    # pymodbus turns a CancelledError inside a request into ModbusIOException;
+    # give the cancellation back so a stopping source really stops.
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+class ModbusSource:
+    """Polls one Modbus TCP PLC for every machine bound to it.
+
+    Lifecycle: ``async with ModbusSource(...)`` starts the poll loop, leaving
+    the block stops it and closes the connection. A source runs once.
+    Raises ConfigError at construction when a binding cannot be read (wrong
+    map protocol, unit id, addresses beyond 65535 after the offset).
+    """
+
+    def __init__(
+        self,
+        plc: ModbusPlcConfig,
+        bindings: Sequence[MachineBinding],
+        sink: SampleSink,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._plc = plc
+        self._plan, self._points = _plan(plc, bindings)
+        self._machine_ids = tuple(b.machine_id for b in bindings)
+        self._sink = sink
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._name = f"plc {plc.id} ({plc.host}:{plc.port})"
+        self._state = SourceState.UNOPENED
+        self._task: asyncio.Task[None] | None = None
+        self._client: AsyncModbusTcpClient | None = None
+        self._link = LinkTracker(self._name, _log)
+        self._backoff = Backoff(plc.backoff_initial_s, plc.backoff_max_s, rng=self._rng)
+        self._filter = ChangeFilter()
+        self._pending: list[SourceEvent] = []  # link changes a failed sink call did not take
+        self._bad_signals: set[tuple[str, str]] = set()
+        self._bad_blocks: set[int] = set()
+        self._sink_failing = False
+        self._polls = 0
+        self._requests = 0
+        self._errors = 0
+        self._data_errors = 0
+        self._skipped = 0
+        self._latency: float | None = None
+
+    @property
+    def state(self) -> SourceState:
+        return self._state
+
+    @property
+    def plc_id(self) -> str:
+        return self._plc.id
+
+    @property
+    def blocks(self) -> tuple[ReadBlock, ...]:
+        """The block reads of one poll, in order."""
+        return self._plan.blocks
+
+    def statistics(self) -> ModbusStatistics:
+        return ModbusStatistics(
+            plc_id=self._plc.id,
+            polls=self._polls,
+            requests=self._requests,
+            errors=self._errors,
+            data_errors=self._data_errors,
+            skipped_polls=self._skipped,
+            blocks_per_poll=len(self._plan.blocks),
+            last_poll_latency_s=self._latency,
+            link_up=self._link.is_up,
+            consecutive_failures=self._link.consecutive_failures,
+        )
+
+    async def __aenter__(self) -> Self:
+        if self._state is not SourceState.UNOPENED:
+            raise RuntimeError(
+                f"{self._name}: a ModbusSource runs once (state {self._state.value})"
+            )
+        self._state = SourceState.RUNNING
+        self._task = asyncio.create_task(self._run(), name=f"modbus-poll-{self._plc.id}")
+        self._task.add_done_callback(self._on_task_done)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._state = SourceState.CLOSED
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._close_client()
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("%s: poll loop crashed", self._name, exc_info=task.exception())
+
+    # ------------------------------------------------------------------ poll loop
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self._plc.poll_interval_s
+        # Jitter the first poll so PLCs started together do not poll in lockstep.
+        next_due = loop.time() + self._rng.uniform(0.0, interval)
+        while True:
+            delay = next_due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            ok = await self._poll()
+            now = loop.time()
+            if not ok:
+                next_due = now + self._backoff.next_delay()
+                continue
+            self._backoff.reset()
+            # Drift-free: stay on the grid; after an overrun skip the missed slots.
+            next_due += interval
+            if next_due <= now:
+                missed = math.floor((now - next_due) / interval) + 1
+                self._skipped += missed
+                next_due += missed * interval
+
+    async def _poll(self) -> bool:
+        self._polls += 1
+        started = self._clock()
+        t0 = time.perf_counter()
+        try:
+            client = await self._connected_client()
+            results: list[BlockData | PlcDataError] = []
+            for block in self._plan.blocks:
+                results.append(await self._read(client, block))
+        except PlcConnectionError as exc:
+            self._errors += 1
+            self._close_client()
+            if self._link.failed(started, str(exc)):
+                await self._deliver(
+                    [
+                        LinkChanged(m, up=False, ts=started, detail=str(exc))
+                        for m in self._machine_ids
+                    ]
+                )
+            return False
+        self._latency = time.perf_counter() - t0
+        ts = self._clock()
+        batch: list[SourceEvent] = []
+        if self._link.succeeded(ts):
+            self._filter.forget()
+            batch.extend(LinkChanged(m, up=True, ts=ts) for m in self._machine_ids)
+        self._collect(results, ts, batch)
+        await self._deliver(batch)
+        return True
+
+    def _collect(
+        self, results: Sequence[BlockData | PlcDataError], ts: float, batch: list[SourceEvent]
+    ) -> None:
+        changed = self._filter.changed
+        bad = self._bad_signals
+        for number, result in enumerate(results):
+            if isinstance(result, PlcDataError):
+                if number not in self._bad_blocks:
+                    self._bad_blocks.add(number)
+                    _log.warning("%s: %s", self._name, result)
+            elif number in self._bad_blocks:
+                self._bad_blocks.discard(number)
+                _log.info("%s: %s readable again", self._name, self._plan.blocks[number])
+        for point in self._points:
+            data = results[point.block]
+            value: Value
+            quality = Quality.GOOD
+            if isinstance(data, PlcDataError):
+                value, quality = None, Quality.BAD
+                self._data_errors += 1
+                bad.add((point.machine_id, point.signal))
+            else:
+                try:
+                    value = point.decode(data, point.index)
+                except PlcDataError as exc:
+                    value, quality = None, Quality.BAD
+                    self._data_errors += 1
+                    key = (point.machine_id, point.signal)
+                    if key not in bad:
+                        bad.add(key)
+                        _log.warning("%s: machine %s: %s", self._name, point.machine_id, exc)
+                else:
+                    if bad and (point.machine_id, point.signal) in bad:
+                        bad.discard((point.machine_id, point.signal))
+                        _log.info(
+                            "%s: machine %s: %s good again",
+                            self._name,
+                            point.machine_id,
+                            point.signal,
+                        )
+            if changed(point.machine_id, point.signal, value, quality):
+                batch.append(Sample(point.machine_id, point.signal, value, ts, quality))
+
+    async def _deliver(self, batch: list[SourceEvent]) -> None:
+        if self._pending:
+            batch = [*self._pending, *batch]
+            self._pending = []
+        if not batch:
+            return
+        try:
+            await self._sink(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Never lose a link change; values are re-sent in full next poll.
+            self._pending = [e for e in batch if isinstance(e, LinkChanged)]
+            self._filter.forget()
+            if not self._sink_failing:
+                self._sink_failing = True
+                _log.exception(
+                    "%s: the sample sink failed; retrying with the next poll", self._name
+                )
+            return
+        if self._sink_failing:
+            self._sink_failing = False
+            _log.info("%s: the sample sink accepts batches again", self._name)
+
+    # ------------------------------------------------------------------ pymodbus boundary
+
+    async def _connected_client(self) -> AsyncModbusTcpClient:
+        if self._client is not None and self._client.connected:
+            return self._client
+        self._close_client()
+        # reconnect_delay=0: pymodbus must not reconnect on its own; our
+        # backoff owns the reconnect schedule.
+        client = AsyncModbusTcpClient(
+            self._plc.host,
+            port=self._plc.port,
+            name=f"plc-{self._plc.id}",
+            timeout=self._plc.timeout_s,
+            retries=self._plc.retries,
+            reconnect_delay=0,
+        )
+        try:
+            connected = await client.connect()
+        except (ModbusException, OSError) as exc:
+            client.close()
+            _raise_if_cancelling()
+            raise PlcConnectionError(f"cannot connect: {exc}") from exc
+        if not connected:
+            client.close()
+            raise PlcConnectionError("cannot connect (refused or timed out)")
+        self._client = client
+        return client
+
+    def _close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def _read(
+        self, client: AsyncModbusTcpClient, block: ReadBlock
+    ) -> BlockData | PlcDataError:
+        self._requests += 1
+        address, count, device_id = block.address, block.count, block.unit_id
+        try:
+            response: ModbusPDU
+            if block.area is Area.HOLDING_REGISTER:
+                response = await client.read_holding_registers(
+                    address, count=count, device_id=device_id
+                )
+            elif block.area is Area.INPUT_REGISTER:
+                response = await client.read_input_registers(
+                    address, count=count, device_id=device_id
+                )
+            elif block.area is Area.COIL:
+                response = await client.read_coils(address, count=count, device_id=device_id)
+            else:
+                response = await client.read_discrete_inputs(
+                    address, count=count, device_id=device_id
+                )
+        except (ModbusException, OSError) as exc:
+            _raise_if_cancelling()
+            raise PlcConnectionError(f"reading {block} failed: {exc}") from exc
+        if response.isError():
+            return PlcDataError(
+                f"reading {block} answered with Modbus exception {response.exception_code}"
+            )
+        if block.area.holds_bits:
+            # Bits come padded to whole bytes.
+            if len(response.bits) < count:
+                return PlcDataError(f"reading {block} returned {len(response.bits)} bits")
+            return response.bits[:count]
+        if len(response.registers) != count:
+            return PlcDataError(f"reading {block} returned {len(response.registers)} registers")
+        return response.registers
