@@ -62,8 +62,10 @@ Windows
     Per shift instance (from the calendar) and per order (from ``set_order`` to
     the next one). Time outside every shift goes to :meth:`unscheduled`. Breaks
     are planned stop time whatever the machine does; pieces counted in a break
-    (or in a planned-reason stop, or unscheduled) are outside PPT and so not in
-    the window's counts, and are kept in ``KpiRecord.pieces_outside_ppt``.
+    (or unscheduled) are outside PPT and so not in the window's counts, and are
+    kept in ``KpiRecord.pieces_outside_ppt``. Pieces revealed while the machine
+    is stopped count normally (a stopped machine makes nothing: the reading
+    came late).
 
 Revisions
     ``ShiftClosed`` / ``OrderWindowClosed`` carry the KPIs as known when the
@@ -618,9 +620,9 @@ class MachineCore:
             self._cross_until(ts)
             self._update_deadline()
         ideal = self._order_ideal or self._ideal
-        status, state, stop = self._status, self._state, self._stop
+        status = self._status
         for window in self._windows:
-            window.add_pieces(status, state, stop, role, count, ideal)
+            window.add_pieces(status, role, count, ideal)
         if status == UNSCHEDULED:
             self._unscheduled.pieces.add(role, count, ideal)
         order = self._order

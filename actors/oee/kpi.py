@@ -15,7 +15,7 @@ stop slices classified as in :mod:`actors.oee.stops`:
 - ``micro_stops`` / ``downtime_events``: stops with production time in the
   window (a stop crossing a boundary counts in every window it touches);
 - ``mttr_s`` = downtime-event time inside PPT of the window / ``downtime_events``;
-- counts: pieces inside PPT (running, unknown or unplanned-stop time in production);
+- counts: pieces counted in production time (see :mod:`actors.oee.windows`);
 - ``performance`` = Σ(ideal cycle * pieces) / ``run_s``, not capped;
 - ``teep`` = ``oee * PPT / window length``.
 
@@ -67,7 +67,7 @@ class KpiRecord:
     mtbf_s: float | None
     mttr_s: float | None
     downtime_by_reason: dict[str, float]
-    pieces_outside_ppt: int  # counted in breaks, planned stops or unscheduled time
+    pieces_outside_ppt: int  # counted in breaks or unscheduled time
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data (msgpack/JSON-able)."""
@@ -97,8 +97,6 @@ def compute_kpis(
     unknown = window.unknown_s
     downtime = unknown
     by_reason: dict[str, float] = {COMM_LOSS: unknown} if unknown > 0 else {}
-    inside = window.prod.copy()
-    outside = window.outside.copy()
     micro_n = 0
     micro_s = 0.0
     events_n = 0
@@ -110,11 +108,7 @@ def compute_kpis(
             open_stop = True
         if stop.category is ReasonCategory.PLANNED:
             planned += piece.prod_s
-            if piece.tally is not None:
-                outside.merge(piece.tally)
             continue
-        if piece.tally is not None:
-            inside.merge(piece.tally)
         seconds = piece.prod_s
         if seconds <= 0:
             continue
@@ -131,8 +125,8 @@ def compute_kpis(
     scheduled = window.scheduled_s
     ppt = scheduled - planned
     run = min(max(ppt - downtime, 0.0), ppt) if ppt > 0 else 0.0
-    total, good, reject, ideal_s = derive_counts(inside, roles_seen)
-    outside_total = derive_counts(outside, roles_seen)[0]
+    total, good, reject, ideal_s = derive_counts(window.prod, roles_seen)
+    outside_total = derive_counts(window.outside, roles_seen)[0]
     availability = _ratio(run, ppt)
     performance = _ratio(ideal_s, run)
     quality = _ratio(good, total)

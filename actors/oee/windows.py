@@ -13,11 +13,12 @@ segment it hands a window has one machine state and one calendar status:
 ``UNSCHEDULED``
     outside every shift (only order windows see it): no KPI accumulates there.
 
-Pieces are kept the same way: pieces counted while running or unknown in
-production time, pieces counted during a stop in production time (under that
-stop, because a planned stop's pieces are outside PPT), and everything else
-(break, unscheduled) in ``outside`` — kept, so nothing is silently lost, but
-outside PPT and therefore not in the window's ``total_count`` (OEE.md §6).
+Pieces counted in production time are inside PPT, also while the machine is
+stopped: a delta revealed during a stop was made before it (a stopped machine
+makes nothing; the reading just came late), so even a planned stop's reading
+keeps its pieces in PPT. Pieces counted in a break or unscheduled time go to
+``outside`` — kept, so nothing is silently lost, but outside PPT and therefore
+not in the window's ``total_count`` (OEE.md §6).
 """
 
 from __future__ import annotations
@@ -42,17 +43,15 @@ ORDER = "order"
 class Slice:
     """One stop's share of one window."""
 
-    __slots__ = ("other_s", "prod_s", "tally")
+    __slots__ = ("other_s", "prod_s")
 
     def __init__(self) -> None:
         self.prod_s = 0.0  # inside production time (scheduled, no break)
         self.other_s = 0.0  # inside a break or unscheduled time
-        self.tally: Tally | None = None  # pieces counted during the stop, production time
 
     def copy(self) -> Slice:
         twin = Slice()
         twin.prod_s, twin.other_s = self.prod_s, self.other_s
-        twin.tally = self.tally.copy() if self.tally is not None else None
         return twin
 
 
@@ -126,18 +125,8 @@ class Window:
         if state == STOPPED and stop is not None:
             self.slice_for(stop).other_s += duration
 
-    def add_pieces(  # noqa: PLR0917 - per counter delta: positional on purpose
-        self, status: int, state: int, stop: Stop | None, role: int, count: int, ideal: float
-    ) -> None:
-        if status != PRODUCTION:
-            self.outside.add(role, count, ideal)
-        elif state == STOPPED and stop is not None:
-            piece = self.slice_for(stop)
-            if piece.tally is None:
-                piece.tally = Tally()
-            piece.tally.add(role, count, ideal)
-        else:
-            self.prod.add(role, count, ideal)
+    def add_pieces(self, status: int, role: int, count: int, ideal: float) -> None:
+        (self.prod if status == PRODUCTION else self.outside).add(role, count, ideal)
 
     def copy(self) -> Window:
         """A copy for what-if accounting (KPI queries); stops are shared, refs untouched."""
@@ -168,15 +157,7 @@ class Window:
             "break_s": self.break_s,
             "run_s": self.run_s,
             "unknown_s": self.unknown_s,
-            "slices": [
-                [
-                    sid,
-                    piece.prod_s,
-                    piece.other_s,
-                    piece.tally.to_data() if piece.tally is not None else None,
-                ]
-                for sid, piece in self.slices.items()
-            ],
+            "slices": [[sid, piece.prod_s, piece.other_s] for sid, piece in self.slices.items()],
             "prod": self.prod.to_data(),
             "outside": self.outside.to_data(),
             "perf_warned": self.perf_warned,
@@ -192,10 +173,9 @@ class Window:
         window.break_s = float(data["break_s"])
         window.run_s = float(data["run_s"])
         window.unknown_s = float(data["unknown_s"])
-        for sid, prod_s, other_s, tally in data["slices"]:
+        for sid, prod_s, other_s in data["slices"]:
             piece = Slice()
             piece.prod_s, piece.other_s = float(prod_s), float(other_s)
-            piece.tally = Tally.from_data(tally) if tally is not None else None
             window.slices[int(sid)] = piece
         window.prod = Tally.from_data(data["prod"])
         window.outside = Tally.from_data(data["outside"])

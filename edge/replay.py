@@ -1,0 +1,229 @@
+"""``edge replay``: a hot-log trace through the machine cores, one JSON report out (OEE.md §7).
+
+::
+
+    {"machines": {"SMT01": {"shifts": [{"shift": "Day", "start": "...Z", "end": "...Z",
+        "scheduled_s": ..., ..., "downtime_by_reason": {...}}, ...]}}}
+
+- Every configured machine is reported, also one without samples (then its
+  scheduled time is all ``comm_loss``: that is the truth of the trace).
+- The trace's span runs from the first accepted line's timestamp to the latest
+  accepted timestamp. Every machine's clock starts at the span's start, so a
+  machine is ``unknown`` until its own first sample.
+- One entry per shift instance overlapping the span (with a length), in time
+  order, clipped to the span. A stop still open at the end is classified by its
+  length so far.
+- Malformed lines (bad JSON, missing or non-numeric fields, a timestamp without
+  a zone, an unknown machine, a sample older than the previous one of the same
+  machine and sensor) are skipped and reported on ``err`` with their line
+  numbers (the first :data:`MAX_REPORTED` of them, then a count); the core's
+  warnings (counter resets, performance above 1...) are reported the same way.
+  The report is still produced and the exit status is 0.
+
+Streaming: lines are parsed and applied one at a time; what stays in memory
+is the machine cores (closed windows are dropped as they settle) and one small
+record per shift instance.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+from actors.oee.calendar import ShiftCalendar
+from actors.oee.core import MachineCore
+from actors.oee.events import ShiftClosed, Warning, WindowRevised
+from actors.oee.kpi import KpiRecord
+from edge.config import LineConfig
+from edge.errors import TraceError
+from edge.trace import TraceParser
+
+MAX_REPORTED = 20
+
+REPORT_FIELDS = (
+    "scheduled_s",
+    "planned_stop_s",
+    "planned_production_s",
+    "run_s",
+    "downtime_s",
+    "downtime_events",
+    "micro_stops",
+    "micro_stop_s",
+    "total_count",
+    "good_count",
+    "reject_count",
+    "availability",
+    "performance",
+    "quality",
+    "oee",
+    "teep",
+    "mtbf_s",
+    "mttr_s",
+)
+
+
+def iso_utc(ts: float) -> str:
+    """ISO 8601 UTC with a ``Z`` (fractions of a second only when there are some)."""
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def shift_entry(record: KpiRecord) -> dict[str, Any]:
+    """One ``shifts`` entry of the report, keys in OEE.md §7 order."""
+    entry: dict[str, Any] = {
+        "shift": record.name,
+        "start": iso_utc(record.start),
+        "end": iso_utc(record.end),
+    }
+    for name in REPORT_FIELDS:
+        entry[name] = getattr(record, name)
+    entry["downtime_by_reason"] = dict(record.downtime_by_reason)
+    return entry
+
+
+class _Notes:
+    """Capped messages to ``err``: the first few verbatim, then only counted."""
+
+    __slots__ = ("count", "err", "label")
+
+    def __init__(self, err: TextIO | None, label: str) -> None:
+        self.err = err
+        self.label = label
+        self.count = 0
+
+    def add(self, message: str) -> None:
+        self.count += 1
+        if self.err is not None and self.count <= MAX_REPORTED:
+            self.err.write(message + "\n")
+
+    def summary(self) -> None:
+        if self.err is not None and self.count > MAX_REPORTED:
+            self.err.write(f"... {self.count - MAX_REPORTED} more {self.label} not shown\n")
+
+
+class Replay:
+    """Feeds trace lines to one :class:`MachineCore` per configured machine."""
+
+    def __init__(self, config: LineConfig, err: TextIO | None = None) -> None:
+        calendar = ShiftCalendar(config.calendar)
+        self.cores: dict[str, MachineCore] = {
+            machine.id: MachineCore(machine.params, calendar) for machine in config.machines
+        }
+        # Per machine: shift key -> its latest record, in closing (= time) order.
+        self._shifts: dict[str, dict[str, KpiRecord]] = {mid: {} for mid in self.cores}
+        self._parser = TraceParser()
+        self._last_seen: dict[tuple[str, str], float] = {}
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+        self.lines = 0
+        self.malformed = _Notes(err, "malformed lines")
+        self.warnings = _Notes(err, "warnings")
+        self._err = err
+
+    def feed(self, line: str | bytes, number: int) -> None:
+        """One trace line (``number`` counts from 1, for messages)."""
+        self.lines += 1
+        if not line or line.isspace():
+            return
+        try:
+            sample = self._parser.parse(line)
+        except TraceError as exc:
+            self.malformed.add(f"line {number}: {exc}")
+            return
+        core = self.cores.get(sample.machine_id)
+        if core is None:
+            self.malformed.add(f"line {number}: unknown machine {sample.machine_id!r}")
+            return
+        ts = sample.ts
+        key = (sample.machine_id, sample.signal)
+        previous = self._last_seen.get(key)
+        if previous is not None and ts < previous:
+            self.malformed.add(
+                f"line {number}: out of order: {sample.machine_id}/{sample.signal} at "
+                f"{iso_utc(ts)} is older than its previous sample ({iso_utc(previous)})"
+            )
+            return
+        self._last_seen[key] = ts
+        last = self.last_ts
+        if last is None:
+            self.first_ts = self.last_ts = ts
+            for other in self.cores.values():
+                other.advance(ts)
+                self._collect(other)
+        elif ts > last:
+            self.last_ts = ts
+        core.apply(sample)
+        self._collect(core)
+
+    def _collect(self, core: MachineCore) -> None:
+        for event in core.drain_events():
+            if isinstance(event, ShiftClosed):
+                self._shifts[core.machine_id][event.kpis.key] = event.kpis
+            elif isinstance(event, WindowRevised):
+                if event.kpis.window == "shift":
+                    shifts = self._shifts[core.machine_id]
+                    if event.kpis.key in shifts:
+                        shifts[event.kpis.key] = event.kpis
+            elif isinstance(event, Warning):
+                self.warnings.add(f"warning: {core.machine_id}: {event.message}")
+
+    def report(self) -> dict[str, Any]:
+        """Settle every machine at the end of the span and build the report."""
+        machines: dict[str, Any] = {}
+        end = self.last_ts
+        for machine_id, core in self.cores.items():
+            records: list[KpiRecord] = []
+            if end is not None:
+                core.commit(end)
+                self._collect(core)
+                for key, record in self._shifts[machine_id].items():
+                    if record.open_stop:
+                        # A stop open at the end: classified by its length so far.
+                        record = core.shift_kpis(key, end) or record  # noqa: PLW2901
+                    records.append(record)
+                current = core.current_shift_kpis(end)
+                if current is not None:
+                    records.append(current)
+                self._collect(core)
+            machines[machine_id] = {"shifts": [shift_entry(r) for r in records if r.end > r.start]}
+        self.malformed.summary()
+        self.warnings.summary()
+        if self._err is not None and self.malformed.count:
+            self._err.write(
+                f"replay: {self.malformed.count} malformed line(s) skipped "
+                f"of {self.lines}; report produced from the rest\n"
+            )
+        return {"machines": machines}
+
+
+def replay_lines(
+    lines: Iterable[str | bytes], config: LineConfig, err: TextIO | None = None
+) -> dict[str, Any]:
+    """The §7 report for trace lines (an iterable, consumed once, streaming)."""
+    replay = Replay(config, err)
+    for number, line in enumerate(lines, start=1):
+        replay.feed(line, number)
+    return replay.report()
+
+
+def run_replay(trace_path: str, config: LineConfig, out: TextIO, err: TextIO) -> int:
+    """``edge replay TRACE --config LINE.toml``: the report on ``out``; the exit status.
+
+    ``trace_path`` ``"-"`` reads standard input.
+    """
+    try:
+        if trace_path == "-":
+            report = replay_lines(sys.stdin.buffer, config, err)
+        else:
+            stream: IO[bytes]
+            with Path(trace_path).open("rb") as stream:
+                report = replay_lines(stream, config, err)
+    except OSError as exc:
+        err.write(f"edge replay: cannot read {trace_path}: {exc.strerror or exc}\n")
+        return 1
+    json.dump(report, out, indent=2)
+    out.write("\n")
+    return 0
