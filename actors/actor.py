@@ -350,11 +350,12 @@ _STOP: Final = _Stop()
 
 
 class _Crash:
-    __slots__ = ("during", "exc")
+    __slots__ = ("during", "exc", "instance")
 
-    def __init__(self, exc: Exception, during: str) -> None:
+    def __init__(self, exc: Exception, during: str, instance: Actor[Any, Any] | None) -> None:
         self.exc = exc
         self.during = during
+        self.instance = instance  # the one that failed; None if none was made (factory error)
 
 
 class _SnapshotFailed(Exception):
@@ -461,7 +462,7 @@ class _ActorCell(Generic[MsgT, ReplyT]):
                     failure, during = None, "stopped"
                 else:
                     failure, during = exit_.exc, exit_.during
-                    self._record_failure(actor, failure)
+                    self._record_failure(exit_.instance, failure)
                     self.state = ActorState.STARTING
                 if not await self._decide(failure, during):
                     self._final_failure = failure
@@ -471,11 +472,12 @@ class _ActorCell(Generic[MsgT, ReplyT]):
                     self._release_stop_waiters()
                     self._reopen()
                 self.state = ActorState.STARTING
+                previous = actor
                 try:
                     actor = self._new_instance()
                     await actor.on_start()
                 except Exception as exc:
-                    exit_ = _Crash(exc, "restarting")
+                    exit_ = _Crash(exc, "restarting", actor if actor is not previous else None)
                     continue
                 self._restarts += 1
                 self.state = ActorState.RUNNING
@@ -526,9 +528,11 @@ class _ActorCell(Generic[MsgT, ReplyT]):
         except Exception as exc:
             logger.error("actor %s: on_stop failed: %r", self.name, exc, exc_info=exc)
 
-    def _record_failure(self, actor: Actor[MsgT, ReplyT], exc: Exception) -> None:
+    def _record_failure(self, actor: Actor[MsgT, ReplyT] | None, exc: Exception) -> None:
         self._failures += 1
         self._last_failure = repr(exc)
+        if actor is None:
+            return
         try:
             actor.on_failure(exc)
         except Exception as hook_exc:
@@ -746,10 +750,10 @@ class _ActorCell(Generic[MsgT, ReplyT]):
         except _SnapshotFailed as exc:
             cause = exc.__cause__
             assert isinstance(cause, Exception)
-            return _Crash(cause, "taking a snapshot")
+            return _Crash(cause, "taking a snapshot", actor)
         except Exception as exc:
             message = item.message if type(item) is _Slot else item
-            return _Crash(exc, f"handling {type(message).__name__}")
+            return _Crash(exc, f"handling {type(message).__name__}", actor)
 
     async def _answer(self, handle: Callable[[Any], Awaitable[object]], ask: _Ask) -> None:
         reply = ask.reply

@@ -81,10 +81,13 @@ async def test_the_time_based_snapshot_is_taken_while_idle() -> None:
         await ref.tell(Boom(ValueError("x")))
         await ref.tell(Put(3))
         assert await ref.ask(Get()) == (1, 2, 3)
-        # Idle and nothing new since: no more snapshots of the same state.
-        taken = first.snapshots_taken
-        await asyncio.sleep(0.06)
-        assert first.snapshots_taken == taken
+        # The new instance handled messages, so it saves once more when the timer fires ...
+        second = factory.instances[1]
+        await eventually(lambda: second.snapshots_taken >= 1)
+        # ... and then, idle with nothing new, not again over three more timer periods.
+        taken = second.snapshots_taken
+        await asyncio.sleep(0.07)
+        assert second.snapshots_taken == taken
 
 
 async def test_an_ask_queued_behind_a_crash_is_answered_by_the_new_instance() -> None:
@@ -175,3 +178,24 @@ async def test_an_instance_that_fails_to_restart_counts_as_another_crash() -> No
     # the fourth restart would exceed 3 within 30 s.
     assert len(factory.instances) == 4
     assert isinstance(info.value.__cause__, OSError)
+
+
+async def test_a_factory_that_fails_on_restart_counts_as_a_crash() -> None:
+    made = Factory(Recorder)
+
+    def factory() -> Recorder:
+        if made.instances:
+            raise OSError("cannot build")
+        return made()
+
+    child = ChildSpec("r", factory, snapshot_every_s=None)
+    supervisor = Supervisor([child], max_restarts=2, restart_backoff_s=0)
+    with pytest.raises(EscalationError, match="cannot build"):
+        async with supervisor:
+            await supervisor.ref("r").tell(Boom(ValueError("first")))
+            await asyncio.wait_for(supervisor.wait(), 2)
+    # The first instance heard about its own crash once, not about the factory's.
+    (first,) = made.instances
+    assert [repr(e) for e in first.failures] == ["ValueError('first')"]
+    # Boom, then two failed restarts (both allowed), then the third exceeds 2 in 30 s.
+    assert first.ref.statistics().failures == 3
