@@ -1,0 +1,483 @@
+"""The line service: every part of one line, started in order and stopped in reverse.
+
+::
+
+    async with LineService(config) as service:   # store → simulator → actors → PLC sources
+        await service.wait()                     # until stopped; raises if the actors escalated
+
+Start order: the snapshot store (so actors restore their state), the simulator
+(when the config enables it), the supervisor with one MachineActor per machine
+(each restored from its last persisted snapshot), then the PLC sources, whose
+samples are routed to the actors, and the clocks (event-time ticks,
+persistence, status log, systemd watchdog). Stop runs in reverse: sources stop
+first so nothing new arrives, every actor drains its mailbox, the final
+snapshots are written, then the store closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from actors import loop as actor_loop
+from actors.actor import ActorRef, OverflowPolicy
+from actors.machine import (
+    GetSnapshot,
+    GetStatus,
+    MachineActor,
+    MachineMessage,
+    MachineStatus,
+    SampleBatch,
+    Tick,
+)
+from actors.messages import LinkChanged, Sample
+from actors.oee.calendar import ShiftCalendar
+from actors.oee.events import DomainEvent, ShiftClosed, StopEnded, Warning
+from actors.supervisor import ChildSpec, Supervisor
+from edge import __version__
+from edge.config import LineConfig, ModbusPlcConfig, OpcUaPlcConfig
+from edge.errors import ActorError, EdgeError, EscalationError, MailboxFullError
+from edge.event_bus import EventBus
+from edge.plc import MachineBinding, ModbusSource, load_plc_map
+from edge.sd_notify import Notifier, run_watchdog, watchdog_interval_s
+from edge.state_store import SnapshotStore
+
+log = logging.getLogger("edge.service")
+
+TICK_INTERVAL_S = 1.0
+PERSIST_INTERVAL_S = 5.0
+STATUS_LOG_INTERVAL_S = 20.0
+MACHINE_MAILBOX = 1000
+
+
+class ServiceState(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+def _machine_key(machine_id: str) -> str:
+    return f"machine/{machine_id}"
+
+
+class LineService:
+    """One production line: its actors, PLC sources and servers."""
+
+    def __init__(self, config: LineConfig, *, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.state = ServiceState.NEW
+        self.started_at: float | None = None
+        self.bus = EventBus()
+        self.notifier = notifier or Notifier()
+        self.calendar = ShiftCalendar(config.calendar)
+        self.simulator: Any = None
+        self.sources: list[Any] = []
+        self._stack = AsyncExitStack()
+        self._store: SnapshotStore | None = None
+        self._supervisor: Supervisor | None = None
+        self._machines: dict[str, ActorRef[MachineMessage, Any]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unknown_machines: set[str] = set()
+        self._progress_marker = -1
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        if self.state is not ServiceState.NEW:
+            raise EdgeError(f"a LineService runs once (state {self.state.value})")
+        self.state = ServiceState.STARTING
+        try:
+            await self._start()
+        except BaseException:
+            self.state = ServiceState.FAILED
+            await self._stack.aclose()
+            raise
+        self.state = ServiceState.RUNNING
+        self.started_at = time.time()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self.state in (ServiceState.STOPPING, ServiceState.STOPPED):
+            return
+        failed = self.state is ServiceState.FAILED
+        self.state = ServiceState.STOPPING
+        self.notifier.stopping()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self._stack.aclose()
+        finally:
+            self.state = ServiceState.FAILED if failed else ServiceState.STOPPED
+
+    async def _start(self) -> None:
+        config = self.config
+        stack = self._stack
+        store = SnapshotStore(
+            config.storage.state_dir / "snapshots.db",
+            synchronous=config.storage.sqlite_synchronous,
+        )
+        self._store = await stack.enter_async_context(store)
+
+        if config.simulator.enabled:
+            from edge.simulator import SimulatedLine, machine_specs  # noqa: PLC0415
+
+            self.simulator = await stack.enter_async_context(
+                SimulatedLine(config.simulator, machine_specs(config))
+            )
+
+        supervisor = Supervisor(name=f"line {config.line.id}")
+        self._supervisor = await stack.enter_async_context(supervisor)
+        # Registered after the supervisor, so it runs before the supervisor stops
+        # the actors: the last snapshots are taken from drained, live actors.
+        stack.push_async_callback(self._persist_snapshots)
+        for machine in config.machines:
+            snapshot = await self._store.load(_machine_key(machine.id))
+            spec: ChildSpec[MachineMessage, Any] = ChildSpec(
+                id=machine.id,
+                factory=self._machine_factory(machine.id, snapshot),
+                mailbox_capacity=MACHINE_MAILBOX,
+                overflow=OverflowPolicy.COALESCE,
+            )
+            self._machines[machine.id] = await supervisor.add_child(spec)
+            if snapshot is not None:
+                log.info("machine state restored from snapshot", extra={"machine": machine.id})
+
+        self.bus.subscribe("event-log", _log_events)
+        for source in self._build_sources():
+            self.sources.append(await stack.enter_async_context(source))
+
+        self._spawn(self._tick_loop(), "ticks")
+        self._spawn(self._persist_loop(), "persist")
+        self._spawn(self._status_loop(), "status-log")
+        interval = watchdog_interval_s()
+        if interval is not None:
+            self._spawn(run_watchdog(self.notifier, interval, self._making_progress), "watchdog")
+
+    def _machine_factory(
+        self, machine_id: str, snapshot: dict[str, Any] | None
+    ) -> Callable[[], MachineActor]:
+        params = self.config.machine(machine_id).params
+        initial = [snapshot]
+
+        def factory() -> MachineActor:
+            # The persisted snapshot seeds only the first instance; a crash restart
+            # is restored by the runtime from its newer in-memory snapshot.
+            seed, initial[0] = initial[0], None
+            return MachineActor(params, self.calendar, self.bus.publish, seed)
+
+        return factory
+
+    def _build_sources(self) -> list[Any]:
+        config = self.config
+        sources: list[Any] = []
+        for plc in config.plcs:
+            bindings = [
+                MachineBinding(
+                    machine_id=m.id,
+                    plc_map=load_plc_map(m.plc_map, config.plc_map_dirs),
+                    unit_id=m.unit_id,
+                    address_offset=m.address_offset,
+                )
+                for m in config.machines
+                if m.plc == plc.id and m.plc_map is not None
+            ]
+            if not bindings:
+                log.warning("plc has no machines bound to it; not polled", extra={"plc": plc.id})
+                continue
+            if isinstance(plc, ModbusPlcConfig):
+                sources.append(ModbusSource(plc, bindings, self._route))
+            elif isinstance(plc, OpcUaPlcConfig):
+                sources.append(self._opcua_source(plc, bindings))
+        return sources
+
+    def _opcua_source(self, plc: OpcUaPlcConfig, bindings: list[MachineBinding]) -> Any:
+        from edge.plc.opcua import OpcUaSource  # noqa: PLC0415 - asyncua client is heavy
+
+        return OpcUaSource(plc, bindings, self._route)
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.append(task)
+
+    # ------------------------------------------------------------------ routing
+
+    async def _route(self, batch: Sequence[Sample | LinkChanged]) -> None:
+        """Deliver one source batch to the machine actors, keeping each machine's order."""
+        pending: dict[str, list[Sample]] = {}
+        for item in batch:
+            if isinstance(item, Sample):
+                pending.setdefault(item.machine_id, []).append(item)
+                continue
+            samples = pending.pop(item.machine_id, None)
+            if samples:
+                await self._tell(item.machine_id, SampleBatch(tuple(samples)))
+            await self._tell(item.machine_id, item)
+        for machine_id, samples in pending.items():
+            await self._tell(machine_id, SampleBatch(tuple(samples)))
+
+    async def _tell(self, machine_id: str, message: MachineMessage) -> None:
+        ref = self._machines.get(machine_id)
+        if ref is None:
+            if machine_id not in self._unknown_machines:
+                self._unknown_machines.add(machine_id)
+                log.error(
+                    "dropping data for a machine not in the config", extra={"machine": machine_id}
+                )
+            return
+        try:
+            await ref.tell(message)  # blocks when the mailbox is full: backpressure to the poll
+        except ActorError as exc:
+            # The actor is restarting or the line is stopping; the source re-reads.
+            log.debug(
+                "machine did not take a message", extra={"machine": machine_id, "error": str(exc)}
+            )
+
+    # ------------------------------------------------------------------ clocks
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_INTERVAL_S)
+            tick = Tick(time.time())
+            for ref in self._machines.values():
+                with contextlib.suppress(MailboxFullError, ActorError):
+                    ref.tell_nowait(tick)
+
+    async def _persist_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PERSIST_INTERVAL_S)
+            try:
+                await self._persist_snapshots()
+            except EdgeError as exc:
+                log.error("cannot persist machine snapshots", extra={"error": str(exc)})
+
+    async def _persist_snapshots(self) -> None:
+        if self._store is None or self._store.state.value != "open":
+            return
+        snapshots: dict[str, dict[str, Any]] = {}
+        for machine_id, ref in self._machines.items():
+            try:
+                snapshots[_machine_key(machine_id)] = await ref.ask(GetSnapshot(), timeout=5.0)
+            except ActorError as exc:
+                log.warning(
+                    "no snapshot from machine", extra={"machine": machine_id, "error": str(exc)}
+                )
+        await self._store.save_many(snapshots)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_LOG_INTERVAL_S)
+            for status in await self.machine_statuses():
+                log.info(_status_line(status))
+
+    async def machine_statuses(self) -> list[MachineStatus]:
+        now = time.time()
+        statuses = []
+        for ref in self._machines.values():
+            with contextlib.suppress(ActorError):
+                statuses.append(await ref.ask(GetStatus(now), timeout=5.0))
+        return statuses
+
+    def machine_ref(self, machine_id: str) -> ActorRef[MachineMessage, Any]:
+        return self._machines[machine_id]
+
+    def _making_progress(self) -> bool:
+        marker = sum(s.statistics().polls for s in self.sources if hasattr(s, "statistics"))
+        progressed = marker != self._progress_marker or not self.sources
+        self._progress_marker = marker
+        return progressed
+
+    # ------------------------------------------------------------------ waiting
+
+    async def wait(self) -> None:
+        """Until the supervisor fails (raises EscalationError)."""
+        assert self._supervisor is not None
+        await self._supervisor.wait()
+
+    def banner(self) -> list[str]:
+        """Where everything is, for a new user reading the first screen."""
+        c = self.config
+        ident = c.line
+        plcs = []
+        for plc in c.plcs:
+            count = sum(1 for m in c.machines if m.plc == plc.id)
+            where = f"{plc.host}:{plc.port}" if isinstance(plc, ModbusPlcConfig) else plc.endpoint
+            plcs.append(f"{plc.id}: {plc.protocol} {where} ({count} machines)")
+        loop_kind = actor_loop.loop_kind(asyncio.get_running_loop())
+        lines = [
+            f'edge {__version__} ready: line {ident.site}/{ident.area}/{ident.id} "{ident.name}", '
+            f"{len(c.machines)} machines, event loop {loop_kind}",
+            f"  config      {c.source_path.resolve()}",
+            f"  state       {c.storage.state_dir} (snapshots.db; restart continues the shift)",
+            f"  PLCs        {'; '.join(plcs) or 'none configured'}",
+        ]
+        if self.simulator is not None:
+            lines.append(
+                f"  simulator   Modbus TCP {c.simulator.host}:{c.simulator.port} plays the line "
+                f"in-process (seed {c.simulator.seed}); `edge simulate` runs it alone"
+            )
+        if c.opcua.enabled:
+            lines.append(
+                f"  OPC UA      {c.opcua.endpoint} (namespace {c.namespace_uri}): "
+                "not served by this version yet"
+            )
+        if c.metrics.enabled:
+            lines.append(
+                f"  metrics     http://{c.metrics.host}:{c.metrics.port}/metrics: "
+                "not served by this version yet"
+            )
+        if c.mqtt.enabled:
+            lines.append(
+                f"  MQTT        {c.mqtt.host}:{c.mqtt.port} prefix {c.mqtt.prefix}/: "
+                "not forwarded by this version yet; events stay at the edge"
+            )
+        lines.append(
+            f"  status      a line per machine every {STATUS_LOG_INTERVAL_S:.0f} s; "
+            "stop with Ctrl-C or SIGTERM"
+        )
+        return lines
+
+
+# ---------------------------------------------------------------------- event log
+
+
+def _ts(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _log_events(events: Sequence[DomainEvent]) -> None:
+    """The notable events, one log line each (pieces and state flips stay quiet)."""
+    for event in events:
+        if isinstance(event, StopEnded) and not event.micro:
+            log.info(
+                "stop ended",
+                extra={
+                    "machine": event.machine_id,
+                    "reason": event.reason,
+                    "duration_s": round(event.duration_s, 1),
+                    "kind": event.kind.value,
+                },
+            )
+        elif isinstance(event, ShiftClosed):
+            k = event.kpis
+            log.info(
+                "shift closed",
+                extra={
+                    "machine": event.machine_id,
+                    "shift": k.name,
+                    "total": k.total_count,
+                    "good": k.good_count,
+                    "oee": _ratio(k.oee),
+                },
+            )
+        elif isinstance(event, Warning):
+            log.warning(event.message, extra={"machine": event.machine_id, "kind": event.kind})
+
+
+def _status_line(status: MachineStatus) -> str:
+    shift = status.current_shift
+    parts = [
+        f"{status.machine_id} {status.state.value}",
+        f"since {_ts(status.state_since)}",
+    ]
+    if status.stop_reason:
+        parts.append(f"reason {status.stop_reason!r}")
+    if shift is not None:
+        parts.append(
+            f"shift {shift.name}: total {shift.total_count} good {shift.good_count} "
+            f"reject {shift.reject_count} A {_ratio(shift.availability)} "
+            f"P {_ratio(shift.performance)} Q {_ratio(shift.quality)} OEE {_ratio(shift.oee)}"
+        )
+    else:
+        parts.append("not scheduled now")
+    return " | ".join(parts)
+
+
+# ---------------------------------------------------------------------- entry points
+
+
+def _install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def serve(config: LineConfig) -> int:
+    """Run the line until SIGINT/SIGTERM (0) or an escalated failure (1)."""
+    stop = asyncio.Event()
+    _install_stop_signals(stop)
+    notifier = Notifier()
+    try:
+        async with LineService(config, notifier=notifier) as service:
+            for line in service.banner():
+                log.info(line)
+            notifier.ready(f"line {config.line.id}: {len(config.machines)} machines")
+            failed = asyncio.ensure_future(service.wait())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if failed.done():
+                exc = failed.exception()
+                log.critical(
+                    "line failed; exiting for systemd to restart", extra={"error": str(exc)}
+                )
+                return 1
+            failed.cancel()
+            log.info("stopping: draining actors and persisting state")
+    except EscalationError as exc:
+        log.critical("line failed; exiting for systemd to restart", extra={"error": str(exc)})
+        return 1
+    finally:
+        notifier.close()
+    log.info("stopped cleanly")
+    return 0
+
+
+def run_service(config: LineConfig) -> int:
+    return actor_loop.run(serve(config))
+
+
+async def _simulate(config: LineConfig) -> int:
+    from edge.simulator import run_simulator  # noqa: PLC0415
+
+    stop = asyncio.Event()
+    _install_stop_signals(stop)
+    task = asyncio.ensure_future(run_simulator(config))
+    waiter = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    task.cancel()
+    waiter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return 0
+
+
+def run_simulator_only(config: LineConfig) -> int:
+    return actor_loop.run(_simulate(config))
