@@ -13,11 +13,14 @@ File layout::
     word_order = "big"             # Modbus only: many PLCs swap words ("little")
 
     [[signals]]
-    name = "total_count"           # a role (running, state, fault_code, total_count,
-                                   # good_count, reject_count) or a process value name
+    role = "total_count"           # one of: running, state, fault_code, total_count,
+                                   # good_count, reject_count
+    # name = "temperature"         # ...or instead of role: a process value's name
     area = "holding_register"      # Modbus: coil | discrete_input | holding_register
                                    #         | input_register
     address = 10                   # Modbus: 0-based protocol address
+    # count = 2                    # Modbus, optional: registers as the PLC manual lists
+                                   # them; checked against the type
     # bit = 3                      # Modbus: a bool kept in one bit (0..15) of a register
     # node = "ns=2;s={machine}.Count"  OPC UA: node id; {machine} becomes the machine id
     type = "uint32"                # bool, int16, uint16, int32, uint32, int64, uint64,
@@ -32,7 +35,7 @@ File layout::
 
 Rules the loader enforces (besides types and unknown keys):
 
-- each name at most once, so a role cannot be mapped twice;
+- each role and name at most once; a process value cannot take a role's name;
 - ``running`` is a bool; ``state`` and ``fault_code`` are integers; the counters
   are ``uint16``/``uint32``/``uint64`` and all of one width, which is the
   counter width the OEE core wraps at (OEE.md §5);
@@ -285,7 +288,9 @@ def parse_plc_map(document: Mapping[str, Any], *, name: str, source: str = "") -
 
 _TOP_KEYS = ("protocol", "description", "byte_order", "word_order", "signals")
 _SIGNAL_KEYS = (
+    "role",
     "name",
+    "count",
     "type",
     "area",
     "address",
@@ -428,14 +433,7 @@ class _MapReader:
         before = len(self.problems)
         self._unknown_keys(raw, _SIGNAL_KEYS, path)
 
-        name = self._string(raw, "name", f"{path}.name")
-        if "name" not in raw:
-            self.problem(f"{path}.name", "missing")
-        elif name is not None and not _NAME_RE.match(name):
-            self.problem(
-                f"{path}.name",
-                f"must be a letter then letters, digits or _ (at most 64), got {name!r}",
-            )
+        name = self._name(raw, path)
         data_type = self._choice(raw, "type", f"{path}.type", DataType)
         if "type" not in raw:
             self.problem(f"{path}.type", "missing")
@@ -486,6 +484,40 @@ class _MapReader:
             maximum=maximum,
             description=description,
         )
+
+    def _name(self, raw: Mapping[str, Any], path: str) -> str | None:
+        if "role" in raw and "name" in raw:
+            self.problem(path, "give either role (a signal role) or name (a process value)")
+            return None
+        if "role" in raw:
+            role = self._string(raw, "role", f"{path}.role")
+            if role is not None and role not in SIGNAL_ROLES:
+                roles = sorted(SIGNAL_ROLES)
+                hint = difflib.get_close_matches(role, roles, n=1)
+                suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
+                self.problem(
+                    f"{path}.role", f"unknown role {role!r}{suffix}; roles: {', '.join(roles)}"
+                )
+                return None
+            return role
+        if "name" not in raw:
+            self.problem(
+                f"{path}.name", "missing: role = a signal role, or name = a process value name"
+            )
+            return None
+        name = self._string(raw, "name", f"{path}.name")
+        if name is None:
+            return None
+        if name in SIGNAL_ROLES:
+            self.problem(f"{path}.name", f"{name!r} is a role: write role = {name!r}")
+            return None
+        if not _NAME_RE.match(name):
+            self.problem(
+                f"{path}.name",
+                f"must be a letter then letters, digits or _ (at most 64), got {name!r}",
+            )
+            return None
+        return name
 
     def _check_role(
         self, raw: Mapping[str, Any], path: str, name: str, data_type: DataType
@@ -547,6 +579,16 @@ class _MapReader:
         elif "bit" in raw:
             self.problem(f"{path}.bit", f"only for a bool, not for {data_type.value}")
 
+        width = 1 if area.holds_bits or data_type is DataType.BOOL else data_type.registers
+        declared = self._integer(raw, "count", f"{path}.count")
+        if declared is not None and declared != width:
+            unit = "bit" if area.holds_bits else "register"
+            plural = "" if width == 1 else "s"
+            self.problem(
+                f"{path}.count",
+                f"a {data_type.value} in a {area.value} occupies {width} {unit}{plural}, "
+                f"got {declared}",
+            )
         if address is not None and not area.holds_bits and data_type is not DataType.BOOL:
             count = data_type.registers
             if address + count > MODBUS_ADDRESS_SPACE:
@@ -560,7 +602,7 @@ class _MapReader:
         return ModbusLocation(area=area, address=address, bit=bit)
 
     def _node_location(self, raw: Mapping[str, Any], path: str) -> NodeLocation | None:
-        for key in ("area", "address", "bit"):
+        for key in ("area", "address", "bit", "count"):
             if key in raw:
                 self.problem(f"{path}.{key}", "only Modbus maps have areas, addresses and bits")
         node = self._string(raw, "node", f"{path}.node")
@@ -590,7 +632,7 @@ class _MapReader:
             if first != index:
                 what = "role" if signal.role else "signal"
                 self.problem(
-                    f"signals[{index}].name",
+                    f"signals[{index}].{what if signal.role else 'name'}",
                     f"{what} {signal.name!r} is already mapped at signals[{first}]",
                 )
 

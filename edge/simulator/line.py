@@ -298,10 +298,11 @@ class SimulatedLine:
     # ------------------------------------------------------------------ clock control
 
     def pause(self) -> None:
-        """Freeze simulated time (registers keep their values)."""
+        """Freeze simulated time; the registers show the machines at that instant."""
         if not self._paused:
             self._sim_base = self.sim_time_s
             self._paused = True
+            self._write_all(force_process=False)
 
     def resume(self) -> None:
         if self._paused:

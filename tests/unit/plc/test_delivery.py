@@ -1,0 +1,37 @@
+"""Change filter: only changes pass; a forget re-sends everything."""
+
+from __future__ import annotations
+
+from actors.messages import Quality
+from edge.plc.delivery import ChangeFilter
+
+GOOD, BAD = Quality.GOOD, Quality.BAD
+
+
+def test_only_changes_pass() -> None:
+    f = ChangeFilter()
+    assert f.changed("M1", "total_count", 10, GOOD)
+    assert not f.changed("M1", "total_count", 10, GOOD)
+    assert f.changed("M1", "total_count", 11, GOOD)
+    # same signal name on another machine is independent
+    assert f.changed("M2", "total_count", 11, GOOD)
+
+
+def test_quality_and_type_changes_count_as_changes() -> None:
+    f = ChangeFilter()
+    assert f.changed("M1", "x", 1, GOOD)
+    assert f.changed("M1", "x", True, GOOD)  # True == 1, but another type
+    assert f.changed("M1", "x", None, BAD)
+    assert not f.changed("M1", "x", None, BAD)
+    assert f.changed("M1", "x", 1.0, GOOD)
+
+
+def test_forget_one_machine_or_all() -> None:
+    f = ChangeFilter()
+    f.changed("M1", "a", 1, GOOD)
+    f.changed("M2", "a", 1, GOOD)
+    f.forget("M1")
+    assert f.changed("M1", "a", 1, GOOD)
+    assert not f.changed("M2", "a", 1, GOOD)
+    f.forget()
+    assert f.changed("M2", "a", 1, GOOD)
