@@ -481,7 +481,10 @@ def _read_reasons(reader: _Reader, raw: Mapping[str, Any], path: str) -> tuple[R
 
 
 def _read_machines(
-    reader: _Reader, doc: Mapping[str, Any], plc_ids: set[str], map_dirs: tuple[Path, ...]
+    reader: _Reader,
+    doc: Mapping[str, Any],
+    plcs: Mapping[str, PlcConfig],
+    map_dirs: tuple[Path, ...],
 ) -> tuple[MachineConfig, ...]:
     raw_machines = reader.array_of_tables(doc, "machines", "")
     if not raw_machines and "machines" not in doc:
@@ -510,7 +513,9 @@ def _read_machines(
             default="performance",
             check=_one_of("performance", "availability"),
         )
-        bits = reader.get(raw, "counter_bits", path, int, default=32, check=_one_of(16, 32, 64))
+        explicit_bits = reader.get(
+            raw, "counter_bits", path, int, default=None, check=_one_of(16, 32, 64)
+        )
         source = reader.get(
             raw,
             "state_source",
@@ -524,14 +529,20 @@ def _read_machines(
         plc_map = reader.get(raw, "plc_map", path, str, default=None, check=_non_empty)
         unit_id = reader.get(raw, "unit_id", path, int, default=1, check=_between(0, 255))
         offset = reader.get(raw, "address_offset", path, int, default=0, check=_between(0, 65535))
-        if plc is not None and plc not in plc_ids:
-            known = ", ".join(sorted(plc_ids)) or "none defined"
+        if plc is not None and plc not in plcs:
+            known = ", ".join(sorted(plcs)) or "none defined"
             reader.problem(f"{path}.plc", f"unknown plc {plc!r} (known: {known})")
         if plc is not None and plc_map is None:
             reader.problem(f"{path}.plc_map", "missing: a machine read from a plc needs a plc_map")
-        if plc_map is not None and _find_plc_map(plc_map, map_dirs) is None:
-            dirs = ", ".join(str(d) for d in map_dirs)
-            reader.problem(f"{path}.plc_map", f"unknown plc_map {plc_map!r} (searched {dirs})")
+        map_bits = None
+        if plc_map is not None:
+            map_bits = _check_plc_map(reader, f"{path}.plc_map", plc_map, map_dirs, plcs.get(plc))
+        if explicit_bits is not None and map_bits is not None and explicit_bits != map_bits:
+            reader.problem(
+                f"{path}.counter_bits",
+                f"is {explicit_bits} but plc_map {plc_map!r} maps {map_bits}-bit counters",
+            )
+        bits = explicit_bits or map_bits or 32
         if machine_id is None or ideal is None:
             continue
         params = MachineParams(
@@ -540,7 +551,7 @@ def _read_machines(
             micro_stop_s=micro if micro is not None else 120.0,
             stop_after_s=stop_after,
             micro_stop_bucket=LossBucket(bucket or "performance"),
-            counter_bits=bits or 32,
+            counter_bits=bits,
             reasons=reasons,
             state_source=StateSource(source) if source else None,
         )
@@ -558,15 +569,34 @@ def _read_machines(
     return tuple(machines)
 
 
-def _find_plc_map(name: str, map_dirs: tuple[Path, ...]) -> Path | None:
-    candidate = Path(name)
-    if candidate.suffix == ".toml" and candidate.is_file():
-        return candidate
-    for directory in map_dirs:
-        path = directory / f"{name}.toml"
-        if path.is_file():
-            return path
-    return None
+def _check_plc_map(
+    reader: _Reader,
+    path: str,
+    name: str,
+    map_dirs: tuple[Path, ...],
+    plc: PlcConfig | None,
+) -> int | None:
+    """Load and validate a machine's plc_map; returns its counter width."""
+    from edge.plc.maps import find_plc_map, load_plc_map  # noqa: PLC0415 - avoids a cycle
+
+    if find_plc_map(name, map_dirs) is None:
+        dirs = ", ".join(str(d) for d in map_dirs)
+        reader.problem(path, f"unknown plc_map {name!r} (searched {dirs})")
+        return None
+    try:
+        plc_map = load_plc_map(name, map_dirs)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            where = f"{path} ({exc.source})" + (f" {problem.path}" if problem.path else "")
+            reader.problem(where, problem.message)
+        return None
+    if plc is not None and plc_map.protocol.value != plc.protocol:
+        reader.problem(
+            path,
+            f"plc_map {name!r} is for {plc_map.protocol.value} but plc {plc.id!r} "
+            f"speaks {plc.protocol}",
+        )
+    return plc_map.counter_bits
 
 
 _BACKOFF_KEYS = {"backoff_initial_s", "backoff_max_s"}
@@ -915,7 +945,7 @@ def parse_config(doc: Mapping[str, Any], source: str, base_dir: Path) -> LineCon
     map_dirs.append(base_dir / "plc_maps")
     map_dirs.append(BUILTIN_PLC_MAPS)
     plcs = _read_plcs(reader, doc)
-    machines = _read_machines(reader, doc, {p.id for p in plcs}, tuple(map_dirs))
+    machines = _read_machines(reader, doc, {p.id: p for p in plcs}, tuple(map_dirs))
     config = LineConfig(
         source_path=Path(source),
         line=line,

@@ -263,3 +263,37 @@ def test_example_config_is_valid_with_its_secrets_provided(monkeypatch: pytest.M
     config = load_config(DEFAULT_CONFIG.parent / "example-line.toml")
     assert [p.protocol for p in config.plcs] == ["modbus", "opcua"]
     assert config.mqtt.password is not None and config.mqtt.password.reveal() == "b"
+
+
+def test_plc_map_problems_are_reported_under_the_machine(tmp_path: Path) -> None:
+    maps = tmp_path / "plc_maps"
+    maps.mkdir()
+    (maps / "broken.toml").write_text(
+        'protocol = "modbus"\n[[signals]]\nname = "running"\narea = "holding_register"\n'
+        'address = 0\ntype = "bool"\nbit = 16\n',
+        encoding="utf-8",
+    )
+    text = MINIMAL.replace("ideal_cycle_s = 2.0", 'ideal_cycle_s = 2.0\nplc_map = "broken"')
+    problems = problems_of(tmp_path, text)
+    assert any(p.startswith("machines[0].plc_map (") and "signals[0].bit" in p for p in problems), (
+        problems
+    )
+
+
+def test_plc_map_protocol_and_counter_width_must_agree(tmp_path: Path) -> None:
+    plc = '\n[[plcs]]\nid = "p1"\nprotocol = "opcua"\nendpoint = "opc.tcp://127.0.0.1:4840"\n'
+    text = MINIMAL.replace(
+        "ideal_cycle_s = 2.0",
+        'ideal_cycle_s = 2.0\nplc = "p1"\nplc_map = "packml-modbus"\ncounter_bits = 32',
+    )
+    problems = problems_of(tmp_path, text + plc)
+    assert any("is for modbus but plc 'p1' speaks opcua" in p for p in problems), problems
+    assert any(
+        p.startswith("machines[0].counter_bits: is 32 but plc_map 'packml-modbus' maps 16-bit")
+        for p in problems
+    ), problems
+
+
+def test_counter_width_defaults_to_the_plc_maps(tmp_path: Path) -> None:
+    text = MINIMAL.replace("ideal_cycle_s = 2.0", 'ideal_cycle_s = 2.0\nplc_map = "packml-modbus"')
+    assert load_config(write(tmp_path, text)).machine("SMT01").params.counter_bits == 16
