@@ -36,7 +36,7 @@ from typing import IO, Any, TextIO
 
 from actors.oee.calendar import ShiftCalendar
 from actors.oee.core import MachineCore
-from actors.oee.events import ShiftClosed, Warning, WindowRevised
+from actors.oee.events import DomainEvent, ShiftClosed, Warning, WindowRevised
 from actors.oee.kpi import KpiRecord
 from edge.config import LineConfig
 from edge.errors import TraceError
@@ -104,6 +104,49 @@ class _Notes:
             self.err.write(f"... {self.count - MAX_REPORTED} more {self.label} not shown\n")
 
 
+class ShiftRecords:
+    """The final KPI record of every shift instance of one core, from its events.
+
+    ``ShiftClosed`` gives a record, ``WindowRevised`` replaces it (the stop
+    crossing the shift's end ended, or a stop's reason changed); at the end a
+    record with a stop still open is recomputed at the end of the span, and
+    the current shift is added.
+    """
+
+    __slots__ = ("core", "records")
+
+    def __init__(self, core: MachineCore) -> None:
+        self.core = core
+        self.records: dict[str, KpiRecord] = {}  # shift key -> record, in time order
+
+    def pump(self) -> list[DomainEvent]:
+        """Drain the core's events, keep what concerns shifts; the events, for the caller."""
+        events = self.core.drain_events()
+        for event in events:
+            if isinstance(event, ShiftClosed) or (
+                isinstance(event, WindowRevised)
+                and event.kpis.window == "shift"
+                and event.kpis.key in self.records
+            ):
+                self.records[event.kpis.key] = event.kpis
+        return events
+
+    def finish(self, end: float) -> tuple[list[KpiRecord], list[DomainEvent]]:
+        """Settle the core at ``end``: every shift's record with a length, and the last events."""
+        core = self.core
+        core.commit(end)
+        events = self.pump()
+        records: list[KpiRecord] = []
+        for key, record in self.records.items():
+            final = core.shift_kpis(key, end) if record.open_stop else None
+            records.append(final or record)
+        current = core.current_shift_kpis(end)
+        if current is not None:
+            records.append(current)
+        events += self.pump()
+        return [r for r in records if r.end > r.start], events
+
+
 class Replay:
     """Feeds trace lines to one :class:`MachineCore` per configured machine."""
 
@@ -112,8 +155,7 @@ class Replay:
         self.cores: dict[str, MachineCore] = {
             machine.id: MachineCore(machine.params, calendar) for machine in config.machines
         }
-        # Per machine: shift key -> its latest record, in closing (= time) order.
-        self._shifts: dict[str, dict[str, KpiRecord]] = {mid: {} for mid in self.cores}
+        self._shifts = {mid: ShiftRecords(core) for mid, core in self.cores.items()}
         self._parser = TraceParser()
         self._last_seen: dict[tuple[str, str], float] = {}
         self.first_ts: float | None = None
@@ -133,16 +175,17 @@ class Replay:
         except TraceError as exc:
             self.malformed.add(f"line {number}: {exc}")
             return
-        core = self.cores.get(sample.machine_id)
+        machine_id = sample.machine_id
+        core = self.cores.get(machine_id)
         if core is None:
-            self.malformed.add(f"line {number}: unknown machine {sample.machine_id!r}")
+            self.malformed.add(f"line {number}: unknown machine {machine_id!r}")
             return
         ts = sample.ts
-        key = (sample.machine_id, sample.signal)
+        key = (machine_id, sample.signal)
         previous = self._last_seen.get(key)
         if previous is not None and ts < previous:
             self.malformed.add(
-                f"line {number}: out of order: {sample.machine_id}/{sample.signal} at "
+                f"line {number}: out of order: {machine_id}/{sample.signal} at "
                 f"{iso_utc(ts)} is older than its previous sample ({iso_utc(previous)})"
             )
             return
@@ -150,45 +193,29 @@ class Replay:
         last = self.last_ts
         if last is None:
             self.first_ts = self.last_ts = ts
-            for other in self.cores.values():
+            for other_id, other in self.cores.items():
                 other.advance(ts)
-                self._collect(other)
+                self._note(other_id, self._shifts[other_id].pump())
         elif ts > last:
             self.last_ts = ts
         core.apply(sample)
-        self._collect(core)
+        self._note(machine_id, self._shifts[machine_id].pump())
 
-    def _collect(self, core: MachineCore) -> None:
-        for event in core.drain_events():
-            if isinstance(event, ShiftClosed):
-                self._shifts[core.machine_id][event.kpis.key] = event.kpis
-            elif isinstance(event, WindowRevised):
-                if event.kpis.window == "shift":
-                    shifts = self._shifts[core.machine_id]
-                    if event.kpis.key in shifts:
-                        shifts[event.kpis.key] = event.kpis
-            elif isinstance(event, Warning):
-                self.warnings.add(f"warning: {core.machine_id}: {event.message}")
+    def _note(self, machine_id: str, events: list[DomainEvent]) -> None:
+        for event in events:
+            if isinstance(event, Warning):
+                self.warnings.add(f"warning: {machine_id}: {event.message}")
 
     def report(self) -> dict[str, Any]:
         """Settle every machine at the end of the span and build the report."""
         machines: dict[str, Any] = {}
         end = self.last_ts
-        for machine_id, core in self.cores.items():
+        for machine_id, shifts in self._shifts.items():
             records: list[KpiRecord] = []
             if end is not None:
-                core.commit(end)
-                self._collect(core)
-                for key, record in self._shifts[machine_id].items():
-                    if record.open_stop:
-                        # A stop open at the end: classified by its length so far.
-                        record = core.shift_kpis(key, end) or record  # noqa: PLW2901
-                    records.append(record)
-                current = core.current_shift_kpis(end)
-                if current is not None:
-                    records.append(current)
-                self._collect(core)
-            machines[machine_id] = {"shifts": [shift_entry(r) for r in records if r.end > r.start]}
+                records, events = shifts.finish(end)
+                self._note(machine_id, events)
+            machines[machine_id] = {"shifts": [shift_entry(r) for r in records]}
         self.malformed.summary()
         self.warnings.summary()
         if self._err is not None and self.malformed.count:
