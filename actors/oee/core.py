@@ -477,19 +477,24 @@ class MachineCore:
         """Keys of the closed shift instances still kept, oldest first."""
         return list(self._closed_shifts)
 
-    def unscheduled(self) -> UnscheduledRecord:
-        """Time and pieces outside every shift since the clock started (up to accounted time)."""
+    def unscheduled(self, now: float | None = None) -> UnscheduledRecord:
+        """Time and pieces outside every shift since the clock started, up to ``now``.
+
+        Without ``now``: up to the time the core has accounted (its last change).
+        """
         u = self._unscheduled
+        times = [u.running_s, u.stopped_s, u.unknown_s]
+        stops = u.stops
+        if now is not None and self._status == UNSCHEDULED:
+            pending = min(now, self._boundary) - self._seg_start
+            if pending > 0:
+                times[self._state] += pending  # RUNNING, STOPPED, UNKNOWN are 0, 1, 2
+                stop = self._stop
+                if stop is not None and not stop.unscheduled:
+                    stops += 1
         total, good, reject, _ = derive_counts(u.pieces, self._roles_seen)
         return UnscheduledRecord(
-            self.machine_id,
-            u.running_s,
-            u.stopped_s,
-            u.unknown_s,
-            u.stops,
-            total,
-            good,
-            reject,
+            self.machine_id, times[0], times[1], times[2], stops, total, good, reject
         )
 
     # ------------------------------------------------------------------ signal handlers
