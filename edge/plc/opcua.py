@@ -221,11 +221,11 @@ def _raw(signal: SignalDef, value: object) -> Raw:
     raise PlcDataError(f"{signal.name}: expected {data_type.value}, got {value!r}")
 
 
-def _status_problem(status: ua.StatusCode, node: str) -> str:
+def _status_problem(status: ua.StatusCode, point: _Point) -> str:
     name = status.name
     if status.value in (StatusCodes.BadNodeIdUnknown, StatusCodes.BadNodeIdInvalid):
-        return f"node {node!r} is unknown to the server ({name})"
-    return f"node {node!r} has status {name}"
+        return f"{point.signal.name}: node {point.node!r} is unknown to the server ({name})"
+    return f"{point.signal.name}: node {point.node!r} has status {name}"
 
 
 class _Connection:
@@ -262,7 +262,7 @@ class _Connection:
             self.lose(f"subscription status {code.name}")
 
     async def connection_lost(self, exc: Exception) -> None:
-        self.lose(f"connection lost: {exc or type(exc).__name__}")
+        self.lose(f"connection lost: {str(exc) or type(exc).__name__}")
 
     def lose(self, reason: str) -> None:
         if self.lost is None:
@@ -308,6 +308,7 @@ class OpcUaSource:
         self._state = SourceState.UNOPENED
         self._task: asyncio.Task[None] | None = None
         self._client: Client | None = None
+        self._connected = False  # the client's connect() completed (it has tasks to stop)
         self._link = LinkTracker(self._name, _log)
         self._backoff = Backoff(plc.backoff_initial_s, plc.backoff_max_s, rng=self._rng)
         self._filter = ChangeFilter()
@@ -414,6 +415,7 @@ class OpcUaSource:
         client.connection_lost_callback = connection.connection_lost
         self._client = client
         await self._call("connect", client.connect())
+        self._connected = True
         subscription = await self._call(
             "create subscription",
             client.create_subscription(self._subscription_params(), connection),
@@ -459,8 +461,9 @@ class OpcUaSource:
     def _new_client(self) -> Client:
         plc = self._plc
         # auto_reconnect stays off: its reconnect can hang; this source recreates
-        # the client instead. Its own supervisor still notices a closed socket.
-        client = Client(plc.endpoint, timeout=plc.timeout_s, watchdog_intervall=plc.timeout_s)
+        # the client instead. asyncua's supervisor still reports a closed socket
+        # at once; its own probe is slowed down, since _watch probes already.
+        client = Client(plc.endpoint, timeout=plc.timeout_s, watchdog_intervall=10 * plc.timeout_s)
         client.name = client.description = f"edge line controller, plc {plc.id}"
         # A session we could not close should not linger on the PLC for an hour.
         client.session_timeout = int(max(60.0, 10 * plc.timeout_s) * 1000)
@@ -502,6 +505,11 @@ class OpcUaSource:
         if client is None:
             return
         client.connection_lost_callback = None
+        connected, self._connected = self._connected, False
+        if not connected:
+            # A failed connect() leaves at most a socket behind, no tasks.
+            client.disconnect_socket()
+            return
         try:
             await asyncio.wait_for(client.disconnect(), self._plc.timeout_s)
         except asyncio.CancelledError:
@@ -609,7 +617,7 @@ class OpcUaSource:
             # Usually an unknown node, already BAD from the read; if the read was
             # fine, the value cannot be followed, which is just as bad.
             for point in self._points[node_id]:
-                self._bad_value(point, _status_problem(result, point.node), ts, batch)
+                self._bad_value(point, _status_problem(result, point), ts, batch)
 
     def _collect(
         self, point: _Point, data: ua.DataValue, received: float, batch: list[SourceEvent]
@@ -617,7 +625,7 @@ class OpcUaSource:
         ts = _timestamp(data, received)
         status = data.StatusCode
         if status is not None and status.is_bad():
-            self._bad_value(point, _status_problem(status, point.node), ts, batch)
+            self._bad_value(point, _status_problem(status, point), ts, batch)
             return
         variant = data.Value
         try:
@@ -646,7 +654,7 @@ class OpcUaSource:
         key = point.key
         if key not in self._bad:
             self._bad.add(key)
-            _log.warning("%s: machine %s: %s: %s", self._name, key[0], key[1], problem)
+            _log.warning("%s: machine %s: %s", self._name, key[0], problem)
         self._emit(point, None, Quality.BAD, ts, batch)
 
     def _emit(
