@@ -370,8 +370,7 @@ class MachineCore:
         if current is not None:
             current.end = t
             self._order = None
-            self._closed_orders.pop(current.key, None)
-            self._closed_orders[current.key] = current
+            self._keep_closed(self._closed_orders, current)
             record = self._kpis(current, t)
             self._events.append(OrderWindowClosed(self.machine_id, t, current.key, record))
             self._check_performance(current, record, t)
@@ -769,7 +768,10 @@ class MachineCore:
     # ------------------------------------------------------------------ time
 
     def _event_time(self) -> float:
-        return self._seg_start if self._origin is not None else 0.0
+        """The latest event time seen (not tracked on the hot path: computed when needed)."""
+        if self._origin is None:
+            return 0.0
+        return max(self._seg_start, max(self._last_ts.values(), default=self._seg_start))
 
     def _start_clock(self, ts: float) -> None:
         self._origin = ts
@@ -842,8 +844,7 @@ class MachineCore:
     def _close_shift(self, window: Window, t: float) -> None:
         window.end = t
         self._shift = None
-        self._closed_shifts.pop(window.key, None)
-        self._closed_shifts[window.key] = window
+        self._keep_closed(self._closed_shifts, window)
         self._rebuild_windows()
         record = self._kpis(window, t)
         self._events.append(ShiftClosed(self.machine_id, t, record))
@@ -927,6 +928,13 @@ class MachineCore:
                     continue
                 del kept[key]
                 self._release(window)
+
+    def _keep_closed(self, kept: dict[str, Window], window: Window) -> None:
+        """Keep a window that just closed, as the newest (an order may run again later)."""
+        older = kept.pop(window.key, None)
+        if older is not None and older is not window:
+            self._release(older)
+        kept[window.key] = window
 
     def _release(self, window: Window) -> None:
         stops = self._stops

@@ -336,3 +336,27 @@ def test_night_shift_calendar_days_are_respected() -> None:
     [closed] = of_type(m.drain_events(), ShiftClosed)
     assert closed.kpis.key == "N@2025-08-22"
     assert closed.kpis.run_s == 8 * 3600.0
+
+
+def test_an_order_can_run_again_and_its_new_span_replaces_the_old() -> None:
+    m = core()
+    feed(m, t("06:00"), "running", True)
+    m.set_order("WO1", None, t("06:00"))
+    feed(m, t("06:10"), "running", False)
+    feed(m, t("06:20"), "running", True)
+    m.set_order("WO2", None, t("07:00"))
+    m.set_order("WO1", None, t("08:00"))
+    m.set_order(None, None, t("08:30"))
+    closed = of_type(m.drain_events(), OrderWindowClosed)
+    assert [(e.order_id, e.kpis.start, e.kpis.end) for e in closed] == [
+        ("WO1", t("06:00"), t("07:00")),
+        ("WO2", t("07:00"), t("08:00")),
+        ("WO1", t("08:00"), t("08:30")),
+    ]
+    again = m.order_kpis("WO1", t("09:00"))
+    assert again is not None and (again.start, again.run_s, again.downtime_s) == (
+        t("08:00"),
+        1800.0,
+        0.0,
+    )
+    assert m.order_kpis("WO2", t("09:00")) is None  # only the last closed order is kept
