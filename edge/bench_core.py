@@ -1,6 +1,6 @@
 """Benchmark of the pure machine core (DESIGN.md §7: >= 300,000 samples/s on one core).
 
-A synthetic but realistic stream: a few machines polled every second, each
+A synthetic but realistic stream: a few machines polled every 2 s, each
 poll carrying ``running``, ``fault_code``, ``total_count`` and seven process
 values (so ~10 % counter samples), with stops of random length (micro-stops
 and longer jams with fault codes), across a shift change and a break. The
@@ -23,7 +23,7 @@ from actors.oee.params import BreakDef, CalendarDef, MachineParams, Reason, Shif
 
 MACHINES = 5
 PROCESS_VALUES = ("temp_zone1", "temp_zone2", "pressure", "speed", "vacuum", "current", "flow")
-START_TS = 1_756_000_800.0  # 2025-08-24T02:00:00Z: the early shift starts at 06:00 UTC
+START_TS = 1_756_000_800.0  # 2025-08-24T02:00:00Z: to ~13:00, across 06:00 and a break
 DRAIN_EVERY = 4096
 
 
@@ -63,16 +63,16 @@ def synthetic_stream(samples: int, seed: int = 7) -> dict[str, list[Sample]]:
         fault = 0
         values = [rng.uniform(10, 100) for _ in PROCESS_VALUES]
         for poll in range(polls):
-            ts = START_TS + poll + index * 0.01
+            ts = START_TS + 2.0 * poll + index * 0.01
             if running and rng.random() < 1 / 300:
                 running = False
-                stop_left = rng.choice((5, 30, 90, 600))
+                stop_left = rng.choice((3, 15, 45, 300))  # polls: 6 s to 10 min
                 fault = rng.choice((0, 0, 17, 3))
             elif not running:
                 stop_left -= 1
                 if stop_left <= 0:
                     running, fault = True, 0
-            if running and rng.random() < 0.5:
+            if running and rng.random() < 0.9:
                 count += 1
             out.append(Sample(machine_id, "running", running, ts))
             out.append(Sample(machine_id, "fault_code", fault, ts))
