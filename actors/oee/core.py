@@ -19,7 +19,7 @@ API
     core.add_rejects(count, ts)                   # rejects from a quality station
     core.drain_events() -> list[DomainEvent]      # actors.oee.events, since the last drain
     core.current_shift_kpis(now) / shift_kpis(key, now) / last_closed_shift_kpis(now)
-    core.order_kpis(order_id, now) / core.unscheduled()    # KpiRecord / UnscheduledRecord
+    core.order_kpis(order_id, now) / core.unscheduled(now)  # KpiRecord / UnscheduledRecord
     core.snapshot() -> dict;  MachineCore.restore(params, calendar, snapshot)
     core.state / state_since / stop_reason / current_stop_id / counters / statistics()
 
@@ -58,6 +58,20 @@ Running (OEE.md §3)
     ``commit``...) take the machine as running until then, and a later
     back-dated stop then starts no earlier than that instant.
 
+Counts (OEE.md §5, details in :mod:`actors.oee.counters`)
+    Deltas with the rollover/reset rule, the first reading as baseline, the
+    delta at the reading's timestamp. The roles that count as "mapped" are the
+    ones *seen so far* on this machine (kept in snapshots). A reset emits a
+    ``counter_reset`` warning, a delta far beyond the ideal rate a
+    ``counter_jump`` warning (still counted); an unusable value (negative, not
+    an integer, wider than ``counter_bits``) is an ``invalid_value`` (rate-limited).
+
+Stops and reasons (:mod:`actors.oee.stops`, :mod:`actors.oee.reasons`, :mod:`actors.oee.kpi`)
+    Fault code > operator reason > PackML state name > ``unassigned``. Losing
+    the link ends an open stop at that instant. Micro-stop or downtime event by
+    the whole stop's length, applied when KPIs are computed, so a reason or a
+    length known later re-attributes the stop's time in every window it touched.
+
 Windows
     Per shift instance (from the calendar) and per order (from ``set_order`` to
     the next one). Time outside every shift goes to :meth:`unscheduled`. Breaks
@@ -76,6 +90,11 @@ Revisions
     the last closed shift, the current and the last closed order, and any closed
     window the open stop touches, with their stops; reasons for older stops are
     refused with :class:`~edge.errors.CommandError`.
+
+Queries
+    KPI queries do not move event time: time not yet accounted is added on a
+    copy, up to ``now`` but not past the next calendar boundary the core has
+    not processed yet (``advance(now)`` first to move on).
 
 Performance above 1.0
     A ``performance_above_1`` warning, once per window, when a window closes or

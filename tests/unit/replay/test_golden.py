@@ -585,3 +585,37 @@ def test_performance_above_one_is_reported_uncapped_with_a_warning(tmp_path: Pat
     assert a["performance"] == 1.5
     assert a["end"] == "2025-08-22T07:00:00Z"
     assert err.count("performance 1.500 > 1.0") == 1
+
+
+def test_stop_still_open_at_the_end_is_classified_by_its_length_so_far(tmp_path: Path) -> None:
+    cfg = config(
+        tmp_path,
+        """
+        [calendar]
+        timezone = "UTC"
+        [[calendar.shifts]]
+        name = "Early"
+        start = "06:00"
+        end = "14:00"
+        [[calendar.shifts]]
+        name = "Late"
+        start = "14:00"
+        end = "22:00"
+        [[machines]]
+        id = "M1"
+        ideal_cycle_s = 2.0
+        """,
+    )
+    lines = [
+        line("2025-08-22T13:00:00Z", "M1", "running", True),
+        line("2025-08-22T13:59:00Z", "M1", "running", False),  # never ends in the trace
+        line("2025-08-22T14:05:00Z", "M1", "temp", 20.0),
+    ]
+    report, _ = replay(cfg, lines)
+    early, late = shifts(report, "M1")
+    # At the end (14:05) the stop is 360 s long so far: a downtime event (>= 120 s)
+    # in both shifts, although Early closed when it was only 60 s long.
+    assert (early["downtime_s"], early["downtime_events"], early["micro_stops"]) == (60.0, 1, 0)
+    assert (late["downtime_s"], late["downtime_events"], late["run_s"]) == (300.0, 1, 0.0)
+    assert late["availability"] == 0.0
+    assert late["mtbf_s"] == 0.0  # run 0 / 1 event
