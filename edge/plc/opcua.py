@@ -84,6 +84,7 @@ MAX_ITEM_QUEUE: Final = 100
 _CURRENT_TIME = ua.NodeId(ua.Int32(ObjectIds.Server_ServerStatus_CurrentTime))
 # Earlier timestamps mean "none" (OPC UA's null DateTime is 1601-01-01).
 _NO_TIMESTAMP_BEFORE = 86_400.0
+_UNKNOWN_NODE = frozenset({StatusCodes.BadNodeIdUnknown, StatusCodes.BadNodeIdInvalid})
 _LIBRARY_ERRORS = (UaError, OSError, asyncio.TimeoutError, ConnectionError)
 
 
@@ -223,7 +224,7 @@ def _raw(signal: SignalDef, value: object) -> Raw:
 
 def _status_problem(status: ua.StatusCode, point: _Point) -> str:
     name = status.name
-    if status.value in (StatusCodes.BadNodeIdUnknown, StatusCodes.BadNodeIdInvalid):
+    if status.value in _UNKNOWN_NODE:
         return f"{point.signal.name}: node {point.node!r} is unknown to the server ({name})"
     return f"{point.signal.name}: node {point.node!r} has status {name}"
 
@@ -330,7 +331,6 @@ class OpcUaSource:
         # The watchdog: read CurrentTime this often; how long the subscription may be silent.
         self._probe_interval = max(plc.timeout_s / 2, plc.publishing_interval_s)
         self._keepalive_count = max(1, math.ceil(self._probe_interval / plc.publishing_interval_s))
-        self._silence_limit = self._keepalive_count * plc.publishing_interval_s + plc.timeout_s
 
     @property
     def state(self) -> SourceState:
@@ -416,10 +416,18 @@ class OpcUaSource:
         self._client = client
         await self._call("connect", client.connect())
         self._connected = True
-        subscription = await self._call(
-            "create subscription",
-            client.create_subscription(self._subscription_params(), connection),
+        # Not client.create_subscription(): that one hides the intervals the
+        # server revised (the watchdog needs them) and lets asyncua re-create
+        # the subscription behind this source's back.
+        subscription = Subscription(
+            client.uaclient.session, self._subscription_params(), connection
         )
+        created = await self._call("create subscription", subscription.init())
+        # Silent longer than one keep-alive period (as the server revised it) plus timeout_s: lost.
+        keepalive_s = max(
+            created.RevisedPublishingInterval / 1000.0, self._plc.publishing_interval_s
+        ) * max(1, created.RevisedMaxKeepAliveCount)
+        silence_limit = keepalive_s + self._plc.timeout_s
         nodes = [client.get_node(node_id) for node_id in self._node_ids]
         # Read before subscribing: the subscription's first notifications are
         # then never older than what the read delivers.
@@ -444,12 +452,11 @@ class OpcUaSource:
             self._last_ts.clear()
             batch.extend(LinkChanged(m, up=True, ts=ts) for m in self._machine_ids)
         self._backoff.reset()
-        self._unknown = 0
         self._collect_read(values, ts, batch)
         self._collect_subscribed(results, ts, batch)
         await self._deliver(batch)
         watchdog = asyncio.create_task(
-            self._watch(client, subscription, connection),
+            self._watch(client, subscription, connection, silence_limit),
             name=f"opcua-watchdog-{self._plc.id}",
         )
         try:
@@ -534,7 +541,11 @@ class OpcUaSource:
             )
 
     async def _watch(
-        self, client: Client, subscription: Subscription, connection: _Connection
+        self,
+        client: Client,
+        subscription: Subscription,
+        connection: _Connection,
+        silence_limit: float,
     ) -> None:
         current_time = client.get_node(_CURRENT_TIME)
         since = time.monotonic()
@@ -548,7 +559,7 @@ class OpcUaSource:
             # asyncua stamps every publish response, keep-alives included.
             last = subscription.last_publish_at
             silent = time.monotonic() - (since if last is None else max(since, last))
-            if silent > self._silence_limit:
+            if silent > silence_limit:
                 connection.lose(f"no data and no keep-alive for {silent:.1f} s")
                 return
 
@@ -600,20 +611,19 @@ class OpcUaSource:
         self, values: Sequence[ua.DataValue], ts: float, batch: list[SourceEvent]
     ) -> None:
         for node_id, value in zip(self._node_ids, values, strict=True):
-            status = value.StatusCode
-            if status is not None and status.value == StatusCodes.BadNodeIdUnknown:
-                self._unknown += 1
             for point in self._points[node_id]:
                 self._collect(point, value, ts, batch)
 
     def _collect_subscribed(
         self, results: Sequence[int | ua.StatusCode], ts: float, batch: list[SourceEvent]
     ) -> None:
-        self._monitored = 0
+        self._monitored = self._unknown = 0
         for node_id, result in zip(self._node_ids, results, strict=True):
             if not isinstance(result, ua.StatusCode):
                 self._monitored += 1
                 continue
+            if result.value in _UNKNOWN_NODE:
+                self._unknown += 1
             # Usually an unknown node, already BAD from the read; if the read was
             # fine, the value cannot be followed, which is just as bad.
             for point in self._points[node_id]:

@@ -40,7 +40,9 @@ COUNTER = opcua_map(signal("total_count", DataType.UINT32, "ns=2;s={machine}.Cou
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def plc() -> AsyncIterator[OpcUaPlc]:
-    variables = machine_nodes("L1", GENERIC.signals) | machine_nodes("W1", COUNTER.signals)
+    variables = machine_nodes("L1", GENERIC.signals)
+    for machine in ("W1", "Q1"):
+        variables |= machine_nodes(machine, COUNTER.signals)
     server = OpcUaPlc(free_port(), variables)
     await server.start()
     yield server
@@ -146,3 +148,18 @@ async def test_no_server_gives_one_link_down_and_keeps_trying() -> None:
     assert down.detail.startswith("connect: ")
     assert not stats.link_up
     assert stats.errors >= 2
+
+
+async def test_a_quiet_server_is_not_taken_for_a_dead_one(plc: OpcUaPlc) -> None:
+    # Nothing changes for several watchdog periods (probe every 0.25 s, silence
+    # limit 0.25 s keep-alive + 0.5 s timeout): keep-alives and the liveness read
+    # must keep the link up.
+    sink = Recorder()
+    source = OpcUaSource(plc_config(plc.endpoint), [MachineBinding("Q1", COUNTER)], sink)
+    async with source:
+        await sink.wait_for(lambda: ups_and_downs(sink, "Q1") == [True], "link up")
+        await asyncio.sleep(2.0)
+        stats = source.statistics()
+    assert ups_and_downs(sink, "Q1") == [True]
+    assert stats.connects == 1
+    assert stats.link_up
