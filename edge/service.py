@@ -23,7 +23,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -44,6 +44,7 @@ from actors.oee.calendar import ShiftCalendar
 from actors.oee.events import DomainEvent, ShiftClosed, StopEnded, Warning
 from actors.supervisor import ChildSpec, Supervisor
 from edge import __version__
+from edge.commands import LineCommands
 from edge.config import LineConfig, ModbusPlcConfig, OpcUaPlcConfig
 from edge.errors import ActorError, EdgeError, EscalationError, MailboxFullError
 from edge.event_bus import EventBus
@@ -68,6 +69,13 @@ class ServiceState(enum.Enum):
     FAILED = "failed"
 
 
+# A part of the line started after the actors and before the PLC sources (so it
+# sees every event from the first sample on), stopped in reverse order: OPC UA
+# server, outbox and MQTT forwarder, metrics, order runtime... It gets the
+# service to reach the bus, the machine actors, the config and ``commands``.
+ComponentFactory = Callable[["LineService"], AbstractAsyncContextManager[Any]]
+
+
 def _machine_key(machine_id: str) -> str:
     return f"machine/{machine_id}"
 
@@ -75,8 +83,18 @@ def _machine_key(machine_id: str) -> str:
 class LineService:
     """One production line: its actors, PLC sources and servers."""
 
-    def __init__(self, config: LineConfig, *, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        config: LineConfig,
+        *,
+        notifier: Notifier | None = None,
+        components: Sequence[ComponentFactory] = (),
+    ) -> None:
         self.config = config
+        self.components: list[Any] = []
+        # Set by the component that implements edge.commands.LineCommands.
+        self.commands: LineCommands | None = None
+        self._component_factories = tuple(components)
         self.state = ServiceState.NEW
         self.started_at: float | None = None
         self.bus = EventBus()
@@ -164,6 +182,8 @@ class LineService:
                 log.info("machine state restored from snapshot", extra={"machine": machine.id})
 
         self.bus.subscribe("event-log", _log_events)
+        for factory in self._component_factories:
+            self.components.append(await stack.enter_async_context(factory(self)))
         for source in self._build_sources():
             self.sources.append(await stack.enter_async_context(source))
 
@@ -352,6 +372,8 @@ class LineService:
                 f"  MQTT        {c.mqtt.host}:{c.mqtt.port} prefix {c.mqtt.prefix}/: "
                 "not forwarded by this version yet; events stay at the edge"
             )
+        for component in self.components:
+            lines.extend(f"  {line}" for line in getattr(component, "banner", list)())
         lines.append(
             f"  status      a line per machine every {STATUS_LOG_INTERVAL_S:.0f} s; "
             "stop with Ctrl-C or SIGTERM"

@@ -1,0 +1,93 @@
+"""The line's command surface: what the MES (MQTT), SCADA (OPC UA methods) and
+QMIB may ask the line to do.
+
+Every front end (MQTT command topics, OPC UA methods, the CLI) decodes and
+authorises its own input, then calls one :class:`LineCommands` method. Each
+method validates its arguments and either returns a result or raises
+:class:`~edge.errors.CommandError` whose message names the argument and why;
+a rejected command changes nothing. Front ends turn that into their own
+rejection (an MQTT reply, an OPC UA Bad status).
+
+Every command is audited: :class:`CommandAudit` records who asked what and
+the outcome, and goes to the event bus (and from there to the outbox).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class OrderSpec:
+    """A work order as downloaded from the MES or a QMIB batch template."""
+
+    order_id: str
+    product: str
+    target_quantity: int
+    machine_ids: tuple[str, ...]
+    ideal_cycle_s: float | None = None  # None: each machine's own
+    operation_id: str = ""
+    auto_complete: bool = False  # complete when good pieces reach the target
+    produced_lot_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderInfo:
+    """An order's state as a command result."""
+
+    order_id: str
+    status: str  # created | released | running | held | completed | aborted
+    product: str
+    target_quantity: int
+    good_count: int
+    reject_count: int
+    machine_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandAudit:
+    """One command, as the audit trail keeps it."""
+
+    ts: float
+    source: str  # "mqtt", "opcua", "qmib", "cli"
+    user: str
+    command: str
+    arguments: dict[str, object] = field(default_factory=dict)
+    accepted: bool = True
+    result: str = ""
+
+
+class LineCommands(Protocol):
+    """Implemented by the line's order/quality runtime; called by every front end."""
+
+    async def download_order(self, spec: OrderSpec, *, source: str, user: str) -> OrderInfo: ...
+
+    async def release_order(self, order_id: str, *, source: str, user: str) -> OrderInfo: ...
+
+    async def start_order(self, order_id: str, *, source: str, user: str) -> OrderInfo: ...
+
+    async def hold_order(
+        self, order_id: str, reason: str, *, source: str, user: str
+    ) -> OrderInfo: ...
+
+    async def resume_order(self, order_id: str, *, source: str, user: str) -> OrderInfo: ...
+
+    async def complete_order(self, order_id: str, *, source: str, user: str) -> OrderInfo: ...
+
+    async def abort_order(
+        self, order_id: str, reason: str, *, source: str, user: str
+    ) -> OrderInfo: ...
+
+    async def set_stop_reason(
+        self,
+        machine_id: str,
+        reason: str,
+        *,
+        stop_id: int | None = None,
+        ts: float | None = None,
+        source: str,
+        user: str,
+    ) -> None: ...
+
+    async def acknowledge_alarm(self, alarm_id: str, *, source: str, user: str) -> None: ...
