@@ -32,8 +32,9 @@ Why it is built this way:
   closed (bounded by ``timeout_s``) and a new one is created after a jittered,
   capped backoff (:class:`~edge.plc.link.Backoff`).
 - a TCP connection can die silently; a watchdog reads the server's
-  ``ServerStatus/CurrentTime`` every ``timeout_s / 2`` (bounded by ``timeout_s``)
-  and checks that the subscription published data or a keep-alive recently.
+  ``ServerStatus/CurrentTime`` every ``timeout_s / 2`` (at least one publishing
+  interval; each read bounded by ``timeout_s``) and checks that the subscription
+  published data or a keep-alive within one keep-alive period plus ``timeout_s``.
 
 Library errors (``ua.UaError``, ``OSError``, timeouts) are translated here into
 :class:`~edge.errors.PlcConnectionError` (the link) and
@@ -315,6 +316,7 @@ class OpcUaSource:
         self._filter = ChangeFilter()
         self._last_ts: dict[tuple[str, str], float] = {}  # newest delivered non-BAD value
         self._bad: set[tuple[str, str]] = set()
+        self._unmonitored: set[ua.NodeId] = set()  # refused by the server on this connection
         self._pending: list[SourceEvent] = []  # link changes a failed sink call did not take
         self._sink_failing = False
         self._resync = False  # every value must be read again (sink failed, queue overflowed)
@@ -410,6 +412,7 @@ class OpcUaSource:
     async def _connect_and_follow(self) -> None:
         self._connects += 1
         self._resync = False
+        self._unmonitored = set()
         connection = _Connection(self._queue_size, self._on_overflow, self._clock)
         client = self._new_client()
         client.connection_lost_callback = connection.connection_lost
@@ -611,6 +614,8 @@ class OpcUaSource:
         self, values: Sequence[ua.DataValue], ts: float, batch: list[SourceEvent]
     ) -> None:
         for node_id, value in zip(self._node_ids, values, strict=True):
+            if node_id in self._unmonitored:
+                continue  # stays BAD: a value read now would never be updated
             for point in self._points[node_id]:
                 self._collect(point, value, ts, batch)
 
@@ -622,6 +627,7 @@ class OpcUaSource:
             if not isinstance(result, ua.StatusCode):
                 self._monitored += 1
                 continue
+            self._unmonitored.add(node_id)
             if result.value in _UNKNOWN_NODE:
                 self._unknown += 1
             # Usually an unknown node, already BAD from the read; if the read was
