@@ -135,10 +135,14 @@ def to_engineering(signal: SignalDef, raw: Raw) -> Value:
     if (signal.minimum is not None and value < signal.minimum - _slack(signal.minimum)) or (
         signal.maximum is not None and value > signal.maximum + _slack(signal.maximum)
     ):
-        low = "" if signal.minimum is None else f"{signal.minimum:g}"
-        high = "" if signal.maximum is None else f"{signal.maximum:g}"
-        raise PlcDataError(f"{signal.name}: {value} outside {low}..{high}")
+        raise _out_of_range(signal, value)
     return value
+
+
+def _out_of_range(signal: SignalDef, value: float) -> PlcDataError:
+    low = "" if signal.minimum is None else f"{signal.minimum:g}"
+    high = "" if signal.maximum is None else f"{signal.maximum:g}"
+    return PlcDataError(f"{signal.name}: {value} outside {low}..{high}")
 
 
 def from_engineering(signal: SignalDef, value: Value) -> Raw:
@@ -184,19 +188,40 @@ def compile_decoder(signal: SignalDef) -> BlockDecoder:
     words_struct = _words_struct(count, signal.byte_order)
     unpack_value = _value_struct(signal.data_type).unpack
     reverse = signal.word_order is Endian.LITTLE and count > 1
-    plain = not signal.is_scaled and signal.minimum is None and signal.maximum is None
-    check_float = signal.data_type.is_float
+    # Big-endian 16-bit integers need no struct round trip: the register is the value.
+    direct = signal.byte_order is Endian.BIG and signal.data_type in (
+        DataType.UINT16,
+        DataType.INT16,
+    )
+    signed16 = signal.data_type is DataType.INT16
+    scaled = signal.is_scaled
+    scale, offset = signal.scale, signal.offset
+    low = -math.inf if signal.minimum is None else signal.minimum - _slack(signal.minimum)
+    high = math.inf if signal.maximum is None else signal.maximum + _slack(signal.maximum)
+    bounded = signal.minimum is not None or signal.maximum is not None
+    is_float = signal.data_type.is_float
+    name = signal.name
 
     def decode_value(data: Sequence[int] | Sequence[bool], index: int) -> Value:
-        words = data[index : index + count]
-        if reverse:
-            words = words[::-1]
-        try:
-            raw: int | float = unpack_value(words_struct.pack(*words))[0]
-        except struct.error as exc:
-            raise PlcDataError(f"{signal.name}: bad registers {list(words)!r}") from exc
-        if plain and not check_float:
-            return raw
-        return to_engineering(signal, raw)
+        value: int | float
+        if direct:
+            value = int(data[index])
+            if signed16 and value & 0x8000:
+                value -= 0x10000
+        else:
+            words = data[index : index + count]
+            if reverse:
+                words = words[::-1]
+            try:
+                value = unpack_value(words_struct.pack(*words))[0]
+            except struct.error as exc:
+                raise PlcDataError(f"{name}: bad registers {list(words)!r}") from exc
+            if is_float and not math.isfinite(value):
+                raise PlcDataError(f"{name}: not a number ({value})")
+        if scaled:
+            value = value * scale + offset
+        if bounded and not low <= value <= high:
+            raise _out_of_range(signal, value)
+        return value
 
     return decode_value

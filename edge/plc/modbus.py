@@ -31,20 +31,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
 from actors.messages import LinkChanged, Quality, Sample, Value
-from edge.config import ModbusPlcConfig
 from edge.errors import ConfigError, PlcConnectionError, PlcDataError, Problem
 from edge.plc.blocks import ReadBlock, ReadPlan, ReadPoint, plan_reads
 from edge.plc.codec import BlockDecoder, compile_decoder
-from edge.plc.delivery import ChangeFilter, SampleSink, SourceEvent
+from edge.plc.delivery import SampleSink, SourceEvent
 from edge.plc.link import Backoff, LinkTracker
 from edge.plc.maps import Area, ModbusLocation, PlcMap, Protocol
+
+if TYPE_CHECKING:
+    # Annotations only: edge.config may import edge.plc.maps without a cycle.
+    from edge.config import ModbusPlcConfig
 
 __all__ = ["MachineBinding", "ModbusSource", "ModbusStatistics", "SourceState"]
 
@@ -189,9 +192,9 @@ class ModbusSource:
         self._client: AsyncModbusTcpClient | None = None
         self._link = LinkTracker(self._name, _log)
         self._backoff = Backoff(plc.backoff_initial_s, plc.backoff_max_s, rng=self._rng)
-        self._filter = ChangeFilter()
+        self._last: list[tuple[Value, Quality] | None] = [None] * len(self._points)
         self._pending: list[SourceEvent] = []  # link changes a failed sink call did not take
-        self._bad_signals: set[tuple[str, str]] = set()
+        self._bad_points: set[int] = set()  # indices into _points, logged once
         self._bad_blocks: set[int] = set()
         self._sink_failing = False
         self._polls = 0
@@ -303,7 +306,7 @@ class ModbusSource:
         ts = self._clock()
         batch: list[SourceEvent] = []
         if self._link.succeeded(ts):
-            self._filter.forget()
+            self._forget_delivered()
             batch.extend(LinkChanged(m, up=True, ts=ts) for m in self._machine_ids)
         self._collect(results, ts, batch)
         await self._deliver(batch)
@@ -312,8 +315,6 @@ class ModbusSource:
     def _collect(
         self, results: Sequence[BlockData | PlcDataError], ts: float, batch: list[SourceEvent]
     ) -> None:
-        changed = self._filter.changed
-        bad = self._bad_signals
         for number, result in enumerate(results):
             if isinstance(result, PlcDataError):
                 if number not in self._bad_blocks:
@@ -322,35 +323,52 @@ class ModbusSource:
             elif number in self._bad_blocks:
                 self._bad_blocks.discard(number)
                 _log.info("%s: %s readable again", self._name, self._plan.blocks[number])
-        for point in self._points:
+        # The hot loop of a line (thousands of points a second): index-based
+        # last-delivered slots instead of ChangeFilter's dicts, no helper calls.
+        last = self._last
+        bad = self._bad_points
+        good = Quality.GOOD
+        for i, point in enumerate(self._points):
             data = results[point.block]
             value: Value
-            quality = Quality.GOOD
+            quality = good
             if isinstance(data, PlcDataError):
                 value, quality = None, Quality.BAD
                 self._data_errors += 1
-                bad.add((point.machine_id, point.signal))
+                bad.add(i)
             else:
                 try:
                     value = point.decode(data, point.index)
                 except PlcDataError as exc:
                     value, quality = None, Quality.BAD
                     self._data_errors += 1
-                    key = (point.machine_id, point.signal)
-                    if key not in bad:
-                        bad.add(key)
+                    if i not in bad:
+                        bad.add(i)
                         _log.warning("%s: machine %s: %s", self._name, point.machine_id, exc)
                 else:
-                    if bad and (point.machine_id, point.signal) in bad:
-                        bad.discard((point.machine_id, point.signal))
+                    if bad and i in bad:
+                        bad.discard(i)
                         _log.info(
                             "%s: machine %s: %s good again",
                             self._name,
                             point.machine_id,
                             point.signal,
                         )
-            if changed(point.machine_id, point.signal, value, quality):
-                batch.append(Sample(point.machine_id, point.signal, value, ts, quality))
+            previous = last[i]
+            # type() too: True == 1 == 1.0, but a changed type is a change.
+            if (
+                previous is not None
+                and previous[1] is quality
+                and previous[0] == value
+                and type(previous[0]) is type(value)
+            ):
+                continue
+            last[i] = (value, quality)
+            batch.append(Sample(point.machine_id, point.signal, value, ts, quality))
+
+    def _forget_delivered(self) -> None:
+        """The next poll delivers every value (after a reconnect or a failed sink call)."""
+        self._last = [None] * len(self._points)
 
     async def _deliver(self, batch: list[SourceEvent]) -> None:
         if self._pending:
@@ -365,7 +383,7 @@ class ModbusSource:
         except Exception:
             # Never lose a link change; values are re-sent in full next poll.
             self._pending = [e for e in batch if isinstance(e, LinkChanged)]
-            self._filter.forget()
+            self._forget_delivered()
             if not self._sink_failing:
                 self._sink_failing = True
                 _log.exception(

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
-from typing import Self, cast
+from typing import TYPE_CHECKING, Self, cast
 
 from pymodbus.datastore import (
     ModbusDeviceContext,
@@ -30,12 +30,14 @@ from pymodbus.datastore import (
 from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusTcpServer
 
-from edge.config import SimulatorConfig
 from edge.errors import ConfigError, ConnectorError, Problem
 from edge.plc.codec import Raw, encode_registers, with_bit
 from edge.plc.maps import Area, DataType, ModbusLocation, PlcMap, Protocol, SignalDef
 from edge.simulator.model import SimEvent, SimMachine, SimParams, SimTruth
 from edge.simulator.process import ProcessModel
+
+if TYPE_CHECKING:
+    from edge.config import SimulatorConfig
 
 __all__ = ["LineState", "SimMachineSpec", "SimulatedLine"]
 
@@ -105,7 +107,7 @@ class _SimulatedMachine:
     machine: SimMachine
     process: ProcessModel
     roles: dict[str, _Slot]
-    process_slots: dict[SignalDef, _Slot]
+    process_slots: list[_Slot]  # in the order of plc_map.process_values
     next_process_at: float = 0.0
 
 
@@ -262,7 +264,7 @@ class SimulatedLine:
             machine=machine,
             process=process,
             roles={s.name: slot for s, slot in slots.items() if s.role is not None},
-            process_slots={s: slot for s, slot in slots.items() if s.role is None},
+            process_slots=[slots[s] for s in spec.plc_map.process_values],
         )
 
     # ------------------------------------------------------------------ queries
@@ -384,8 +386,8 @@ class SimulatedLine:
                 self._write_roles(sim)
             if force_process or wall_now >= sim.next_process_at:
                 sim.next_process_at = max(sim.next_process_at + self._process_every_s, wall_now)
-                for signal, raw in sim.process.update(sim_now).items():
-                    sim.process_slots[signal].write(raw)
+                for slot, raw in zip(sim.process_slots, sim.process.update(sim_now), strict=True):
+                    slot.write(raw)
 
     @staticmethod
     def _write_roles(sim: _SimulatedMachine) -> None:

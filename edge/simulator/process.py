@@ -127,14 +127,15 @@ class ProcessModel:
                 )
             )
 
-    def update(self, sim_time_s: float) -> dict[SignalDef, Raw]:
+    def update(self, sim_time_s: float) -> list[Raw]:
+        """Raw values in the order of the signals given to the constructor."""
         machine = self._machine
         dt = max(0.0, sim_time_s - self._last_update_s)
         self._last_update_s = sim_time_s
         running = machine.running
         faulted = machine.state == PACKML_ABORTED
         ideal_rate = 3600.0 / machine.params.ideal_cycle_s
-        out: dict[SignalDef, Raw] = {}
+        out: list[Raw] = []
         for ch in self._channels:
             value: Value
             if ch.kind == "fault_bool":
@@ -145,7 +146,7 @@ class ProcessModel:
                 value = not faulted
             else:
                 value = self._number(ch, sim_time_s, dt, running, ideal_rate)
-            out[ch.signal] = self._raw(ch, value)
+            out.append(self._raw(ch, value))
         return out
 
     def _number(self, ch: _Channel, t: float, dt: float, running: bool, ideal_rate: float) -> float:
