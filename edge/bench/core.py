@@ -20,6 +20,7 @@ from actors.messages import Sample
 from actors.oee.calendar import ShiftCalendar
 from actors.oee.core import MachineCore
 from actors.oee.params import BreakDef, CalendarDef, MachineParams, Reason, ShiftDef
+from edge.bench import Figure
 
 MACHINES = 5
 PROCESS_VALUES = ("temp_zone1", "temp_zone2", "pressure", "speed", "vacuum", "current", "flow")
@@ -122,7 +123,7 @@ def bench_core(samples: int = 1_000_000, runs: int = 5) -> dict[str, float]:
     }
 
 
-def main() -> None:  # pragma: no cover - manual use: python -m edge.bench_core
+def main() -> None:  # pragma: no cover - manual use: python -m edge.bench.core
     result: dict[str, Any] = bench_core()
     for key, value in result.items():
         print(f"{key:>22}: {value:,.0f}")
@@ -130,3 +131,19 @@ def main() -> None:  # pragma: no cover - manual use: python -m edge.bench_core
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def run() -> list[Figure]:
+    """``edge bench core``: the pure core's samples/s (no baseline: it is CPU only)."""
+    result = bench_core()
+    rate = result["samples_per_s"]
+    return [
+        Figure(
+            name="core: machine core samples/s (one core)",
+            value=rate,
+            unit="samples/s",
+            bar=">= 300,000",
+            meets_bar=rate >= 300_000,
+            note=f"median of {result['runs']:.0f} runs of {result['samples']:,.0f} samples",
+        )
+    ]

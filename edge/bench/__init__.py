@@ -1,0 +1,107 @@
+"""``edge bench``: the performance figures of DESIGN.md §7.
+
+Every benchmark measures, in the same run, the baseline it is judged against
+(a bare asyncio queue loop, raw pymodbus reads, ...) and reports the ratio:
+absolute figures drift on a shared 2-core machine, ratios hold. Each figure is
+the median of several repetitions.
+
+Figures are printed as a table and as one JSON document; they are never
+asserted in tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edge import __version__
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """One measured figure, with its bar and its in-run baseline."""
+
+    name: str
+    value: float
+    unit: str
+    bar: str = ""
+    meets_bar: bool | None = None
+    baseline_name: str = ""
+    baseline_value: float | None = None
+    ratio: float | None = None
+    note: str = ""
+
+
+Benchmark = Callable[[], list[Figure]]
+
+
+def _registry() -> dict[str, Benchmark]:
+    # Imported lazily: each benchmark pulls in the parts it measures.
+    from edge.bench import actor_pipeline, core  # noqa: PLC0415
+
+    return {
+        "core": core.run,
+        "actor": actor_pipeline.run,
+    }
+
+
+def _format_number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def render_table(figures: list[Figure]) -> str:
+    headers = ("figure", "value", "unit", "bar", "ok", "baseline", "ratio")
+    rows = [
+        (
+            f.name,
+            _format_number(f.value),
+            f.unit,
+            f.bar,
+            {True: "yes", False: "NO", None: "-"}[f.meets_bar],
+            f"{f.baseline_name} {_format_number(f.baseline_value)}".strip()
+            if f.baseline_name
+            else "-",
+            _format_number(f.ratio),
+        )
+        for f in figures
+    ]
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+def run_benchmarks(names: list[str], json_path: Path | None = None) -> int:
+    registry = _registry()
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(registry)}")
+        return 2
+    figures: list[Figure] = []
+    for name in names or list(registry):
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        figures.extend(registry[name]())
+    document = {
+        "version": __version__,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "figures": [asdict(f) for f in figures],
+    }
+    print(render_table(figures))
+    print(json.dumps(document, indent=2))
+    if json_path is not None:
+        json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    return 0
