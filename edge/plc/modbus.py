@@ -451,6 +451,12 @@ class ModbusSource:
         except (ModbusException, OSError) as exc:
             _raise_if_cancelling()
             raise PlcConnectionError(f"reading {block} failed: {exc}") from exc
+        except Exception as exc:
+            # Whatever else pymodbus raises on a garbled answer: the link is not
+            # trustworthy, so treat it as down rather than let the poll loop die.
+            raise PlcConnectionError(
+                f"reading {block} failed: {type(exc).__name__}: {exc}"
+            ) from exc
         if response.isError():
             return PlcDataError(
                 f"reading {block} answered with Modbus exception {response.exception_code}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -200,3 +201,49 @@ async def test_a_source_runs_once(free_port: int) -> None:
     assert source.state is SourceState.CLOSED
     with pytest.raises(RuntimeError, match="runs once"):
         await source.__aenter__()
+
+
+async def test_a_slow_sink_makes_polls_skip_not_pile_up(free_port: int) -> None:
+    plc_map = modbus_map(hr("a", 0, "uint16"))
+    server = PlcServer(free_port)
+    batches = 0
+
+    async def slow_sink(batch: Any) -> None:
+        nonlocal batches
+        batches += 1
+        server.set_registers(0, [batches])  # always a change, so every poll delivers
+        await asyncio.sleep(0.12)
+
+    source = ModbusSource(
+        plc_config(free_port, poll_interval_s=0.05), [MachineBinding("M1", plc_map)], slow_sink
+    )
+    async with server, source:
+        await asyncio.sleep(0.8)
+    stats = source.statistics()
+    # each poll takes >= 0.12 s: at most 0.8 / 0.12 + 1 = 7.7 polls fit, not the 16 slots
+    assert 2 <= stats.polls <= 8
+    # the slots a poll overran were skipped, not queued up
+    assert stats.skipped_polls >= stats.polls - 1
+
+
+async def test_a_failing_sink_loses_no_link_change(free_port: int, collector: Collector) -> None:
+    plc_map = modbus_map(hr("a", 0, "uint16"))
+    server = PlcServer(free_port)
+    server.set_registers(0, [3])
+    calls = 0
+
+    async def flaky_sink(batch: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("mailbox closed")
+        await collector(batch)
+
+    source = ModbusSource(plc_config(free_port), [MachineBinding("M1", plc_map)], flaky_sink)
+    async with server, source:
+        await collector.wait_for(lambda: collector.values("M1", "a") == [3])
+    # the refused first batch (link up + value) arrives whole with the next poll
+    first = collector.batches[0]
+    assert isinstance(first[0], LinkChanged) and first[0].up
+    assert [(e.signal, e.value) for e in first[1:] if isinstance(e, Sample)] == [("a", 3)]
+    assert len(collector.links("M1")) == 1
