@@ -322,6 +322,20 @@ class LineService:
     def machine_ref(self, machine_id: str) -> ActorRef[MachineMessage, Any]:
         return self._machines[machine_id]
 
+    @property
+    def store(self) -> SnapshotStore:
+        """The durable snapshot store (open while the service runs)."""
+        if self._store is None:
+            raise EdgeError("the line service is not started")
+        return self._store
+
+    @property
+    def supervisor(self) -> Supervisor:
+        """The line's supervisor, for components that add actors (work orders)."""
+        if self._supervisor is None:
+            raise EdgeError("the line service is not started")
+        return self._supervisor
+
     def _making_progress(self) -> bool:
         marker = sum(s.statistics().polls for s in self.sources if hasattr(s, "statistics"))
         progressed = marker != self._progress_marker or not self.sources
