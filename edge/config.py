@@ -117,10 +117,61 @@ class SimulatorConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OpcUaUser:
+    """A user of the line's OPC UA server; ``roles`` decide which methods it may call."""
+
+    name: str
+    password: Secret
+    roles: frozenset[str]
+
+
+# Roles of OPC UA users, and the methods each may call unless [opcua.method_roles]
+# says otherwise (only supervisor and above complete an order).
+OPCUA_ROLES = ("operator", "supervisor", "quality", "maintenance", "admin")
+OPCUA_SECURITY_POLICIES = ("Basic256Sha256", "Aes256Sha256RsaPss")
+OPCUA_SECURITY_MODES = ("Sign", "SignAndEncrypt")
+OPCUA_DEFAULT_METHOD_ROLES: dict[str, frozenset[str]] = {
+    "StartOrder": frozenset({"operator", "supervisor", "admin"}),
+    "HoldOrder": frozenset({"operator", "supervisor", "admin"}),
+    "ResumeOrder": frozenset({"operator", "supervisor", "admin"}),
+    "CompleteOrder": frozenset({"supervisor", "admin"}),
+    "SetStopReason": frozenset({"operator", "supervisor", "maintenance", "admin"}),
+    "AcknowledgeAlarm": frozenset({"operator", "supervisor", "quality", "maintenance", "admin"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
 class OpcUaServerConfig:
     enabled: bool = True
     endpoint: str = "opc.tcp://0.0.0.0:4840/edge/"
     namespace_uri: str = ""  # empty: urn:<site>:<area>:<line>
+    security_none: bool = True  # offer the unsecured endpoint (SecurityPolicy None)
+    security_policies: tuple[str, ...] = OPCUA_SECURITY_POLICIES
+    security_modes: tuple[str, ...] = OPCUA_SECURITY_MODES
+    anonymous: bool = True  # anonymous sessions (read-only: never a method)
+    pki_dir: Path | None = None  # None: <state_dir>/opcua-pki
+    status_interval_s: float = 1.0  # KPI refresh from the machine actors
+    users: tuple[OpcUaUser, ...] = ()
+    method_roles: tuple[tuple[str, frozenset[str]], ...] = tuple(OPCUA_DEFAULT_METHOD_ROLES.items())
+
+    def roles_for(self, method: str) -> frozenset[str]:
+        """The roles allowed to call ``method`` (none for an unknown method)."""
+        return dict(self.method_roles).get(method, frozenset())
+
+
+# What the MES may send on <prefix>/<site>/<line>/cmd/<name> (edge.mqtt.commands).
+MQTT_COMMANDS = (
+    "download_order",
+    "release_order",
+    "start_order",
+    "hold_order",
+    "resume_order",
+    "complete_order",
+    "abort_order",
+    "set_stop_reason",
+    "acknowledge_alarm",
+    "rebirth",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +180,28 @@ class MqttConfig:
     host: str = "127.0.0.1"
     port: int = 1883
     prefix: str = "edge"
-    client_id: str = ""  # empty: edge-<site>-<line>
+    client_id: str = ""  # empty: edge-<site>-<line>; also the edge_id in every batch
     username: str | None = None
     password: Secret | None = None
     tls: bool = False
+    tls_ca_file: Path | None = None  # None: the system's trust store
+    tls_cert_file: Path | None = None  # client certificate (mutual TLS)
+    tls_key_file: Path | None = None
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"  # auto: MQTT 5, else 3.1.1
     keepalive_s: int = 30
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+    publish_timeout_s: float = 10.0
     batch_max_events: int = 500
     batch_max_delay_s: float = 0.2
+    batch_max_bytes: int = 1_048_576
+    inflight_batches: int = 4
+    kpi_interval_s: float = 10.0  # 0: no retained KPI snapshots
+    commands_enabled: bool = True
+    command_max_bytes: int = 65_536
+    command_users: tuple[str, ...] = ()  # empty: any user
+    command_token: Secret | None = None  # set: every command must carry it
+    allowed_commands: tuple[str, ...] = MQTT_COMMANDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +216,33 @@ class MetricsConfig:
 class QmibConfig:
     enabled: bool = False
     base_url: str = ""
-    token: Secret | None = None
+    token: Secret | None = None  # bearer token; or username + password (basic)
+    username: str | None = None
+    password: Secret | None = None
     timeout_s: float = 10.0
+    retries: int = 3  # further attempts after a 5xx or connection error; never after a 4xx
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    templates_path: str = "/batch-templates/{template_id}"
+    equipment_path: str = "/equipment/{equipment_id}"
+    batch_records_path: str = "/batch-records"
+    event_ack_path: str = "/events/{event_id}/ack"
+    alarm_ack_path: str = "/alarms/{alarm_id}/ack"
+    # Event types delivered to QMIB through the outbox (edge.wire type names).
+    deliver_events: tuple[str, ...] = ("BatchRecordCompleted",)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxConfig:
+    path: Path  # default <state_dir>/outbox.db
+    # FULL survives power loss; NORMAL survives a process crash only.
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    max_bytes: int = 1_073_741_824  # stored event bytes; then the policy applies
+    policy: Literal["drop-oldest", "reject-new"] = "drop-oldest"
+    max_pending_events: int = 200_000  # in memory, waiting for the next group commit
+    report_interval_s: float = 10.0  # at most one policy report event per interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +270,7 @@ class LineConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     qmib: QmibConfig = field(default_factory=QmibConfig)
     storage: StorageConfig = field(default_factory=lambda: StorageConfig(Path("var")))
+    outbox: OutboxConfig = field(default_factory=lambda: OutboxConfig(Path("var/outbox.db")))
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     plc_map_dirs: tuple[Path, ...] = (BUILTIN_PLC_MAPS,)
 
@@ -772,20 +864,166 @@ def _or(value: T | None, default: T) -> T:
     return default if value is None else value
 
 
+_OPCUA_KEYS = {
+    "enabled",
+    "endpoint",
+    "namespace_uri",
+    "security_none",
+    "security_policies",
+    "security_modes",
+    "anonymous",
+    "pki_dir",
+    "status_interval_s",
+    "users",
+    "method_roles",
+}
+
+
 def _read_opcua(reader: _Reader, doc: Mapping[str, Any]) -> OpcUaServerConfig:
     table = reader.table(doc, "opcua", "")
-    reader.known_keys(table, "opcua", {"enabled", "endpoint", "namespace_uri"})
+    path = "opcua"
+    reader.known_keys(table, path, _OPCUA_KEYS)
     defaults = OpcUaServerConfig()
+    enabled = _or(reader.get(table, "enabled", path, bool, default=True), True)
+    security_none = _or(reader.get(table, "security_none", path, bool, default=True), True)
+    policies = _string_choices(
+        reader, table, "security_policies", path, OPCUA_SECURITY_POLICIES, allow_empty=True
+    )
+    modes = _string_choices(reader, table, "security_modes", path, OPCUA_SECURITY_MODES)
+    if enabled and not security_none and not policies:
+        reader.problem(
+            f"{path}.security_policies",
+            "no endpoint left: list a policy or set security_none = true",
+        )
+    anonymous = _or(reader.get(table, "anonymous", path, bool, default=True), True)
+    raw_pki = reader.get(table, "pki_dir", path, str, default=None, check=_non_empty)
+    pki_dir: Path | None = None
+    if raw_pki is not None:
+        pki_dir = Path(raw_pki).expanduser()
+        if not pki_dir.is_absolute():
+            pki_dir = reader.base_dir / pki_dir
+    users = _read_opcua_users(reader, table, path)
+    if enabled and not anonymous and not users:
+        reader.problem(
+            f"{path}.anonymous",
+            "nobody could log in: add [[opcua.users]] or set anonymous = true",
+        )
     return OpcUaServerConfig(
-        enabled=_or(reader.get(table, "enabled", "opcua", bool, default=True), True),
+        enabled=enabled,
         endpoint=_or(
             reader.get(
-                table, "endpoint", "opcua", str, default=defaults.endpoint, check=_opc_endpoint
+                table, "endpoint", path, str, default=defaults.endpoint, check=_opc_endpoint
             ),
             defaults.endpoint,
         ),
-        namespace_uri=_or(reader.get(table, "namespace_uri", "opcua", str, default=""), ""),
+        namespace_uri=_or(reader.get(table, "namespace_uri", path, str, default=""), ""),
+        security_none=security_none,
+        security_policies=policies if policies is not None else defaults.security_policies,
+        security_modes=modes or defaults.security_modes,
+        anonymous=anonymous,
+        pki_dir=pki_dir,
+        status_interval_s=_or(
+            reader.get(
+                table, "status_interval_s", path, float, default=1.0, check=_between(0.05, 60)
+            ),
+            1.0,
+        ),
+        users=users,
+        method_roles=_read_method_roles(reader, table, path),
     )
+
+
+def _string_choices(
+    reader: _Reader,
+    table: Mapping[str, Any],
+    key: str,
+    path: str,
+    choices: tuple[str, ...],
+    *,
+    allow_empty: bool = False,
+) -> tuple[str, ...] | None:
+    """An array of distinct strings out of ``choices``; None when absent or invalid."""
+    raw = reader.get(table, key, path, list, default=None)
+    if raw is None:
+        return None
+    where = _join(path, key)
+    picked: list[str] = []
+    for index, item in enumerate(raw):
+        if item not in choices:
+            listed = ", ".join(repr(c) for c in choices)
+            reader.problem(f"{where}[{index}]", f"must be one of {listed}, got {item!r}")
+        elif item in picked:
+            reader.problem(f"{where}[{index}]", f"listed twice: {item!r}")
+        else:
+            picked.append(item)
+    if not raw and not allow_empty:
+        reader.problem(where, "must list at least one of " + ", ".join(choices))
+    return tuple(picked) if len(picked) == len(raw) else None
+
+
+def _roles(reader: _Reader, raw: object, where: str) -> frozenset[str] | None:
+    if not isinstance(raw, list):
+        reader.problem(where, f"must be an array of roles, got {_kind(raw)}")
+        return None
+    roles: set[str] = set()
+    for index, role in enumerate(raw):
+        if role not in OPCUA_ROLES:
+            hint = difflib.get_close_matches(str(role), OPCUA_ROLES, n=1)
+            suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
+            reader.problem(
+                f"{where}[{index}]",
+                f"unknown role {role!r}{suffix}; roles are: {', '.join(OPCUA_ROLES)}",
+            )
+        else:
+            roles.add(role)
+    return frozenset(roles) if len(roles) == len(set(map(str, raw))) else None
+
+
+def _read_opcua_users(
+    reader: _Reader, table: Mapping[str, Any], path: str
+) -> tuple[OpcUaUser, ...]:
+    users: list[OpcUaUser] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(reader.array_of_tables(table, "users", path)):
+        where = f"{path}.users[{index}]"
+        reader.known_keys(raw, where, {"name", "password", "roles"})
+        name = reader.get(raw, "name", where, str, check=_non_empty)
+        if name is not None:
+            if name in seen:
+                reader.problem(f"{where}.name", f"duplicate user {name!r}")
+            seen.add(name)
+        if "password" not in raw:
+            reader.problem(f"{where}.password", "missing required key (a secret)")
+        password = reader.secret(raw, "password", where)
+        if password is not None and not password.reveal():
+            reader.problem(f"{where}.password", "must not be empty")
+            password = None
+        roles = None
+        if "roles" not in raw:
+            reader.problem(f"{where}.roles", "missing required key (an array of roles)")
+        else:
+            roles = _roles(reader, raw["roles"], f"{where}.roles")
+            if roles is not None and not roles:
+                reader.problem(f"{where}.roles", "must name at least one role")
+                roles = None
+        if name is not None and password is not None and roles:
+            users.append(OpcUaUser(name, password, roles))
+    return tuple(users)
+
+
+def _read_method_roles(
+    reader: _Reader, table: Mapping[str, Any], path: str
+) -> tuple[tuple[str, frozenset[str]], ...]:
+    where = _join(path, "method_roles")
+    raw = reader.table(table, "method_roles", path)
+    reader.known_keys(raw, where, set(OPCUA_DEFAULT_METHOD_ROLES))
+    merged = dict(OPCUA_DEFAULT_METHOD_ROLES)
+    for method, value in raw.items():
+        if method in merged:
+            roles = _roles(reader, value, f"{where}.{method}")
+            if roles is not None:
+                merged[method] = roles
+    return tuple(merged.items())
 
 
 def _read_mqtt(reader: _Reader, doc: Mapping[str, Any]) -> MqttConfig:
@@ -793,45 +1031,109 @@ def _read_mqtt(reader: _Reader, doc: Mapping[str, Any]) -> MqttConfig:
     path = "mqtt"
     reader.known_keys(table, path, set(MqttConfig.__dataclass_fields__))
     d = MqttConfig()
+
+    def num(key: str, kind: type, default: Any, check: Callable[[Any], str | None]) -> Any:
+        return _or(reader.get(table, key, path, kind, default=default, check=check), default)
+
     prefix = reader.get(table, "prefix", path, str, default=d.prefix, check=_topic_segment)
+    client_id = _or(reader.get(table, "client_id", path, str, default="", check=_client_id), "")
+    backoff_initial = num("backoff_initial_s", float, d.backoff_initial_s, _positive)
+    backoff_max = num("backoff_max_s", float, d.backoff_max_s, _positive)
+    if backoff_max < backoff_initial:
+        reader.problem(f"{path}.backoff_max_s", "must be >= backoff_initial_s")
+    tls = _or(reader.get(table, "tls", path, bool, default=False), False)
+    tls_files = {
+        key: _file_path(reader, table, key, path)
+        for key in ("tls_ca_file", "tls_cert_file", "tls_key_file")
+    }
+    if (tls_files["tls_cert_file"] is None) != (tls_files["tls_key_file"] is None):
+        reader.problem(f"{path}.tls_key_file", "tls_cert_file and tls_key_file go together")
+    if not tls and any(tls_files.values()):
+        reader.problem(f"{path}.tls", "must be true when TLS files are given")
+    users = _string_list(reader, table, "command_users", path, check=_non_empty)
+    allowed = _string_list(
+        reader, table, "allowed_commands", path, check=_one_of(*MQTT_COMMANDS), default=None
+    )
     return MqttConfig(
         enabled=_or(reader.get(table, "enabled", path, bool, default=False), False),
         host=_or(reader.get(table, "host", path, str, default=d.host, check=_non_empty), d.host),
         port=_or(reader.get(table, "port", path, int, default=d.port, check=_port), d.port),
         prefix=_or(prefix, d.prefix),
-        client_id=_or(reader.get(table, "client_id", path, str, default=""), ""),
+        client_id=client_id,
         username=reader.get(table, "username", path, str, default=None),
         password=reader.secret(table, "password", path),
-        tls=_or(reader.get(table, "tls", path, bool, default=False), False),
-        keepalive_s=_or(
-            reader.get(
-                table, "keepalive_s", path, int, default=d.keepalive_s, check=_between(5, 3600)
-            ),
-            d.keepalive_s,
+        tls=tls,
+        tls_ca_file=tls_files["tls_ca_file"],
+        tls_cert_file=tls_files["tls_cert_file"],
+        tls_key_file=tls_files["tls_key_file"],
+        protocol=num("protocol", str, d.protocol, _one_of("auto", "5", "3.1.1")),
+        keepalive_s=num("keepalive_s", int, d.keepalive_s, _between(5, 3600)),
+        backoff_initial_s=backoff_initial,
+        backoff_max_s=backoff_max,
+        publish_timeout_s=num("publish_timeout_s", float, d.publish_timeout_s, _positive),
+        batch_max_events=num("batch_max_events", int, d.batch_max_events, _between(1, 100_000)),
+        batch_max_delay_s=num("batch_max_delay_s", float, d.batch_max_delay_s, _positive),
+        batch_max_bytes=num(
+            "batch_max_bytes", int, d.batch_max_bytes, _between(1024, 256 * 1024 * 1024)
         ),
-        batch_max_events=_or(
-            reader.get(
-                table,
-                "batch_max_events",
-                path,
-                int,
-                default=d.batch_max_events,
-                check=_between(1, 100_000),
-            ),
-            d.batch_max_events,
+        inflight_batches=num("inflight_batches", int, d.inflight_batches, _between(1, 64)),
+        kpi_interval_s=num("kpi_interval_s", float, d.kpi_interval_s, _non_negative),
+        commands_enabled=_or(reader.get(table, "commands_enabled", path, bool, default=True), True),
+        command_max_bytes=num(
+            "command_max_bytes", int, d.command_max_bytes, _between(256, 16 * 1024 * 1024)
         ),
-        batch_max_delay_s=_or(
-            reader.get(
-                table,
-                "batch_max_delay_s",
-                path,
-                float,
-                default=d.batch_max_delay_s,
-                check=_positive,
-            ),
-            d.batch_max_delay_s,
-        ),
+        command_users=tuple(users or ()),
+        command_token=reader.secret(table, "command_token", path),
+        allowed_commands=MQTT_COMMANDS if allowed is None else tuple(allowed),
     )
+
+
+def _client_id(value: str) -> str | None:
+    # MQTT 3.1.1 brokers must accept 1-23 characters of [0-9a-zA-Z]; most take more,
+    # but a '/' or a wildcard would also break the edge_id in topics and logs.
+    if value and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", value):
+        return f"must be letters, digits, '_', '.' or '-' (at most 128), got {value!r}"
+    return None
+
+
+def _file_path(reader: _Reader, table: Mapping[str, Any], key: str, path: str) -> Path | None:
+    raw = reader.get(table, key, path, str, default=None, check=_non_empty)
+    if raw is None:
+        return None
+    file = Path(raw).expanduser()
+    if not file.is_absolute():
+        file = reader.base_dir / file
+    if not file.is_file():
+        reader.problem(_join(path, key), f"no such file: {file}")
+    return file
+
+
+def _string_list(
+    reader: _Reader,
+    table: Mapping[str, Any],
+    key: str,
+    path: str,
+    *,
+    check: Callable[[Any], str | None] | None = None,
+    default: list[str] | None = None,
+) -> list[str] | None:
+    if key not in table:
+        return default
+    raw = reader.get(table, key, path, list)
+    if raw is None:
+        return default
+    good: list[str] = []
+    for index, item in enumerate(raw):
+        where = f"{_join(path, key)}[{index}]"
+        if not isinstance(item, str):
+            reader.problem(where, f"must be a string, got {_kind(item)} {item!r}")
+            continue
+        message = check(item) if check is not None else None
+        if message:
+            reader.problem(where, message)
+            continue
+        good.append(item)
+    return good
 
 
 def _topic_segment(value: str) -> str | None:
@@ -858,23 +1160,87 @@ def _read_metrics(reader: _Reader, doc: Mapping[str, Any]) -> MetricsConfig:
     )
 
 
+_QMIB_PATHS = {
+    "templates_path": ("template_id",),
+    "equipment_path": ("equipment_id",),
+    "batch_records_path": (),
+    "event_ack_path": ("event_id",),
+    "alarm_ack_path": ("alarm_id",),
+}
+
+
 def _read_qmib(reader: _Reader, doc: Mapping[str, Any]) -> QmibConfig:
     table = reader.table(doc, "qmib", "")
-    reader.known_keys(table, "qmib", {"enabled", "base_url", "token", "timeout_s"})
-    enabled = _or(reader.get(table, "enabled", "qmib", bool, default=False), False)
+    path = "qmib"
+    reader.known_keys(table, path, set(QmibConfig.__dataclass_fields__))
+    d = QmibConfig()
+
+    def num(key: str, kind: type, default: Any, check: Callable[[Any], str | None]) -> Any:
+        return _or(reader.get(table, key, path, kind, default=default, check=check), default)
+
+    enabled = _or(reader.get(table, "enabled", path, bool, default=False), False)
     base_url = _or(
-        reader.get(table, "base_url", "qmib", str, default="", check=_http_url_or_empty), ""
+        reader.get(table, "base_url", path, str, default="", check=_http_url_or_empty), ""
     )
     if enabled and not base_url:
         reader.problem("qmib.base_url", "missing: required when qmib.enabled = true")
+    token = reader.secret(table, "token", path)
+    username = reader.get(table, "username", path, str, default=None, check=_non_empty)
+    password = reader.secret(table, "password", path)
+    if token is not None and (username is not None or password is not None):
+        reader.problem(
+            "qmib.token", "give either token (bearer) or username + password (basic), not both"
+        )
+    if (username is None) != (password is None):
+        reader.problem("qmib.password", "username and password go together (basic auth)")
+    backoff_initial = num("backoff_initial_s", float, d.backoff_initial_s, _positive)
+    backoff_max = num("backoff_max_s", float, d.backoff_max_s, _positive)
+    if backoff_max < backoff_initial:
+        reader.problem("qmib.backoff_max_s", "must be >= backoff_initial_s")
+    paths = {
+        key: num(key, str, getattr(d, key), _url_path(placeholders))
+        for key, placeholders in _QMIB_PATHS.items()
+    }
+    deliver = _string_list(reader, table, "deliver_events", path, check=_event_type_name)
     return QmibConfig(
         enabled=enabled,
         base_url=base_url,
-        token=reader.secret(table, "token", "qmib"),
-        timeout_s=_or(
-            reader.get(table, "timeout_s", "qmib", float, default=10.0, check=_positive), 10.0
-        ),
+        token=token,
+        username=username,
+        password=password,
+        timeout_s=num("timeout_s", float, d.timeout_s, _positive),
+        retries=num("retries", int, d.retries, _between(0, 20)),
+        backoff_initial_s=backoff_initial,
+        backoff_max_s=backoff_max,
+        verify_tls=_or(reader.get(table, "verify_tls", path, bool, default=True), True),
+        ca_file=_file_path(reader, table, "ca_file", path),
+        templates_path=paths["templates_path"],
+        equipment_path=paths["equipment_path"],
+        batch_records_path=paths["batch_records_path"],
+        event_ack_path=paths["event_ack_path"],
+        alarm_ack_path=paths["alarm_ack_path"],
+        deliver_events=d.deliver_events if deliver is None else tuple(deliver),
     )
+
+
+def _url_path(placeholders: tuple[str, ...]) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        if not value.startswith("/"):
+            return f"must be a URL path starting with '/', got {value!r}"
+        found = re.findall(r"\{([^{}]*)\}", value)
+        expected = sorted(placeholders)
+        if sorted(found) != expected:
+            want = ", ".join("{" + p + "}" for p in expected) or "no placeholder"
+            return f"must contain exactly {want}, got {value!r}"
+        return None
+
+    return check
+
+
+def _event_type_name(value: str) -> str | None:
+    if re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
+        return None
+    return f"must be an event type name like 'BatchRecordCompleted', got {value!r}"
 
 
 def _http_url_or_empty(value: str) -> str | None:
@@ -905,6 +1271,36 @@ def _read_storage(reader: _Reader, doc: Mapping[str, Any], line_id: str) -> Stor
     return StorageConfig(state_dir, sync or "FULL")
 
 
+def _read_outbox(
+    reader: _Reader, doc: Mapping[str, Any], storage: StorageConfig
+) -> OutboxConfig:
+    table = reader.table(doc, "outbox", "")
+    path = "outbox"
+    reader.known_keys(table, path, set(OutboxConfig.__dataclass_fields__))
+    d = OutboxConfig(storage.state_dir / "outbox.db")
+
+    def num(key: str, kind: type, default: Any, check: Callable[[Any], str | None]) -> Any:
+        return _or(reader.get(table, key, path, kind, default=default, check=check), default)
+
+    raw_path = reader.get(table, "path", path, str, default=None, check=_non_empty)
+    db_path = d.path
+    if raw_path is not None:
+        db_path = Path(raw_path).expanduser()
+        if not db_path.is_absolute():
+            db_path = reader.base_dir / db_path
+    return OutboxConfig(
+        path=db_path,
+        synchronous=num("synchronous", str, d.synchronous, _one_of("FULL", "NORMAL")),
+        # Below a few KiB a single batch of events would not fit.
+        max_bytes=num("max_bytes", int, d.max_bytes, _between(4096, 2**50)),
+        policy=num("policy", str, d.policy, _one_of("drop-oldest", "reject-new")),
+        max_pending_events=num(
+            "max_pending_events", int, d.max_pending_events, _between(1000, 10_000_000)
+        ),
+        report_interval_s=num("report_interval_s", float, d.report_interval_s, _positive),
+    )
+
+
 def _read_logging(reader: _Reader, doc: Mapping[str, Any]) -> LoggingConfig:
     table = reader.table(doc, "logging", "")
     reader.known_keys(table, "logging", {"level"})
@@ -923,6 +1319,7 @@ _TOP_LEVEL = {
     "metrics",
     "qmib",
     "storage",
+    "outbox",
     "logging",
     "plc_map_dirs",
 }
@@ -946,6 +1343,7 @@ def parse_config(doc: Mapping[str, Any], source: str, base_dir: Path) -> LineCon
     map_dirs.append(BUILTIN_PLC_MAPS)
     plcs = _read_plcs(reader, doc)
     machines = _read_machines(reader, doc, {p.id: p for p in plcs}, tuple(map_dirs))
+    storage = _read_storage(reader, doc, line.id)
     config = LineConfig(
         source_path=Path(source),
         line=line,
@@ -957,7 +1355,8 @@ def parse_config(doc: Mapping[str, Any], source: str, base_dir: Path) -> LineCon
         mqtt=_read_mqtt(reader, doc),
         metrics=_read_metrics(reader, doc),
         qmib=_read_qmib(reader, doc),
-        storage=_read_storage(reader, doc, line.id),
+        storage=storage,
+        outbox=_read_outbox(reader, doc, storage),
         logging=_read_logging(reader, doc),
         plc_map_dirs=tuple(dict.fromkeys(map_dirs)),
     )
