@@ -1271,9 +1271,7 @@ def _read_storage(reader: _Reader, doc: Mapping[str, Any], line_id: str) -> Stor
     return StorageConfig(state_dir, sync or "FULL")
 
 
-def _read_outbox(
-    reader: _Reader, doc: Mapping[str, Any], storage: StorageConfig
-) -> OutboxConfig:
+def _read_outbox(reader: _Reader, doc: Mapping[str, Any], storage: StorageConfig) -> OutboxConfig:
     table = reader.table(doc, "outbox", "")
     path = "outbox"
     reader.known_keys(table, path, set(OutboxConfig.__dataclass_fields__))
