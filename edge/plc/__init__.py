@@ -4,6 +4,8 @@ Public surface (everything else in this package is private)::
 
     load_plc_map(name_or_path, search_dirs) -> PlcMap      raises ConfigError
     ModbusSource(plc, bindings, sink)                        async with; .statistics()
+    edge.plc.opcua.OpcUaSource(plc, bindings, sink)          the same for OPC UA (imported
+                                                             from its module: asyncua is heavy)
     MachineBinding(machine_id, plc_map, unit_id, address_offset)
     SampleSink = Callable[[Sequence[Sample | LinkChanged]], Awaitable[None]]
 
@@ -14,6 +16,7 @@ samples). The protocol-neutral pieces (maps, codec, link state, change filter)
 are meant for other sources (OPC UA) too.
 """
 
+from edge.plc.binding import MachineBinding, SourceState
 from edge.plc.codec import (
     compile_decoder,
     decode_registers,
@@ -36,7 +39,7 @@ from edge.plc.maps import (
     load_plc_map,
     parse_plc_map,
 )
-from edge.plc.modbus import MachineBinding, ModbusSource, ModbusStatistics, SourceState
+from edge.plc.modbus import ModbusSource, ModbusStatistics
 
 __all__ = [
     "Area",

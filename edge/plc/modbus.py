@@ -29,7 +29,6 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
@@ -39,11 +38,12 @@ from pymodbus.pdu import ModbusPDU
 
 from actors.messages import LinkChanged, Quality, Sample, Value
 from edge.errors import ConfigError, PlcConnectionError, PlcDataError, Problem
+from edge.plc.binding import MachineBinding, SourceState
 from edge.plc.blocks import ReadBlock, ReadPlan, ReadPoint, plan_reads
 from edge.plc.codec import BlockDecoder, compile_decoder
 from edge.plc.delivery import SampleSink, SourceEvent
 from edge.plc.link import Backoff, LinkTracker
-from edge.plc.maps import Area, ModbusLocation, PlcMap, Protocol
+from edge.plc.maps import Area, ModbusLocation, Protocol
 
 if TYPE_CHECKING:
     # Annotations only: edge.config may import edge.plc.maps without a cycle.
@@ -55,26 +55,6 @@ _log = logging.getLogger(__name__)
 
 MAX_UNIT_ID = 255
 BlockData = list[int] | list[bool]
-
-
-class SourceState(Enum):
-    UNOPENED = "unopened"
-    RUNNING = "running"
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class MachineBinding:
-    """A machine read through a PLC connection with a plc_map.
-
-    ``address_offset`` is added to every address of the map, so one map serves
-    several identical machines behind one PLC; ``unit_id`` is the Modbus device id.
-    """
-
-    machine_id: str
-    plc_map: PlcMap
-    unit_id: int = 1
-    address_offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,11 +66,11 @@ from asyncua.ua.uaerrors import UaError
 from actors.messages import LinkChanged, Quality, Sample, Value
 from edge.config import OpcUaPlcConfig
 from edge.errors import ConfigError, PlcConnectionError, PlcDataError, Problem
+from edge.plc.binding import MachineBinding, SourceState
 from edge.plc.codec import Raw, to_engineering
 from edge.plc.delivery import ChangeFilter, SampleSink, SourceEvent
 from edge.plc.link import Backoff, LinkTracker
 from edge.plc.maps import DataType, NodeLocation, Protocol, SignalDef
-from edge.plc.modbus import MachineBinding, SourceState
 
 __all__ = ["OpcUaSource", "OpcUaStatistics"]
 

@@ -15,8 +15,8 @@ import pytest
 import pytest_asyncio
 
 from actors.messages import LinkChanged, Sample
+from edge.plc.binding import MachineBinding
 from edge.plc.maps import DataType, load_plc_map
-from edge.plc.modbus import MachineBinding
 from edge.plc.opcua import OpcUaSource
 
 from .conftest import (

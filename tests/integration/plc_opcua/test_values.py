@@ -16,9 +16,9 @@ from asyncua.ua.status_codes import StatusCodes
 
 from actors.messages import LinkChanged, Quality, Sample
 from edge.errors import ConfigError
+from edge.plc.binding import MachineBinding, SourceState
 from edge.plc.delivery import SourceEvent
 from edge.plc.maps import Area, DataType, ModbusLocation, PlcMap, Protocol, SignalDef
-from edge.plc.modbus import MachineBinding, SourceState
 from edge.plc.opcua import OpcUaSource
 
 from .conftest import (
