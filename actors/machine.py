@@ -105,6 +105,8 @@ class MachineStatus:
     counters: dict[str, int]
     current_shift: KpiRecord | None
     last_closed_shift: KpiRecord | None
+    current_order_id: str | None
+    current_order: KpiRecord | None
     event_time: float | None
 
 
@@ -185,11 +187,16 @@ class MachineActor(Actor[MachineMessage, Any]):
                 return self.status(now)
             case GetSnapshot():
                 return self.snapshot()
+            case _:
+                # A message nobody should send: a wiring bug. Crash loudly (a tell
+                # restarts the actor from its snapshot; an ask gets the error).
+                raise TypeError(f"MachineActor cannot handle {type(message).__name__}")
         self._flush()
         return None
 
     def status(self, now: float) -> MachineStatus:
         core = self.core
+        order_id = core.current_order_id
         return MachineStatus(
             machine_id=self.params.machine_id,
             state=core.state,
@@ -198,6 +205,8 @@ class MachineActor(Actor[MachineMessage, Any]):
             counters=core.counters,
             current_shift=core.current_shift_kpis(now),
             last_closed_shift=core.last_closed_shift_kpis(now),
+            current_order_id=order_id,
+            current_order=core.order_kpis(order_id, now) if order_id is not None else None,
             event_time=self._event_time,
         )
 

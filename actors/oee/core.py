@@ -450,6 +450,11 @@ class MachineCore:
         return self._stop.id if self._stop is not None else None
 
     @property
+    def current_order_id(self) -> str | None:
+        """The order this machine is making now (``set_order``), ``None`` when none."""
+        return self._order.key if self._order is not None else None
+
+    @property
     def counters(self) -> dict[str, int]:
         """The last raw PLC counter readings by role."""
         return {
