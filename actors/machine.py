@@ -8,7 +8,9 @@ the current KPIs.
 Restart semantics (OEE.md §3, §5): after a restart from a snapshot, whether a
 crash restart by the supervisor or a process restart from the state store, the
 time between the snapshot and the next thing heard from the PLC is ``unknown``
-(``comm_loss``): the edge was not watching. Counters continue from the
+(``comm_loss``): the edge was not watching. The restored actor asks its PLC
+source for every current value (sources deliver only changes), so it leaves
+``unknown`` with the next poll. Counters continue from the
 snapshot's last readings, so pieces made meanwhile are counted once, at the
 first reading after the restart.
 """
@@ -120,10 +122,14 @@ class MachineActor(Actor[MachineMessage, Any]):
         calendar: ShiftCalendar,
         publish: EventSink,
         snapshot: dict[str, Any] | None = None,
+        *,
+        request_values: Callable[[str], None] | None = None,
     ) -> None:
         self.params = params
         self.calendar = calendar
         self.publish = publish
+        # Asks the PLC source for every current value (it sends only changes).
+        self.request_values = request_values
         self.core = MachineCore(params, calendar)
         self._event_time: float | None = None
         self._watching = True  # False after a restore until the PLC is heard again
@@ -145,6 +151,8 @@ class MachineActor(Actor[MachineMessage, Any]):
             self.core.link_changed(False, self._event_time)
             self._watching = False
             self._flush()
+            if self.request_values is not None:
+                self.request_values(self.params.machine_id)
 
     # -- mailbox ------------------------------------------------------------------
 

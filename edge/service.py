@@ -204,7 +204,9 @@ class LineService:
             # The persisted snapshot seeds only the first instance; a crash restart
             # is restored by the runtime from its newer in-memory snapshot.
             seed, initial[0] = initial[0], None
-            return MachineActor(params, self.calendar, self.bus.publish, seed)
+            return MachineActor(
+                params, self.calendar, self.bus.publish, seed, request_values=self._resend_values
+            )
 
         return factory
 
@@ -235,6 +237,12 @@ class LineService:
         from edge.plc.opcua import OpcUaSource  # noqa: PLC0415 - asyncua client is heavy
 
         return OpcUaSource(plc, bindings, self._route)
+
+    def _resend_values(self, machine_id: str) -> None:
+        plc_id = self.config.machine(machine_id).plc
+        for source in self.sources:
+            if source.plc_id == plc_id:
+                source.resend_all()
 
     def _spawn(self, coro: Awaitable[None], name: str) -> None:
         task = asyncio.ensure_future(coro)

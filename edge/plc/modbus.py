@@ -197,6 +197,11 @@ class ModbusSource:
         """The block reads of one poll, in order."""
         return self._plan.blocks
 
+    def resend_all(self) -> None:
+        """Deliver every value with the next poll, e.g. to a machine actor restarted
+        from a snapshot (only changes are delivered otherwise)."""
+        self._forget_delivered()
+
     def statistics(self) -> ModbusStatistics:
         return ModbusStatistics(
             plc_id=self._plc.id,

@@ -320,6 +320,7 @@ class OpcUaSource:
         self._pending: list[SourceEvent] = []  # link changes a failed sink call did not take
         self._sink_failing = False
         self._resync = False  # every value must be read again (sink failed, queue overflowed)
+        self._current: _Connection | None = None
         self._overflowing = False
         self._connects = 0
         self._errors = 0
@@ -346,6 +347,13 @@ class OpcUaSource:
     def node_ids(self) -> tuple[str, ...]:
         """Every node followed, as text, in subscription order."""
         return tuple(self._points[n][0].node for n in self._node_ids)
+
+    def resend_all(self) -> None:
+        """Deliver every value again, e.g. to a machine actor restarted from a snapshot."""
+        self._filter.forget()
+        self._resync = True
+        if self._current is not None:
+            self._current.wake()
 
     def statistics(self) -> OpcUaStatistics:
         return OpcUaStatistics(
@@ -414,6 +422,7 @@ class OpcUaSource:
         self._resync = False
         self._unmonitored = set()
         connection = _Connection(self._queue_size, self._on_overflow, self._clock)
+        self._current = connection
         client = self._new_client()
         client.connection_lost_callback = connection.connection_lost
         self._client = client
