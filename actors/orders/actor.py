@@ -1,0 +1,136 @@
+"""OrderActor: one work order's core behind a mailbox, a dynamic child of the line supervisor.
+
+The order runtime (``edge.orders_runtime``) creates one per order, forwards
+it the pieces and order-window KPIs the machines publish for it, and asks it
+to check and apply status changes. When auto-complete is on and the good
+quantity reaches the target, the actor calls ``on_target`` once; the runtime
+completes the order from there (it owns the machines' side of it).
+
+Crash restarts continue from the last snapshot (the actor runtime's, every
+second); the runtime persists the same snapshot to the state store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from actors.actor import Actor
+from actors.orders.core import OrderAction, OrderCore
+from actors.traceability import Genealogy
+
+TargetCallback = Callable[[str, float], None]
+
+# ----------------------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True, slots=True)
+class CheckAction:
+    """Ask: the status ``action`` would lead to; refusal comes back as CommandError."""
+
+    action: OrderAction
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyAction:
+    """Ask: change status; replies with the new :class:`~actors.orders.core.OrderView`."""
+
+    action: OrderAction
+    ts: float
+    reason: str = ""
+    source: str = ""
+    user: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AttributePieces:
+    machine_id: str
+    role: str
+    count: int
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentKpis:
+    """A machine's KPIs for one run segment of the order (``KpiRecord.as_dict()``)."""
+
+    kpis: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BuildBatchRecord:
+    """Ask: the batch record of the finished order."""
+
+    quality: Sequence[Mapping[str, Any]] = ()
+    genealogy: Genealogy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GetOrderView:
+    """Ask: an :class:`~actors.orders.core.OrderView`."""
+
+
+@dataclass(frozen=True, slots=True)
+class GetOrderSnapshot:
+    """Ask: the state to persist (plain data)."""
+
+
+OrderMessage = (
+    CheckAction
+    | ApplyAction
+    | AttributePieces
+    | SegmentKpis
+    | BuildBatchRecord
+    | GetOrderView
+    | GetOrderSnapshot
+)
+
+
+# ----------------------------------------------------------------------------- actor
+
+
+class OrderActor(Actor[OrderMessage, Any]):
+    def __init__(
+        self,
+        core: OrderCore,
+        on_target: TargetCallback,
+        machine_roles: Mapping[str, int] | None = None,
+    ) -> None:
+        self.core = core
+        self.on_target = on_target
+        self.machine_roles = dict(machine_roles or {})
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.core.snapshot()
+
+    def restore(self, snapshot: object) -> None:
+        if isinstance(snapshot, dict):
+            self.core = OrderCore.restore(snapshot, machine_roles=self.machine_roles)
+
+    async def handle(self, message: OrderMessage) -> Any:
+        core = self.core
+        match message:
+            case AttributePieces(machine_id=machine_id, role=role, count=count, ts=ts):
+                if core.count(machine_id, role, count, ts):
+                    self.on_target(core.spec.order_id, ts)
+            case SegmentKpis(kpis=kpis):
+                core.window_kpis(kpis)
+            case CheckAction(action=action):
+                return core.check(action)
+            case ApplyAction():
+                core.apply(
+                    message.action,
+                    message.ts,
+                    reason=message.reason,
+                    source=message.source,
+                    user=message.user,
+                )
+                return core.view()
+            case BuildBatchRecord(quality=quality, genealogy=genealogy):
+                return core.batch_record(quality=quality, genealogy=genealogy)
+            case GetOrderView():
+                return core.view()
+            case GetOrderSnapshot():
+                return core.snapshot()
+        return None
