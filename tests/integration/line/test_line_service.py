@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from actors.machine import GetStatus, MachineStatus
 from edge.config import LineConfig, SimulatorConfig, load_config
 from edge.service import LineService
@@ -201,8 +203,9 @@ def _edge(*args: str) -> list[str]:
     return [sys.executable, "-m", "edge", *args]
 
 
-def test_edge_run_reports_ready_and_stops_cleanly_on_sigterm(
-    tmp_path: Path, free_port: int
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_edge_run_reports_ready_and_stops_cleanly(
+    tmp_path: Path, free_port: int, stop_signal: signal.Signals
 ) -> None:
     path = tmp_path / "line.toml"
     path.write_text(line_toml(free_port, simulator=True), encoding="utf-8")
@@ -227,7 +230,7 @@ def test_edge_run_reports_ready_and_stops_cleanly_on_sigterm(
         else:
             raise AssertionError("no ready line:\n" + "".join(seen))
         time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop_signal)
         _, rest = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
