@@ -50,7 +50,8 @@ the Western Electric zone rules, 1956), on the X or X̄ chart::
 A rule "hits" at the point that completes its pattern. A point exactly on the
 centre line breaks a run of rule 2; equal neighbours break a trend (rule 3)
 and an alternation (rule 4). For rules 5 and 6 the completing point is itself
-one of the points beyond the zone. The range chart (MR or R) is checked with
+one of the points beyond the zone, and the first points of a series count as a
+window of the points there are (two beyond 2 sigma as the first two hit rule 5). The range chart (MR or R) is checked with
 rule 1 against its own limits.
 
 Capability
@@ -263,13 +264,10 @@ def _windows(flags: npt.NDArray[np.bool_], length: int) -> npt.NDArray[np.bool_]
 
 
 def _count_in(flags: npt.NDArray[np.bool_], length: int) -> npt.NDArray[np.int64]:
-    """At i, how many of ``flags[i-length+1 .. i]`` are true (0 before a full window)."""
-    out = np.zeros(flags.shape, dtype=np.int64)
-    if flags.size >= length:
-        counts = np.lib.stride_tricks.sliding_window_view(flags.astype(np.int64), length).sum(
-            axis=1
-        )
-        out[length - 1 :] = counts
+    """At i, how many of the last ``length`` flags up to i are true (fewer at the start)."""
+    total = np.cumsum(flags.astype(np.int64))
+    out = total.copy()
+    out[length:] -= total[:-length]
     return out
 
 
