@@ -4,17 +4,33 @@
 only while the line makes progress, ``STOPPING=1`` on shutdown, ``STATUS=...``
 for ``systemctl status``. Without ``NOTIFY_SOCKET`` (not under systemd, or in
 tests that do not ask for it) every call is a no-op.
+
+Proving the watchdog (a debug hook, off by default): with
+``EDGE_DEBUG_BLOCK_LOOP_S=<seconds>`` in the environment, the watchdog task
+installs a ``SIGUSR2`` handler that blocks the event loop for that long with a
+plain ``time.sleep`` — a stand-in for a hung driver call or a runaway
+computation. The pings stop for as long as the loop is blocked, and under
+systemd (``WatchdogSec=``) a block longer than the watchdog timeout gets the
+service killed with SIGABRT and restarted. Never set it in production::
+
+    EDGE_DEBUG_BLOCK_LOOP_S=40 edge run --config line.toml &   # WatchdogSec=30
+    kill -USR2 %1
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import socket
+import time
 from collections.abc import Callable
 
 log = logging.getLogger("edge.sd_notify")
+
+DEBUG_BLOCK_ENV = "EDGE_DEBUG_BLOCK_LOOP_S"
 
 
 class Notifier:
@@ -84,13 +100,51 @@ async def run_watchdog(
     stalled is caught by ``making_progress``.
     """
     stalled = False
-    while True:
-        await asyncio.sleep(interval_s)
-        if making_progress():
-            notifier.notify("WATCHDOG=1")
-            if stalled:
-                log.info("line progress resumed; watchdog pings resumed")
-                stalled = False
-        elif not stalled:
-            log.warning("no progress since the last watchdog interval; withholding WATCHDOG=1")
-            stalled = True
+    hooked = _install_debug_block_hook()
+    try:
+        while True:
+            await asyncio.sleep(interval_s)
+            if making_progress():
+                notifier.notify("WATCHDOG=1")
+                if stalled:
+                    log.info("line progress resumed; watchdog pings resumed")
+                    stalled = False
+            elif not stalled:
+                log.warning("no progress since the last watchdog interval; withholding WATCHDOG=1")
+                stalled = True
+    finally:
+        if hooked:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR2)
+
+
+def debug_block_seconds() -> float | None:
+    """The ``EDGE_DEBUG_BLOCK_LOOP_S`` setting: seconds, or None when unset or not positive."""
+    raw = os.environ.get(DEBUG_BLOCK_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        log.warning("ignoring %s=%r: not a number of seconds", DEBUG_BLOCK_ENV, raw)
+        return None
+    return seconds if 0 < seconds < 3600 else None
+
+
+def _install_debug_block_hook() -> bool:
+    seconds = debug_block_seconds()
+    if seconds is None:
+        return False
+
+    def block_the_loop() -> None:
+        log.warning("debug hook: blocking the event loop for %.1f s (SIGUSR2)", seconds)
+        time.sleep(seconds)  # deliberately blocking: that is the point of the hook
+        log.warning("debug hook: event loop released")
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, block_the_loop)
+    log.warning(
+        "debug hook armed: SIGUSR2 blocks the event loop for %.1f s (%s); not for production",
+        seconds,
+        DEBUG_BLOCK_ENV,
+    )
+    return True
