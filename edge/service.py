@@ -48,7 +48,7 @@ from edge.commands import LineCommands
 from edge.config import LineConfig, ModbusPlcConfig, OpcUaPlcConfig
 from edge.errors import ActorError, EdgeError, EscalationError, MailboxFullError
 from edge.event_bus import EventBus
-from edge.plc import MachineBinding, ModbusSource, SourceState, load_plc_map
+from edge.plc import MachineBinding, ModbusSource, load_plc_map
 from edge.sd_notify import Notifier, run_watchdog, watchdog_interval_s
 from edge.state_store import SnapshotStore
 
@@ -345,24 +345,18 @@ class LineService:
         return self._supervisor
 
     def _making_progress(self) -> bool:
-        """True when PLC reading moved on since the last call (the watchdog's gate).
+        """True when PLC polling moved on since the last call (the watchdog's gate).
 
-        Polling sources (Modbus) must have attempted polls since the last call;
-        a subscription source (OPC UA) counts while its task runs, since its own
-        liveness check reconnects it. Without sources, the loop running is enough.
+        Polling sources (Modbus) must have attempted polls since the last call
+        (failed attempts count: a dead PLC is not a stuck service). Subscription
+        sources (OPC UA) have no poll count; they run in this event loop, whose
+        liveness the ping itself proves, and reconnect through their own check.
         """
-        polls = 0
-        polling = subscribed = False
-        for source in self.sources:
-            stats = source.statistics()
-            if hasattr(stats, "polls"):
-                polling = True
-                polls += stats.polls
-            elif source.state is SourceState.RUNNING:
-                subscribed = True
-        advanced = polls != self._progress_marker
-        self._progress_marker = polls
-        return (polling and advanced) or subscribed or not self.sources
+        polls = [s.statistics().polls for s in self.sources if isinstance(s, ModbusSource)]
+        marker = sum(polls)
+        advanced = marker != self._progress_marker
+        self._progress_marker = marker
+        return advanced or not polls
 
     # ------------------------------------------------------------------ waiting
 
