@@ -1,0 +1,30 @@
+"""NodeId constructors typed for mypy (asyncua's NodeId wants its NewType'd ints/strs)."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from asyncua import ua
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
+
+__all__ = ["AttributeIds", "ObjectIds", "StatusCodes", "numeric", "status", "string", "ua_time"]
+
+
+def numeric(identifier: int) -> ua.NodeId:
+    """A namespace-0 NodeId (standard nodes and types)."""
+    return ua.NodeId(ua.Int32(identifier))
+
+
+def string(text: str, idx: int) -> ua.NodeId:
+    return ua.NodeId(ua.String(text), ua.Int16(idx))
+
+
+def status(code: int) -> ua.StatusCode:
+    return ua.StatusCode(ua.UInt32(code))
+
+
+def ua_time(ts: float) -> ua.DateTime:
+    """An event time (epoch seconds, UTC) as an OPC UA DateTime."""
+    return ua.DateTime.fromtimestamp(ts, UTC)
