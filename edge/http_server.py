@@ -126,7 +126,7 @@ class HttpServer:
         self._idle_timeout = idle_timeout_s
         self._state = HttpServerState.UNOPENED
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._handler_outage = OutageLog(log, f"{name} request handling", server=name)
         self.requests = 0
         self.rejected = 0  # requests answered 4xx/5xx by the server itself, and refused connections
@@ -174,9 +174,16 @@ class HttpServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        # Closing the transports ends every connection's read with EOF, so the
+        # tasks finish normally (asyncio's stream callback logs cancelled ones).
+        for writer in self._connections.values():
+            writer.close()
+        tasks = list(self._connections)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=1.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         if server is not None:
             await server.wait_closed()
 
@@ -202,13 +209,13 @@ class HttpServer:
                     )
             await _close(writer)
             return
-        self._connections.add(task)
+        self._connections[task] = writer
         try:
             await self._serve(reader, writer)
         except (OSError, TimeoutError):
             pass  # the client went away or stopped reading: nothing to answer
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
             await _close(writer)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
