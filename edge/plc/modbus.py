@@ -29,8 +29,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
@@ -38,7 +37,7 @@ from pymodbus.pdu import ModbusPDU
 
 from actors.messages import LinkChanged, Quality, Sample, Value
 from edge.errors import ConfigError, PlcConnectionError, PlcDataError, Problem
-from edge.plc.binding import MachineBinding, SourceState
+from edge.plc.binding import MachineBinding, SourceLifecycle, SourceState
 from edge.plc.blocks import ReadBlock, ReadPlan, ReadPoint, plan_reads
 from edge.plc.codec import BlockDecoder, compile_decoder
 from edge.plc.delivery import SampleSink, SourceEvent
@@ -142,7 +141,7 @@ def _raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
-class ModbusSource:
+class ModbusSource(SourceLifecycle):
     """Polls one Modbus TCP PLC for every machine bound to it.
 
     Lifecycle: ``async with ModbusSource(...)`` starts the poll loop, leaving
@@ -167,8 +166,6 @@ class ModbusSource:
         self._rng = rng or random.Random()
         self._clock = clock
         self._name = f"plc {plc.id} ({plc.host}:{plc.port})"
-        self._state = SourceState.UNOPENED
-        self._task: asyncio.Task[None] | None = None
         self._client: AsyncModbusTcpClient | None = None
         self._link = LinkTracker(self._name, _log)
         self._backoff = Backoff(plc.backoff_initial_s, plc.backoff_max_s, rng=self._rng)
@@ -183,10 +180,6 @@ class ModbusSource:
         self._data_errors = 0
         self._skipped = 0
         self._latency: float | None = None
-
-    @property
-    def state(self) -> SourceState:
-        return self._state
 
     @property
     def plc_id(self) -> str:
@@ -216,32 +209,8 @@ class ModbusSource:
             consecutive_failures=self._link.consecutive_failures,
         )
 
-    async def __aenter__(self) -> Self:
-        if self._state is not SourceState.UNOPENED:
-            raise RuntimeError(
-                f"{self._name}: a ModbusSource runs once (state {self._state.value})"
-            )
-        self._state = SourceState.RUNNING
-        self._task = asyncio.create_task(self._run(), name=f"modbus-poll-{self._plc.id}")
-        self._task.add_done_callback(self._on_task_done)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._state = SourceState.CLOSED
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    async def _shutdown(self) -> None:
         self._close_client()
-
-    def _on_task_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            _log.error("%s: poll loop crashed", self._name, exc_info=task.exception())
 
     # ------------------------------------------------------------------ poll loop
 

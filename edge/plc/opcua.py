@@ -52,8 +52,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, TypeVar
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -66,7 +65,7 @@ from asyncua.ua.uaerrors import UaError
 from actors.messages import LinkChanged, Quality, Sample, Value
 from edge.config import OpcUaPlcConfig
 from edge.errors import ConfigError, PlcConnectionError, PlcDataError, Problem
-from edge.plc.binding import MachineBinding, SourceState
+from edge.plc.binding import MachineBinding, SourceLifecycle
 from edge.plc.codec import Raw, to_engineering
 from edge.plc.delivery import ChangeFilter, SampleSink, SourceEvent
 from edge.plc.link import Backoff, LinkTracker
@@ -277,7 +276,7 @@ class _Connection:
             self.queue.put_nowait(_WAKEUP)
 
 
-class OpcUaSource:
+class OpcUaSource(SourceLifecycle):
     """Follows one OPC UA server (a PLC) for every machine bound to it.
 
     Lifecycle: ``async with OpcUaSource(...)`` starts connecting in the
@@ -307,8 +306,6 @@ class OpcUaSource:
         self._clock = clock
         self._queue_size = queue_size
         self._name = f"plc {plc.id} ({plc.endpoint})"
-        self._state = SourceState.UNOPENED
-        self._task: asyncio.Task[None] | None = None
         self._client: Client | None = None
         self._connected = False  # the client's connect() completed (it has tasks to stop)
         self._link = LinkTracker(self._name, _log)
@@ -334,10 +331,6 @@ class OpcUaSource:
         # The watchdog: read CurrentTime this often; how long the subscription may be silent.
         self._probe_interval = max(plc.timeout_s / 2, plc.publishing_interval_s)
         self._keepalive_count = max(1, math.ceil(self._probe_interval / plc.publishing_interval_s))
-
-    @property
-    def state(self) -> SourceState:
-        return self._state
 
     @property
     def plc_id(self) -> str:
@@ -371,32 +364,8 @@ class OpcUaSource:
             consecutive_failures=self._link.consecutive_failures,
         )
 
-    async def __aenter__(self) -> Self:
-        if self._state is not SourceState.UNOPENED:
-            raise RuntimeError(
-                f"{self._name}: an OpcUaSource runs once (state {self._state.value})"
-            )
-        self._state = SourceState.RUNNING
-        self._task = asyncio.create_task(self._run(), name=f"opcua-{self._plc.id}")
-        self._task.add_done_callback(self._on_task_done)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._state = SourceState.CLOSED
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    async def _shutdown(self) -> None:
         await self._close_client()
-
-    def _on_task_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            _log.error("%s: source loop crashed", self._name, exc_info=task.exception())
 
     # ------------------------------------------------------------------ connection loop
 
