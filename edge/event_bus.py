@@ -1,4 +1,4 @@
-"""In-process fan-out of domain events from the actors to their consumers.
+"""In-process fan-out: domain events from the actors, samples from the PLC sources.
 
 Consumers (OPC UA address space, metrics, outbox, the event log) subscribe a
 synchronous callback. Callbacks run on the event loop right after the actor
@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 from actors.oee.events import DomainEvent
 from edge.logs import OutageLog
+
+T = TypeVar("T")
 
 log = logging.getLogger("edge.event_bus")
 
 EventConsumer = Callable[[Sequence[DomainEvent]], None]
 
 
-class EventBus:
+class EventBus(Generic[T]):
     def __init__(self) -> None:
-        self._consumers: list[tuple[str, EventConsumer, OutageLog]] = []
+        self._consumers: list[tuple[str, Callable[[Sequence[T]], None], OutageLog]] = []
         self.published = 0
 
-    def subscribe(self, name: str, consumer: EventConsumer) -> Callable[[], None]:
+    def subscribe(self, name: str, consumer: Callable[[Sequence[T]], None]) -> Callable[[], None]:
         """Add a consumer; returns the function that removes it."""
         entry = (name, consumer, OutageLog(log, f"event consumer {name}", consumer=name))
         self._consumers.append(entry)
@@ -36,7 +39,11 @@ class EventBus:
 
         return unsubscribe
 
-    def publish(self, events: Sequence[DomainEvent]) -> None:
+    @property
+    def has_consumers(self) -> bool:
+        return bool(self._consumers)
+
+    def publish(self, events: Sequence[T]) -> None:
         self.published += len(events)
         for _name, consumer, outage in self._consumers:
             try:

@@ -97,7 +97,10 @@ class LineService:
         self._component_factories = tuple(components)
         self.state = ServiceState.NEW
         self.started_at: float | None = None
-        self.bus = EventBus()
+        self.bus: EventBus[DomainEvent] = EventBus()
+        # Every batch the PLC sources deliver (process values too), before the
+        # machine actors see it: for the OPC UA address space and SPC.
+        self.samples: EventBus[Sample | LinkChanged] = EventBus()
         self.notifier = notifier or Notifier()
         self.calendar = ShiftCalendar(config.calendar)
         self.simulator: Any = None
@@ -108,6 +111,7 @@ class LineService:
         self._machines: dict[str, ActorRef[MachineMessage, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._unknown_machines: set[str] = set()
+
         self._progress_marker = -1
 
     # ------------------------------------------------------------------ lifecycle
@@ -253,6 +257,8 @@ class LineService:
 
     async def _route(self, batch: Sequence[Sample | LinkChanged]) -> None:
         """Deliver one source batch to the machine actors, keeping each machine's order."""
+        if self.samples.has_consumers:
+            self.samples.publish(batch)
         pending: dict[str, list[Sample]] = {}
         for item in batch:
             if isinstance(item, Sample):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from actors.machine import GetStatus, MachineStatus
+from actors.messages import LinkChanged, Sample
 from edge.config import LineConfig, SimulatorConfig, load_config
 from edge.service import LineService
 from edge.simulator import SimTruth, SimulatedLine, machine_specs
@@ -359,3 +360,23 @@ async def test_a_crashed_machine_actor_is_back_on_the_next_poll(
     # until the running signal next changed.
     assert back.state.value != "unknown"
     assert counted(result) == delta(after, before)
+
+
+async def test_process_values_reach_sample_consumers(tmp_path: Path, free_port: int) -> None:
+    config = make_config(tmp_path, free_port)
+    sim_config = SimulatorConfig(**{**_sim_fields(config.simulator), "enabled": True})
+    seen: list[Sample | LinkChanged] = []
+    async with SimulatedLine(sim_config, machine_specs(config)), LineService(config) as service:
+        service.samples.subscribe("test", seen.extend)
+        await asyncio.sleep(1.5)
+    signals = {(s.machine_id, s.signal) for s in seen if isinstance(s, Sample)}
+    # generic-modbus maps process values besides the roles (e.g. a temperature).
+    process = {name for machine, name in signals if machine == "M1"} - {
+        "running",
+        "fault_code",
+        "total_count",
+        "good_count",
+        "reject_count",
+        "state",
+    }
+    assert process, signals
