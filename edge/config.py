@@ -34,6 +34,14 @@ from actors.oee.params import (
     ShiftDef,
     StateSource,
 )
+from actors.quality.params import (
+    ALL_RULES,
+    DEFAULT_RULES,
+    MAX_SUBGROUP_SIZE,
+    CharacteristicParams,
+    Disposition,
+    StationParams,
+)
 from edge.errors import ConfigError, Problem
 from edge.secrets import Secret, resolve_secret
 
@@ -258,6 +266,33 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class QualityStationConfig:
+    """A quality station (``[[quality_stations]]``); ``params`` is what its core runs on.
+
+    With ``plc``/``plc_map`` the order runtime polls the station's PLC itself
+    (a connection of its own, even to a PLC that machines use too).
+    """
+
+    id: str
+    name: str
+    params: StationParams
+    plc: str | None = None
+    plc_map: str | None = None
+    unit_id: int = 1
+    address_offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OrdersConfig:
+    """``[orders]``: defaults of the order runtime."""
+
+    # series: good = the last machine's good, rejects summed; parallel: everything summed.
+    quantity_rule: Literal["series", "parallel"] = "series"
+    retain_finished: int = 100  # finished orders kept for queries (info and batch record)
+    max_finished_scans: int = 10_000  # scan ids of finished orders kept to spot resends
+
+
+@dataclass(frozen=True, slots=True)
 class LineConfig:
     source_path: Path
     line: LineIdentity
@@ -273,6 +308,8 @@ class LineConfig:
     outbox: OutboxConfig = field(default_factory=lambda: OutboxConfig(Path("var/outbox.db")))
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     plc_map_dirs: tuple[Path, ...] = (BUILTIN_PLC_MAPS,)
+    quality_stations: tuple[QualityStationConfig, ...] = ()
+    orders: OrdersConfig = field(default_factory=OrdersConfig)
 
     def machine(self, machine_id: str) -> MachineConfig:
         for machine in self.machines:
@@ -1306,6 +1343,324 @@ def _read_logging(reader: _Reader, doc: Mapping[str, Any]) -> LoggingConfig:
     return LoggingConfig(level or "info")
 
 
+_STATION_KEYS = {
+    "id",
+    "name",
+    "machine",
+    "feeds_machine_rejects",
+    "plc",
+    "plc_map",
+    "unit_id",
+    "address_offset",
+    "pass_signal",
+    "fail_signal",
+    "counter_bits",
+    "plc_disposition",
+    "reason_codes",
+    "characteristics",
+}
+_CHARACTERISTIC_KEYS = {
+    "name",
+    "signal",
+    "unit",
+    "lsl",
+    "usl",
+    "subgroup_size",
+    "baseline_mean",
+    "baseline_range",
+    "warmup",
+    "rules",
+}
+_UNSIGNED_BITS = {"uint16": 16, "uint32": 32, "uint64": 64}
+
+
+def _machine_counts_rejects(machine: MachineConfig, map_dirs: tuple[Path, ...]) -> tuple[bool, str]:
+    """Whether the machine's PLC counts rejects (good_count or reject_count mapped)."""
+    from edge.plc.maps import find_plc_map, load_plc_map  # noqa: PLC0415 - avoids a cycle
+
+    if machine.plc_map is None or find_plc_map(machine.plc_map, map_dirs) is None:
+        return False, ""
+    try:
+        roles = load_plc_map(machine.plc_map, map_dirs).roles
+    except ConfigError:
+        return False, ""  # reported under the machine already
+    mapped = sorted(roles & {"good_count", "reject_count"})
+    return bool(mapped), " and ".join(mapped)
+
+
+def _read_characteristics(
+    reader: _Reader, raw: Mapping[str, Any], path: str
+) -> tuple[CharacteristicParams, ...]:
+    result: list[CharacteristicParams] = []
+    names: set[str] = set()
+    for index, item in enumerate(reader.array_of_tables(raw, "characteristics", path)):
+        cpath = f"{path}.characteristics[{index}]"
+        reader.known_keys(item, cpath, _CHARACTERISTIC_KEYS)
+        name = reader.get(item, "name", cpath, str, check=_identifier)
+        if name is not None:
+            if name in names:
+                reader.problem(f"{cpath}.name", f"characteristic {name!r} is listed twice")
+            names.add(name)
+        signal = reader.get(item, "signal", cpath, str, default=None, check=_non_empty)
+        unit = reader.get(item, "unit", cpath, str, default="") or ""
+        lsl = reader.get(item, "lsl", cpath, float, default=None)
+        usl = reader.get(item, "usl", cpath, float, default=None)
+        if lsl is not None and usl is not None and not lsl < usl:
+            reader.problem(f"{cpath}.usl", f"must be > lsl ({lsl:g}), got {usl:g}")
+        size = reader.get(
+            item, "subgroup_size", cpath, int, default=1, check=_between(1, MAX_SUBGROUP_SIZE)
+        )
+        mean = reader.get(item, "baseline_mean", cpath, float, default=None)
+        spread = reader.get(item, "baseline_range", cpath, float, default=None, check=_positive)
+        if ("baseline_mean" in item) != ("baseline_range" in item):
+            missing = "baseline_range" if "baseline_mean" in item else "baseline_mean"
+            reader.problem(
+                f"{cpath}.{missing}",
+                "missing: a baseline needs both baseline_mean and baseline_range "
+                "(the average moving range for subgroup_size 1, else the average range)",
+            )
+        warmup = reader.get(item, "warmup", cpath, int, default=25, check=_between(2, 10_000))
+        rules_raw = reader.get(item, "rules", cpath, list, default=list(DEFAULT_RULES))
+        rules: list[int] = []
+        for r_index, rule in enumerate(rules_raw or []):
+            if isinstance(rule, bool) or not isinstance(rule, int) or rule not in ALL_RULES:
+                reader.problem(
+                    f"{cpath}.rules[{r_index}]", f"must be a run rule number 1..8, got {rule!r}"
+                )
+            else:
+                rules.append(rule)
+        if rules_raw is not None and not rules_raw:
+            reader.problem(f"{cpath}.rules", "must list at least one run rule (1..8)")
+        if name is None or size is None or warmup is None:
+            continue
+        result.append(
+            CharacteristicParams(
+                name=name,
+                signal=signal,
+                unit=unit,
+                lsl=lsl,
+                usl=usl,
+                subgroup_size=size,
+                baseline_mean=mean,
+                baseline_range=spread,
+                warmup=warmup,
+                rules=tuple(sorted(set(rules))) or DEFAULT_RULES,
+            )
+        )
+    return tuple(result)
+
+
+def _read_quality_stations(
+    reader: _Reader,
+    doc: Mapping[str, Any],
+    machines: tuple[MachineConfig, ...],
+    plcs: Mapping[str, PlcConfig],
+    map_dirs: tuple[Path, ...],
+) -> tuple[QualityStationConfig, ...]:
+    """``[[quality_stations]]``, with the double-counting rule (docs/orders-and-quality.md).
+
+    ``feeds_machine_rejects`` defaults to true only for a machine whose PLC
+    counts no rejects (neither ``good_count`` nor ``reject_count`` mapped);
+    true for a machine that does is refused: every failure would count twice.
+    """
+    from edge.plc.maps import find_plc_map, load_plc_map  # noqa: PLC0415 - avoids a cycle
+
+    by_id = {m.id: m for m in machines}
+    stations: list[QualityStationConfig] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(reader.array_of_tables(doc, "quality_stations", "")):
+        path = f"quality_stations[{index}]"
+        reader.known_keys(raw, path, _STATION_KEYS)
+        station_id = reader.get(raw, "id", path, str, check=_identifier)
+        if station_id is not None:
+            if station_id in seen:
+                reader.problem(f"{path}.id", f"duplicate quality station id {station_id!r}")
+            if station_id in by_id:
+                reader.problem(
+                    f"{path}.id", f"{station_id!r} is a machine id; a station needs its own id"
+                )
+            seen.add(station_id)
+        machine_id = reader.get(raw, "machine", path, str)
+        machine = by_id.get(machine_id) if machine_id is not None else None
+        if machine_id is not None and machine is None:
+            known = ", ".join(sorted(by_id)) or "none defined"
+            reader.problem(f"{path}.machine", f"unknown machine {machine_id!r} (known: {known})")
+        feeds = reader.get(raw, "feeds_machine_rejects", path, bool, default=None)
+        counts_rejects, mapped = (
+            _machine_counts_rejects(machine, map_dirs) if machine else (False, "")
+        )
+        if feeds is True and counts_rejects and machine is not None:
+            reader.problem(
+                f"{path}.feeds_machine_rejects",
+                f"machine {machine.id!r} counts rejects itself (its plc_map "
+                f"{machine.plc_map!r} maps {mapped}): adding the station's failures "
+                "would count them twice; set it false (the default for this machine)",
+            )
+        plc_id = reader.get(raw, "plc", path, str, default=None)
+        plc = plcs.get(plc_id) if plc_id is not None else None
+        if plc_id is not None and plc is None:
+            known = ", ".join(sorted(plcs)) or "none defined"
+            reader.problem(f"{path}.plc", f"unknown plc {plc_id!r} (known: {known})")
+        plc_map_name = reader.get(raw, "plc_map", path, str, default=None, check=_non_empty)
+        if plc_id is not None and plc_map_name is None:
+            reader.problem(f"{path}.plc_map", "missing: a station read from a plc needs a plc_map")
+        if plc_map_name is not None and plc_id is None:
+            reader.problem(f"{path}.plc", "missing: a plc_map is read from a plc")
+        unit_id = reader.get(raw, "unit_id", path, int, default=1, check=_between(0, 255))
+        offset = reader.get(raw, "address_offset", path, int, default=0, check=_between(0, 65535))
+        pass_signal = reader.get(raw, "pass_signal", path, str, default=None, check=_non_empty)
+        fail_signal = reader.get(raw, "fail_signal", path, str, default=None, check=_non_empty)
+        characteristics = _read_characteristics(reader, raw, path)
+        plc_map = None
+        if plc_map_name is not None and find_plc_map(plc_map_name, map_dirs) is None:
+            dirs = ", ".join(str(d) for d in map_dirs)
+            reader.problem(f"{path}.plc_map", f"unknown plc_map {plc_map_name!r} (searched {dirs})")
+        elif plc_map_name is not None:
+            try:
+                plc_map = load_plc_map(plc_map_name, map_dirs)
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    where = f"{path}.plc_map ({exc.source})" + (
+                        f" {problem.path}" if problem.path else ""
+                    )
+                    reader.problem(where, problem.message)
+            if plc_map is not None and plc is not None and plc_map.protocol.value != plc.protocol:
+                reader.problem(
+                    f"{path}.plc_map",
+                    f"plc_map {plc_map_name!r} is for {plc_map.protocol.value} but plc "
+                    f"{plc.id!r} speaks {plc.protocol}",
+                )
+        signal_bits: int | None = None
+        wanted = [("pass_signal", pass_signal), ("fail_signal", fail_signal)] + [
+            (f"characteristics[{i}].signal", c.signal)
+            for i, c in enumerate(characteristics)
+            if c.signal is not None
+        ]
+        for key, signal in wanted:
+            if signal is None:
+                continue
+            if plc_map_name is None:
+                reader.problem(f"{path}.{key}", "a PLC signal needs the station's plc and plc_map")
+                continue
+            if plc_map is None:
+                continue
+            definition = plc_map.get(signal)
+            if definition is None or definition.role is not None:
+                names = ", ".join(s.name for s in plc_map.process_values) or "none"
+                reader.problem(
+                    f"{path}.{key}",
+                    f"plc_map {plc_map_name!r} has no process value {signal!r} "
+                    f"(process values: {names})",
+                )
+                continue
+            if key in ("pass_signal", "fail_signal"):
+                bits = _UNSIGNED_BITS.get(definition.data_type.value)
+                if bits is None or definition.is_scaled:
+                    reader.problem(
+                        f"{path}.{key}",
+                        f"{signal!r} must be an unscaled uint16/uint32/uint64 piece counter, "
+                        f"got {definition.data_type.value}",
+                    )
+                elif signal_bits is not None and bits != signal_bits:
+                    reader.problem(f"{path}.{key}", "pass and fail counters differ in width")
+                else:
+                    signal_bits = bits
+        explicit_bits = reader.get(
+            raw, "counter_bits", path, int, default=None, check=_one_of(16, 32, 64)
+        )
+        if explicit_bits is not None and signal_bits is not None and explicit_bits != signal_bits:
+            reader.problem(
+                f"{path}.counter_bits",
+                f"is {explicit_bits} but the plc_map's pass/fail counters are {signal_bits}-bit",
+            )
+        disposition = reader.get(
+            raw,
+            "plc_disposition",
+            path,
+            str,
+            default="pending",
+            check=_one_of(*(d.value for d in Disposition)),
+        )
+        codes: list[str] = []
+        for c_index, code in enumerate(
+            reader.get(raw, "reason_codes", path, list, default=[]) or []
+        ):
+            if not isinstance(code, str) or not code.strip():
+                reader.problem(
+                    f"{path}.reason_codes[{c_index}]", f"must be a non-empty string, got {code!r}"
+                )
+            elif code in codes:
+                reader.problem(f"{path}.reason_codes[{c_index}]", f"{code!r} is listed twice")
+            else:
+                codes.append(code)
+        if station_id is None or machine is None:
+            continue
+        params = StationParams(
+            station_id=station_id,
+            machine_id=machine.id,
+            feeds_machine_rejects=feeds if feeds is not None else not counts_rejects,
+            name=reader.get(raw, "name", path, str, default=station_id) or station_id,
+            pass_signal=pass_signal,
+            fail_signal=fail_signal,
+            counter_bits=explicit_bits or signal_bits or 32,
+            plc_disposition=Disposition(disposition or "pending"),
+            reason_codes=tuple(codes),
+            characteristics=characteristics,
+        )
+        stations.append(
+            QualityStationConfig(
+                id=station_id,
+                name=params.name,
+                params=params,
+                plc=plc_id,
+                plc_map=plc_map_name,
+                unit_id=unit_id if unit_id is not None else 1,
+                address_offset=offset or 0,
+            )
+        )
+    return tuple(stations)
+
+
+def _read_orders(reader: _Reader, doc: Mapping[str, Any]) -> OrdersConfig:
+    table = reader.table(doc, "orders", "")
+    path = "orders"
+    reader.known_keys(table, path, set(OrdersConfig.__dataclass_fields__))
+    d = OrdersConfig()
+    rule = reader.get(
+        table,
+        "quantity_rule",
+        path,
+        str,
+        default=d.quantity_rule,
+        check=_one_of("series", "parallel"),
+    )
+    return OrdersConfig(
+        quantity_rule="parallel" if rule == "parallel" else "series",
+        retain_finished=_or(
+            reader.get(
+                table,
+                "retain_finished",
+                path,
+                int,
+                default=d.retain_finished,
+                check=_between(0, 100_000),
+            ),
+            d.retain_finished,
+        ),
+        max_finished_scans=_or(
+            reader.get(
+                table,
+                "max_finished_scans",
+                path,
+                int,
+                default=d.max_finished_scans,
+                check=_between(0, 10_000_000),
+            ),
+            d.max_finished_scans,
+        ),
+    )
+
+
 _TOP_LEVEL = {
     "line",
     "calendar",
@@ -1320,6 +1675,8 @@ _TOP_LEVEL = {
     "outbox",
     "logging",
     "plc_map_dirs",
+    "quality_stations",
+    "orders",
 }
 
 
@@ -1357,6 +1714,10 @@ def parse_config(doc: Mapping[str, Any], source: str, base_dir: Path) -> LineCon
         outbox=_read_outbox(reader, doc, storage),
         logging=_read_logging(reader, doc),
         plc_map_dirs=tuple(dict.fromkeys(map_dirs)),
+        quality_stations=_read_quality_stations(
+            reader, doc, machines, {p.id: p for p in plcs}, tuple(map_dirs)
+        ),
+        orders=_read_orders(reader, doc),
     )
     if reader.problems:
         raise ConfigError(source, reader.problems)

@@ -1,16 +1,7 @@
-"""Quality stations: parameters, the pure station core (inspections, dispositions,
-SPC, alarms) and the QualityStationActor. See :mod:`actors.quality.core` and
-docs/orders-and-quality.md.
+"""Quality stations: parameters (:mod:`actors.quality.params`), the pure station core
+(:mod:`actors.quality.core`: inspections, dispositions, SPC, alarms), their events
+(:mod:`actors.quality.events`) and the QualityStationActor (:mod:`actors.quality.actor`).
+
+Nothing is imported here, so that the config loader can read
+:mod:`actors.quality.params` without importing numpy. See docs/orders-and-quality.md.
 """
-
-from actors.quality.core import Alarm, QualityStationCore, StationStatus
-from actors.quality.params import CharacteristicParams, Disposition, StationParams
-
-__all__ = [
-    "Alarm",
-    "CharacteristicParams",
-    "Disposition",
-    "QualityStationCore",
-    "StationParams",
-    "StationStatus",
-]

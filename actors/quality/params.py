@@ -7,8 +7,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
-from actors.spc import DEFAULT_RULES, Limits, imr_limits_from_baseline, xbar_r_limits_from_baseline
+if TYPE_CHECKING:
+    from actors.spc import Limits
+
+# The same as actors.spc's (a test checks): kept here so that reading the config
+# does not import numpy.
+ALL_RULES = (1, 2, 3, 4, 5, 6, 7, 8)
+DEFAULT_RULES = (1, 2, 3, 4)
+MAX_SUBGROUP_SIZE = 10
 
 
 class Disposition(Enum):
@@ -47,6 +55,11 @@ class CharacteristicParams:
     def baseline_limits(self) -> Limits | None:
         if self.baseline_mean is None or self.baseline_range is None:
             return None
+        from actors.spc import (  # noqa: PLC0415 - numpy only where charts are drawn
+            imr_limits_from_baseline,
+            xbar_r_limits_from_baseline,
+        )
+
         if self.subgroup_size == 1:
             return imr_limits_from_baseline(self.baseline_mean, self.baseline_range)
         return xbar_r_limits_from_baseline(

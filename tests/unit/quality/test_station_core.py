@@ -8,7 +8,6 @@ import pytest
 
 from actors.actor import start_actor
 from actors.messages import Quality, Sample
-from actors.quality import CharacteristicParams, Disposition, QualityStationCore, StationParams
 from actors.quality.actor import (
     AcknowledgeAlarm,
     Dispose,
@@ -18,6 +17,7 @@ from actors.quality.actor import (
     SetStationOrder,
     StationSamples,
 )
+from actors.quality.core import QualityStationCore
 from actors.quality.events import (
     AlarmAcknowledged,
     InspectionRecorded,
@@ -25,6 +25,7 @@ from actors.quality.events import (
     SpcLimitsSet,
     SpcViolation,
 )
+from actors.quality.params import CharacteristicParams, Disposition, StationParams
 from edge.errors import CommandError
 
 THICKNESS = CharacteristicParams(

@@ -240,3 +240,12 @@ def test_chart_refuses_bad_setup_and_values() -> None:
         Chart(warmup=1)
     with pytest.raises(ValueError, match="finite"):
         Chart().add(float("nan"))
+
+
+def test_quality_params_mirror_the_spc_constants() -> None:
+    from actors import spc
+    from actors.quality import params
+
+    assert params.ALL_RULES == spc.ALL_RULES
+    assert params.DEFAULT_RULES == spc.DEFAULT_RULES
+    assert params.MAX_SUBGROUP_SIZE == spc.MAX_SUBGROUP
