@@ -287,6 +287,14 @@ class MachineView:
         elif isinstance(event, OrderWindowClosed) and event.order_id == self.current_order:
             self.set_current_order("", event.ts)
 
+    def initialize(self, name: str, ts: float) -> None:
+        """Values known before any data: the name, no order yet."""
+        self.stage("Name", name, None)
+        self.stage("PackMLState", "", None)
+        self.stage("CurrentOrder", "", ts)
+        self.stage("Order.OrderId", "", ts)
+        self._stage_order_counts(ts)
+
     def set_current_order(self, order_id: str, ts: float) -> None:
         if order_id == self.current_order:
             return

@@ -38,7 +38,7 @@ from typing import Any
 
 from asyncua import ua
 from asyncua.common.utils import ServiceError
-from asyncua.crypto.permission_rules import PermissionRuleset, User, UserRole
+from asyncua.crypto.permission_rules import SimpleRoleRuleset, User, UserRole
 from asyncua.server.user_managers import UserManager
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -379,11 +379,14 @@ _DENIED = frozenset(
 )
 
 
-class EdgePermissions(PermissionRuleset):
+class EdgePermissions(SimpleRoleRuleset):
     """Read, browse, subscribe and call for every session; never write or edit nodes.
 
     Records the request's user for :func:`current_user` (methods check roles there).
     """
+
+    def __init__(self) -> None:
+        pass  # no role table: every session has the same service rights
 
     def check_validity(self, user: User, action_type_id: ua.NodeId, body: Any) -> bool:
         _CURRENT_USER.set(user)

@@ -1,0 +1,843 @@
+"""The line's OPC UA server as a LineService component.
+
+::
+
+    async with LineService(config, components=[opcua_server.component]) as service:
+        ...   # SCADA browses opc.tcp://host:4840/edge/
+
+Start: the address space (types, the line, one MachineType object per machine
+with its plc_map's process values, quality stations, methods), security
+(certificate, trust list, users), then the server listens and three tasks run:
+
+- the **writer** (:mod:`edge.opcua_server.writer`) drains staged values;
+- the **event task** raises OPC UA events and creates/updates order objects
+  from what the bus delivered (the bus callback itself only stages and queues);
+- the **refresh task** asks each machine actor for its ``MachineStatus`` when an
+  event touched the machine (at most every ``REFRESH_MIN_S``) and every
+  ``status_interval_s`` anyway (KPIs move with time), and refreshes the shift
+  and diagnostics.
+
+Process values and PLC link changes arrive through :meth:`OpcUaServer.ingest_samples`
+(the service's sample tap, ``service.samples``, when it has one). Link loss is
+also seen on the bus (a state change to ``unknown``) and in the PLC sources'
+statistics, so values turn Uncertain/Bad without the tap too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit
+
+from asyncua import ua
+from asyncua.crypto.permission_rules import User
+from asyncua.server.server import Server
+
+from actors.machine import GetStatus, MachineStatus, SetStopReason
+from actors.messages import LinkChanged, Sample
+from actors.oee.events import (
+    DomainEvent,
+    OrderWindowClosed,
+    PiecesCounted,
+    StateChanged,
+    StopEnded,
+    StopReasonChanged,
+    StopStarted,
+    Warning,
+)
+from actors.oee.state import MachineState
+from actors.orders.events import OrderStatusChanged
+from actors.quality.events import SpcViolation
+from edge import __version__
+from edge.commands import OrderInfo
+from edge.config import LineConfig
+from edge.errors import ActorError, ConfigError, ConnectorError, EdgeError, Problem
+from edge.opcua_server.address_space import AddressSpace
+from edge.opcua_server.events import ALARM_EVENT, STATE_EVENT, STOP_EVENT, EventEmitter, EventSpec
+from edge.opcua_server.machines import MachineView, process_variable
+from edge.opcua_server.methods import METHODS, MethodHandler
+from edge.opcua_server.model import (
+    MACHINE_TYPE,
+    QUALITY_STATION_TYPE,
+    RESERVED_IDS,
+    Var,
+    Vt,
+    machine_node_id,
+    station_node_id,
+)
+from edge.opcua_server.orders import OrdersView, OrderUpdate, update_from_event, update_from_info
+from edge.opcua_server.security import (
+    EdgePermissions,
+    EdgeUserManager,
+    Pki,
+    TrustList,
+    current_user,
+    endpoint_labels,
+    ensure_certificate,
+    security_policies,
+)
+from edge.opcua_server.stations import StationView
+from edge.opcua_server.uaids import ObjectIds, StatusCodes, numeric, ua_time
+from edge.opcua_server.writer import LiveValueWriter, WriterStatistics
+from edge.plc import load_plc_map
+
+if TYPE_CHECKING:
+    from edge.service import LineService
+
+log = logging.getLogger("edge.opcua_server")
+
+REFRESH_MIN_S = 0.1  # an event-triggered status refresh waits at least this long
+EVENT_QUEUE_MAX = 10_000  # OPC UA events waiting to be raised; beyond, they are dropped
+ASK_TIMEOUT_S = 5.0
+
+
+class ServerState(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class OpcUaServerStatistics:
+    writer: WriterStatistics
+    events_raised: int
+    events_dropped: int
+    method_calls: int
+    methods_refused: int
+    refreshes: int
+    last_refresh_s: float  # wall time of the last status refresh of every machine
+    nodes: int
+
+
+_LINE_VARS = (
+    Var("Name", Vt.String, "The line's name"),
+    Var("Site", Vt.String, "The site id"),
+    Var("Area", Vt.String, "The area id"),
+)
+_SHIFT_VARS = (
+    Var("Name", Vt.String, "The shift now; empty outside every shift"),
+    Var("Start", Vt.DateTime, "Start of the current shift instance (UTC)"),
+    Var("End", Vt.DateTime, "End of the current shift instance (UTC)"),
+    Var("InBreak", Vt.Boolean, "A planned break is on now"),
+)
+_DIAGNOSTIC_VARS = (
+    Var("Version", Vt.String, "The edge software version"),
+    Var("StartTime", Vt.DateTime, "When the edge service became ready (UTC)"),
+    Var("OutboxDepth", Vt.UInt64, "Events waiting in the outbox for the central MES"),
+    Var("MqttConnected", Vt.Boolean, "The MQTT link to the central MES is up"),
+    Var("EventsPublished", Vt.UInt64, "Domain events published since start"),
+)
+_PLC_VARS = (
+    Var("LinkUp", Vt.Boolean, "The link to this PLC is up"),
+    Var("ConsecutiveFailures", Vt.UInt32, "Failed attempts since the link was last up"),
+)
+
+
+def application_uri(config: LineConfig) -> str:
+    ident = config.line
+    return f"urn:{ident.site}:{ident.area}:{ident.id}:edge"
+
+
+class OpcUaServer:
+    """The line's OPC UA server; one per LineService, runs once."""
+
+    def __init__(self, service: LineService) -> None:
+        self._service = service
+        self._config: LineConfig = service.config
+        self.state = ServerState.NEW
+        self.idx = 0
+        self._server: Server | None = None
+        self._space: AddressSpace | None = None
+        self._writer: LiveValueWriter | None = None
+        self._emitter: EventEmitter | None = None
+        self._users = EdgeUserManager(
+            self._config.opcua.users, anonymous=self._config.opcua.anonymous
+        )
+        self._methods: MethodHandler | None = None
+        self._machines: dict[str, MachineView] = {}
+        self._stations: dict[str, StationView] = {}
+        self._orders: OrdersView | None = None
+        self._plc_machines: dict[str, list[str]] = {}
+        self._pending_events: deque[EventSpec | OrderUpdate] = deque()
+        self._events_ready = asyncio.Event()
+        self._dirty: set[str] = set()
+        self._dirty_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._diagnostics: dict[str, object] = {}
+        self._dropped = 0
+        self._refreshes = 0
+        self._last_refresh_s = 0.0
+        self._alarm_seq = 0
+        self.pki = Pki(self._config.opcua.pki_dir or self._config.storage.state_dir / "opcua-pki")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        if self.state is not ServerState.NEW:
+            raise EdgeError(f"an OpcUaServer runs once (state {self.state.value})")
+        self.state = ServerState.RUNNING
+        try:
+            await self._start()
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stop()
+
+    async def _start(self) -> None:
+        self._check_ids()
+        config = self._config
+        opcua = config.opcua
+        server = Server(user_manager=self._users)
+        self._server = server
+        await server.init()
+        server.set_endpoint(opcua.endpoint)
+        server.set_server_name(f"edge {config.line.name}")
+        await server.set_application_uri(application_uri(config))
+        policies = security_policies(opcua)
+        if any(p is not ua.SecurityPolicyType.NoSecurity for p in policies):
+            cert, key = await asyncio.to_thread(
+                ensure_certificate,
+                self.pki,
+                application_uri(config),
+                f"edge {config.line.site}/{config.line.area}/{config.line.id}",
+                urlsplit(opcua.endpoint).hostname,
+            )
+            await server.load_certificate(str(cert))
+            await server.load_private_key(str(key))
+        else:
+            self.pki.create()
+        server.set_security_policy(policies, permission_ruleset=EdgePermissions())
+        tokens: list[type] = []
+        if opcua.anonymous:
+            tokens.append(ua.AnonymousIdentityToken)
+        if opcua.users:
+            tokens.append(ua.UserNameIdentityToken)
+        server.set_identity_tokens(tokens)
+        server.set_certificate_validator(TrustList(self.pki))
+
+        self.idx = await server.register_namespace(config.namespace_uri)
+        space = self._space = AddressSpace(server, self.idx)
+        writer = self._writer = LiveValueWriter(server)
+        emitter = self._emitter = EventEmitter(server, self.idx)
+        self._methods = MethodHandler(
+            opcua,
+            commands=lambda: self._service.commands,
+            machine_ask=self._ask_machine,
+            publish=self._service.bus.publish,
+            caller=lambda: self._users.caller(_user()),
+            audit_event=emitter.audit,
+            on_order=self._order_result,
+        )
+        await space.build_types()
+        await emitter.build_types()
+        await self._build_line()
+        try:
+            await server.start()
+        except OSError as exc:
+            raise ConnectorError(f"OPC UA server cannot listen on {opcua.endpoint}: {exc}") from exc
+        writer.start()
+        self._unsubscribe.append(self._service.bus.subscribe("opcua-server", self._on_bus))
+        samples = getattr(self._service, "samples", None)
+        if samples is not None:
+            self._unsubscribe.append(samples.subscribe("opcua-server", self.ingest_samples))
+        self._spawn(self._event_loop(), "opcua-events")
+        self._spawn(self._refresh_loop(), "opcua-refresh")
+        log.info(
+            "OPC UA server listening",
+            extra={"endpoint": opcua.endpoint, "namespace": config.namespace_uri, "ns": self.idx},
+        )
+
+    def _check_ids(self) -> None:
+        problems = [
+            Problem(
+                f"machines[{index}].id",
+                f"{machine.id!r} is reserved by the OPC UA address space "
+                f"(<line>.{machine.id} is a line-level node)",
+            )
+            for index, machine in enumerate(self._config.machines)
+            if machine.id in RESERVED_IDS
+        ]
+        if problems:
+            raise ConfigError(str(self._config.source_path), problems)
+
+    async def _stop(self) -> None:
+        if self.state is ServerState.CLOSED:
+            return
+        self.state = ServerState.CLOSED
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._writer is not None:
+            await self._writer.stop()
+        if self._server is not None:
+            with contextlib.suppress(Exception):  # a server that never started
+                await self._server.stop()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.append(task)
+
+    # ------------------------------------------------------------------ building
+
+    async def _build_line(self) -> None:
+        space, config = self._require_space(), self._config
+        line = config.line.id
+        objects = numeric(ObjectIds.ObjectsFolder)
+        line_node = await space.add_object(
+            line,
+            line,
+            objects,
+            f"Production line {config.line.name}",
+            reference=ObjectIds.Organizes,
+            event_notifier=True,
+            variables=_LINE_VARS,
+        )
+        writer = self._require_writer()
+        for name, value in (("Name", config.line.name), ("Site", config.line.site)):
+            writer.stage(space.handle(f"{line}.{name}"), value, None)
+        writer.stage(space.handle(f"{line}.Area"), config.line.area, None)
+        machines = await space.add_folder(f"{line}.Machines", "Machines", line_node, "The machines")
+        orders = await space.add_folder(f"{line}.Orders", "Orders", line_node, "Work orders")
+        stations = await space.add_folder(
+            f"{line}.QualityStations", "QualityStations", line_node, "Quality stations"
+        )
+        await space.add_object(
+            f"{line}.Shift", "Shift", line_node, "The current shift", variables=_SHIFT_VARS
+        )
+        diagnostics = await space.add_object(
+            f"{line}.Diagnostics",
+            "Diagnostics",
+            line_node,
+            "The edge itself",
+            variables=_DIAGNOSTIC_VARS,
+        )
+        writer.stage(space.handle(f"{line}.Diagnostics.Version"), __version__, None)
+        plc_links = await space.add_folder(
+            f"{line}.Diagnostics.PlcLinks", "PlcLinks", diagnostics, "PLC connections"
+        )
+        for plc in config.plcs:
+            await space.add_object(
+                f"{line}.Diagnostics.PlcLinks.{plc.id}",
+                plc.id,
+                plc_links,
+                f"PLC {plc.id} ({plc.protocol})",
+                variables=_PLC_VARS,
+            )
+            self._plc_machines[plc.id] = [m.id for m in config.machines if m.plc == plc.id]
+        for machine in config.machines:
+            await self._build_machine(machine.id, machine.name, machines)
+        for station in getattr(config, "quality_stations", ()):
+            await self._build_station(station, stations)
+        self._orders = OrdersView(space, writer, line)
+        methods = self._require_methods()
+        for name in ("StartOrder", "HoldOrder", "ResumeOrder", "CompleteOrder"):
+            await self._add_method(orders, f"{line}.Orders.{name}", name, methods)
+        await self._add_method(line_node, f"{line}.AcknowledgeAlarm", "AcknowledgeAlarm", methods)
+        await self._add_type_methods()
+        self._mark_waiting()
+
+    async def _build_machine(self, machine_id: str, name: str, parent: ua.NodeId) -> None:
+        space, config = self._require_space(), self._config
+        line = config.line.id
+        node_id = machine_node_id(line, machine_id)
+        created = await space.add_instance(
+            node_id, machine_id, MACHINE_TYPE, parent, description=f"Machine {name}"
+        )
+        machine = config.machine(machine_id)
+        plc_map = load_plc_map(machine.plc_map, config.plc_map_dirs) if machine.plc_map else None
+        if plc_map is not None:
+            await space.add_variables(
+                f"{node_id}.ProcessValues",
+                [
+                    (process_variable(s), s.minimum, s.maximum)
+                    for s in plc_map.signals
+                    if s.role is None
+                ],
+            )
+        view = MachineView(machine_id, node_id, space.handles, self._require_writer(), plc_map)
+        self._machines[machine_id] = view
+        view.initialize(name, time.time())
+        await self._add_method(
+            created,
+            f"{node_id}.SetStopReason",
+            "SetStopReason",
+            self._require_methods(),
+            machine_id=machine_id,
+        )
+        await self._require_emitter().add_machine(machine_id, created)
+
+    async def _build_station(self, station: Any, parent: ua.NodeId) -> None:
+        space = self._require_space()
+        station_id = str(station.id)
+        node_id = station_node_id(self._config.line.id, station_id)
+        await space.add_instance(
+            node_id, station_id, QUALITY_STATION_TYPE, parent, description=f"Station {station_id}"
+        )
+        prefix = node_id + "."
+        view = StationView(
+            station_id,
+            {t[len(prefix) :]: h for t, h in space.handles.items() if t.startswith(prefix)},
+            self._require_writer(),
+        )
+        self._stations[station_id] = view
+        self._require_writer().stage(
+            space.handle(f"{node_id}.Name"), str(getattr(station, "name", station_id)), None
+        )
+        view.reset_counts(None)
+
+    async def _add_method(
+        self,
+        parent: ua.NodeId,
+        node_id: str,
+        name: str,
+        methods: MethodHandler,
+        machine_id: str | None = None,
+    ) -> None:
+        space = self._require_space()
+        definition = METHODS[name]
+        await space.add_method(
+            parent,
+            node_id,
+            name,
+            callback=methods.callback(name, space.node_id(node_id), machine_id),
+            inputs=[a.argument() for a in definition.inputs],
+            outputs=[a.argument() for a in definition.outputs],
+            description=definition.description,
+        )
+
+    async def _add_type_methods(self) -> None:
+        """SetStopReason as an InstanceDeclaration of MachineType (not callable there)."""
+        space = self._require_space()
+        definition = METHODS["SetStopReason"]
+
+        async def not_on_a_type(_parent: ua.NodeId, *_args: ua.Variant) -> ua.StatusCode:
+            return ua.StatusCode(ua.UInt32(StatusCodes.BadNotExecutable))
+
+        await space.add_method(
+            space.type_ids[MACHINE_TYPE],
+            f"Types.{MACHINE_TYPE}.SetStopReason",
+            "SetStopReason",
+            callback=not_on_a_type,
+            inputs=[a.argument() for a in definition.inputs],
+            outputs=[],
+            description=definition.description,
+            mandatory=True,
+        )
+
+    def _mark_waiting(self) -> None:
+        """Every value not known yet reads BadWaitingForInitialData, not a made-up zero."""
+        writer = self._require_writer()
+        for handle in self._require_space().handles.values():
+            if writer.last(handle) is None:
+                writer.stage(handle, None, None, StatusCodes.BadWaitingForInitialData)
+
+    # ------------------------------------------------------------------ inputs
+
+    def _on_bus(self, events: Sequence[DomainEvent]) -> None:
+        """Bus callback: stage what is cheap now, queue OPC UA events for the event task."""
+        for event in events:
+            view = self._machines.get(getattr(event, "machine_id", ""))
+            if view is not None and isinstance(
+                event, PiecesCounted | StateChanged | StopStarted | StopEnded | OrderWindowClosed
+            ):
+                view.on_event(event)
+                self._dirty.add(view.machine_id)
+            spec = self._event_spec(event)
+            if spec is not None:
+                self._queue(spec)
+            update = update_from_event(event)
+            if update is not None:
+                self._queue(update)
+                self._current_order(event)
+            station = self._stations.get(getattr(event, "station_id", ""))
+            if station is not None:
+                station.on_event(event)
+        if self._dirty:
+            self._dirty_ready.set()
+
+    def _current_order(self, event: object) -> None:
+        if not isinstance(event, OrderStatusChanged) or not event.machine_id:
+            return
+        view = self._machines.get(event.machine_id)
+        if view is None:
+            return
+        if event.status == "running":
+            view.set_current_order(event.order_id, event.ts)
+        elif view.current_order == event.order_id and event.status in ("completed", "aborted"):
+            view.set_current_order("", event.ts)
+
+    def _queue(self, item: EventSpec | OrderUpdate) -> None:
+        if len(self._pending_events) >= EVENT_QUEUE_MAX and isinstance(item, EventSpec):
+            self._dropped += 1
+            if self._dropped == 1 or self._dropped % 1000 == 0:
+                log.warning(
+                    "OPC UA events dropped: clients cannot keep up",
+                    extra={"dropped": self._dropped},
+                )
+            return
+        self._pending_events.append(item)
+        self._events_ready.set()
+
+    def _event_spec(self, event: object) -> EventSpec | None:
+        if isinstance(event, StateChanged):
+            severity = {MachineState.RUNNING: 100, MachineState.STOPPED: 300}.get(event.state, 500)
+            return EventSpec(
+                STATE_EVENT,
+                event.machine_id,
+                event.ts,
+                f"{event.machine_id} {event.previous.value} -> {event.state.value}",
+                severity,
+                (
+                    ("MachineId", event.machine_id),
+                    ("State", event.state.value),
+                    ("PreviousState", event.previous.value),
+                ),
+            )
+        if isinstance(event, StopStarted):
+            return self._stop_spec(
+                event.machine_id,
+                event.ts,
+                event.stop_id,
+                event.reason,
+                event.category.value,
+                "open",
+                event.ts,
+                0.0,
+                300,
+                f"{event.machine_id} stopped: {event.reason}",
+            )
+        if isinstance(event, StopEnded):
+            kind = event.kind.value
+            return self._stop_spec(
+                event.machine_id,
+                event.ts,
+                event.stop_id,
+                event.reason,
+                event.category.value,
+                kind,
+                event.start,
+                event.duration_s,
+                500 if event.downtime else 200,
+                f"{event.machine_id} stop {event.stop_id} ended after {event.duration_s:.0f} s: "
+                f"{kind}, {event.reason}",
+            )
+        if isinstance(event, StopReasonChanged):
+            return self._stop_spec(
+                event.machine_id,
+                event.ts,
+                event.stop_id,
+                event.reason,
+                event.category.value,
+                "reason",
+                event.stop_start,
+                (event.stop_end - event.stop_start) if event.stop_end is not None else 0.0,
+                300,
+                f"{event.machine_id} stop {event.stop_id} reason: {event.previous_reason} -> "
+                f"{event.reason}",
+            )
+        if isinstance(event, Warning):
+            return self._alarm_spec(event.machine_id, event.ts, event.kind, event.message, None)
+        if isinstance(event, SpcViolation):
+            return self._alarm_spec(
+                event.machine_id,
+                event.ts,
+                f"spc_rule_{event.rule}",
+                f"{event.station_id} {event.characteristic}: {event.description}",
+                event.alarm_id,
+            )
+        return None
+
+    @staticmethod
+    def _stop_spec(  # noqa: PLR0917 - one stop event's fields
+        machine_id: str,
+        ts: float,
+        stop_id: int,
+        reason: str,
+        category: str,
+        classification: str,
+        start: float,
+        duration: float,
+        severity: int,
+        message: str,
+    ) -> EventSpec:
+        return EventSpec(
+            STOP_EVENT,
+            machine_id,
+            ts,
+            message,
+            severity,
+            (
+                ("MachineId", machine_id),
+                ("StopId", stop_id),
+                ("Reason", reason),
+                ("Category", category),
+                ("Classification", classification),
+                ("StopStart", ua_time(start)),
+                ("Duration", duration),
+            ),
+        )
+
+    def _alarm_spec(
+        self, machine_id: str, ts: float, kind: str, message: str, alarm_id: str | None
+    ) -> EventSpec:
+        if alarm_id is None:
+            self._alarm_seq += 1
+            alarm_id = f"{machine_id}.{kind}.{int(ts)}.{self._alarm_seq}"
+        return EventSpec(
+            ALARM_EVENT,
+            machine_id,
+            ts,
+            message,
+            700,
+            (("MachineId", machine_id), ("AlarmId", alarm_id), ("Kind", kind)),
+        )
+
+    def ingest_samples(self, batch: Sequence[Sample | LinkChanged]) -> None:
+        """The PLC sources' samples and link changes, as delivered to the machines.
+
+        Synchronous and cheap (stages values): the service calls it on the event loop
+        for every source batch (``service.samples`` tap).
+        """
+        for item in batch:
+            view = self._machines.get(item.machine_id)
+            if view is None:
+                continue
+            if isinstance(item, Sample):
+                view.on_sample(item)
+            elif item.up:
+                view.link_restored(item.ts)
+            else:
+                view.link_lost(item.ts)
+                self._queue(
+                    self._alarm_spec(
+                        item.machine_id,
+                        item.ts,
+                        "comm_loss",
+                        f"{item.machine_id}: PLC link lost {item.detail}".strip(),
+                        None,
+                    )
+                )
+
+    def set_diagnostics(self, **values: object) -> None:
+        """Outbox depth and MQTT state from their components: ``outbox_depth=``,
+        ``mqtt_connected=``. Written with the next refresh."""
+        self._diagnostics.update(values)
+
+    def _order_result(self, info: OrderInfo) -> None:
+        self._queue(update_from_info(info, time.time()))
+
+    # ------------------------------------------------------------------ tasks
+
+    async def _event_loop(self) -> None:
+        emitter, orders = self._require_emitter(), self._orders
+        assert orders is not None
+        while True:
+            await self._events_ready.wait()
+            self._events_ready.clear()
+            while self._pending_events:
+                item = self._pending_events.popleft()
+                try:
+                    if isinstance(item, EventSpec):
+                        await emitter.emit(item)
+                    else:
+                        await orders.apply(item)
+                except Exception:  # an event lost is logged; the loop goes on
+                    log.exception("OPC UA event not raised")
+
+    async def _refresh_loop(self) -> None:
+        interval = self._config.opcua.status_interval_s
+        next_full = time.monotonic()
+        while True:
+            timeout = max(0.0, next_full - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty_ready.wait(), timeout)
+            full = time.monotonic() >= next_full
+            if full:
+                next_full = time.monotonic() + interval
+                machines = list(self._machines)
+            else:
+                machines = sorted(self._dirty)
+            self._dirty.clear()
+            self._dirty_ready.clear()
+            started = time.perf_counter()
+            await self._refresh(machines)
+            if full:
+                self._refresh_line()
+                self._last_refresh_s = time.perf_counter() - started
+            await asyncio.sleep(REFRESH_MIN_S)
+
+    async def _refresh(self, machine_ids: Sequence[str]) -> None:
+        now = time.time()
+        results = await asyncio.gather(
+            *(self._ask_status(m, now) for m in machine_ids), return_exceptions=True
+        )
+        for machine_id, result in zip(machine_ids, results, strict=True):
+            if isinstance(result, MachineStatus):
+                self._machines[machine_id].apply_status(result, now)
+        self._refreshes += 1
+
+    async def _ask_status(self, machine_id: str, now: float) -> MachineStatus:
+        status: MachineStatus = await self._service.machine_ref(machine_id).ask(
+            GetStatus(now), timeout=ASK_TIMEOUT_S
+        )
+        return status
+
+    async def _ask_machine(self, machine_id: str, message: SetStopReason) -> Any:
+        try:
+            ref = self._service.machine_ref(machine_id)
+        except KeyError as exc:
+            raise EdgeError(f"unknown machine {machine_id!r}") from exc
+        try:
+            return await ref.ask(message, timeout=ASK_TIMEOUT_S)
+        except ActorError as exc:
+            raise EdgeError(f"machine {machine_id} did not answer: {exc}") from exc
+
+    def _refresh_line(self) -> None:
+        space, writer = self._require_space(), self._require_writer()
+        line = self._config.line.id
+        now = time.time()
+        instance = self._service.calendar.instance_at(now)
+        shift = f"{line}.Shift"
+        writer.stage(space.handle(f"{shift}.Name"), instance.name if instance else "", now)
+        if instance is not None:
+            writer.stage(space.handle(f"{shift}.Start"), ua_time(instance.start), now)
+            writer.stage(space.handle(f"{shift}.End"), ua_time(instance.end), now)
+            writer.stage(space.handle(f"{shift}.InBreak"), instance.in_break(now), now)
+        diag = f"{line}.Diagnostics"
+        if self._service.started_at is not None:
+            started = self._service.started_at
+            writer.stage(space.handle(f"{diag}.StartTime"), ua_time(started), started)
+        writer.stage(space.handle(f"{diag}.EventsPublished"), self._service.bus.published, now)
+        self._poll_components()
+        if "outbox_depth" in self._diagnostics:
+            depth = int(self._diagnostics["outbox_depth"])  # type: ignore[call-overload]
+            writer.stage(space.handle(f"{diag}.OutboxDepth"), depth, now)
+        if "mqtt_connected" in self._diagnostics:
+            connected = bool(self._diagnostics["mqtt_connected"])
+            writer.stage(space.handle(f"{diag}.MqttConnected"), connected, now)
+        self._poll_links(now)
+
+    def _poll_components(self) -> None:
+        """Components that expose ``diagnostics() -> Mapping`` (outbox, MQTT forwarder)."""
+        for component in self._service.components:
+            report = getattr(component, "diagnostics", None)
+            if component is self or not callable(report):
+                continue
+            with contextlib.suppress(Exception):
+                values = report()
+                for key in ("outbox_depth", "mqtt_connected"):
+                    if key in values:
+                        self._diagnostics[key] = values[key]
+
+    def _poll_links(self, now: float) -> None:
+        space, writer = self._require_space(), self._require_writer()
+        line = self._config.line.id
+        for source in self._service.sources:
+            stats = source.statistics()
+            plc_id = stats.plc_id
+            base = f"{line}.Diagnostics.PlcLinks.{plc_id}"
+            if f"{base}.LinkUp" not in space.handles:
+                continue
+            writer.stage(space.handle(f"{base}.LinkUp"), bool(stats.link_up), now)
+            writer.stage(
+                space.handle(f"{base}.ConsecutiveFailures"), int(stats.consecutive_failures), now
+            )
+            for machine_id in self._plc_machines.get(plc_id, ()):
+                view = self._machines[machine_id]
+                if not stats.link_up and stats.consecutive_failures > 0:
+                    view.link_lost(now)
+                elif stats.link_up and view.down_since is None:
+                    view.stage("PlcLinkUp", True, now)
+
+    # ------------------------------------------------------------------ reporting
+
+    def _require_space(self) -> AddressSpace:
+        if self._space is None:
+            raise EdgeError("the OPC UA server is not started")
+        return self._space
+
+    def _require_writer(self) -> LiveValueWriter:
+        if self._writer is None:
+            raise EdgeError("the OPC UA server is not started")
+        return self._writer
+
+    def _require_emitter(self) -> EventEmitter:
+        if self._emitter is None:
+            raise EdgeError("the OPC UA server is not started")
+        return self._emitter
+
+    def _require_methods(self) -> MethodHandler:
+        if self._methods is None:
+            raise EdgeError("the OPC UA server is not started")
+        return self._methods
+
+    @property
+    def writer(self) -> LiveValueWriter:
+        return self._require_writer()
+
+    @property
+    def server(self) -> Server:
+        if self._server is None:
+            raise EdgeError("the OPC UA server is not started")
+        return self._server
+
+    def statistics(self) -> OpcUaServerStatistics:
+        methods = self._methods
+        return OpcUaServerStatistics(
+            writer=self._require_writer().statistics(),
+            events_raised=self._emitter.emitted if self._emitter else 0,
+            events_dropped=self._dropped,
+            method_calls=methods.calls if methods else 0,
+            methods_refused=methods.refused if methods else 0,
+            refreshes=self._refreshes,
+            last_refresh_s=self._last_refresh_s,
+            nodes=len(self._space.handles) if self._space else 0,
+        )
+
+    def banner(self) -> list[str]:
+        opcua, config = self._config.opcua, self._config
+        users = len(opcua.users)
+        login = ", ".join(
+            part
+            for part in (
+                "anonymous read-only" if opcua.anonymous else "",
+                f"{users} user{'s' if users != 1 else ''} with roles" if users else "",
+            )
+            if part
+        )
+        return [
+            f"OPC UA      {opcua.endpoint} namespace {config.namespace_uri} (ns={self.idx}), "
+            f"NodeIds like ns={self.idx};s={config.line.id}.<machine>.OEE.Availability",
+            f"  security  {', '.join(endpoint_labels(opcua))}; login: {login}",
+            f"  PKI       {self.pki.root}: trust a client by copying its certificate "
+            "into trusted/ (refused ones land in rejected/)",
+        ]
+
+
+def _user() -> User | None:
+    return current_user()
+
+
+def component(service: LineService) -> OpcUaServer:
+    """The LineService component factory (``components=[edge.opcua_server.component]``)."""
+    return OpcUaServer(service)
