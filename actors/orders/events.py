@@ -27,6 +27,19 @@ class OrderStatusChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class OrderProgress:
+    """The quantities of a running or held order changed (at most about once a second)."""
+
+    machine_id: str
+    ts: float
+    order_id: str
+    good_quantity: int
+    reject_quantity: int
+    total_quantity: int
+    target_quantity: int
+
+
+@dataclass(frozen=True, slots=True)
 class OrderTargetReached:
     """The order's good quantity reached its target (auto-complete follows when set)."""
 
@@ -68,4 +81,6 @@ class LotScanned:
     quantity: float | None
 
 
-OrderEvent = OrderStatusChanged | OrderTargetReached | BatchRecordCompleted | LotScanned
+OrderEvent = (
+    OrderStatusChanged | OrderProgress | OrderTargetReached | BatchRecordCompleted | LotScanned
+)
