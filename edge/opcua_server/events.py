@@ -117,6 +117,9 @@ class EventEmitter:
         self._audit = await self._server.get_event_generator(
             numeric(ObjectIds.AuditUpdateMethodEventType), numeric(ObjectIds.Server)
         )
+        # asyncua types ActionTimeStamp by its DataType NodeId (UtcTime), which a
+        # Variant cannot carry; UtcTime is a DateTime.
+        self._audit.event.data_types["ActionTimeStamp"] = Vt.DateTime
 
     async def add_machine(self, machine_id: str, node_id: ua.NodeId) -> None:
         self._machine_nodes[machine_id] = node_id

@@ -406,4 +406,4 @@ class MethodHandler:
                 message=f"{definition.name} by {caller.name}: {result}",
             )
         except Exception as exc:  # the audit event is a courtesy; the bus record is the audit
-            log.warning("OPC UA audit event not raised", extra={"error": repr(exc)})
+            log.warning("OPC UA audit event not raised: %r", exc)
