@@ -1530,6 +1530,16 @@ def _read_quality_stations(
                     f"plc_map {plc_map_name!r} is for {plc_map.protocol.value} but plc "
                     f"{plc.id!r} speaks {plc.protocol}",
                 )
+        # Without a plc of its own, the station reads its signals from its machine's
+        # samples (the machine's plc_map, through the service's sample bus).
+        source_map, source_name = plc_map, plc_map_name
+        if plc_map_name is None and machine is not None and machine.plc_map is not None:
+            source_name = machine.plc_map
+            if find_plc_map(machine.plc_map, map_dirs) is not None:
+                try:
+                    source_map = load_plc_map(machine.plc_map, map_dirs)
+                except ConfigError:
+                    source_map = None  # reported under the machine
         signal_bits: int | None = None
         wanted = [("pass_signal", pass_signal), ("fail_signal", fail_signal)] + [
             (f"characteristics[{i}].signal", c.signal)
@@ -1539,21 +1549,30 @@ def _read_quality_stations(
         for key, signal in wanted:
             if signal is None:
                 continue
-            if plc_map_name is None:
-                reader.problem(f"{path}.{key}", "a PLC signal needs the station's plc and plc_map")
-                continue
-            if plc_map is None:
-                continue
-            definition = plc_map.get(signal)
-            if definition is None or definition.role is not None:
-                names = ", ".join(s.name for s in plc_map.process_values) or "none"
+            if source_name is None:
                 reader.problem(
                     f"{path}.{key}",
-                    f"plc_map {plc_map_name!r} has no process value {signal!r} "
+                    "a PLC signal needs a plc_map: the station's own (plc, plc_map) or its "
+                    "machine's",
+                )
+                continue
+            if source_map is None:
+                continue
+            counter = key in ("pass_signal", "fail_signal")
+            definition = source_map.get(signal)
+            # A counter may be one of the machine's counter roles (an inspection result
+            # the machine PLC counts); a measurement is a process value.
+            if definition is None or not (
+                definition.role is None or (counter and definition.is_counter)
+            ):
+                names = ", ".join(s.name for s in source_map.process_values) or "none"
+                reader.problem(
+                    f"{path}.{key}",
+                    f"plc_map {source_name!r} has no process value {signal!r} "
                     f"(process values: {names})",
                 )
                 continue
-            if key in ("pass_signal", "fail_signal"):
+            if counter:
                 bits = _UNSIGNED_BITS.get(definition.data_type.value)
                 if bits is None or definition.is_scaled:
                     reader.problem(

@@ -185,7 +185,8 @@ def test_feeding_rejects_of_a_machine_that_counts_them_is_refused(tmp_path: Path
         ('id = "Q1"\nmachine = "M1"\ncolour = 1', "quality_stations[0].colour: unknown key"),
         (
             'id = "Q1"\nmachine = "M1"\npass_signal = "pass_count"',
-            "quality_stations[0].pass_signal: a PLC signal needs the station's plc and plc_map",
+            "quality_stations[0].pass_signal: plc_map 'generic-modbus' has no process value "
+            "'pass_count'",
         ),
         (
             'id = "Q1"\nmachine = "M1"\nplc = "p1"',
@@ -241,7 +242,11 @@ def test_station_problems_name_the_key(tmp_path: Path, extra: str, expected: str
         ('name = "t"\nrules = [1, 9]', "characteristics[0].rules[1]: must be a run rule number"),
         ('name = "t"\nrules = []', "characteristics[0].rules: must list at least one"),
         ('signal = "x"', "characteristics[0].name: missing required key"),
-        ('name = "t"\nsignal = "thickness"', "characteristics[0].signal: a PLC signal needs"),
+        (
+            'name = "t"\nsignal = "thickness"',
+            "characteristics[0].signal: plc_map 'generic-modbus' has no process value",
+        ),
+        ('name = "t"\nsignal = "good_count"', "characteristics[0].signal: plc_map 'generic"),
     ],
 )
 def test_characteristic_problems_name_the_key(
@@ -261,3 +266,37 @@ def test_orders_section(tmp_path: Path) -> None:
     found = problems(tmp_path, '[orders]\nquantity_rule = "sideways"\nretain = 1\n')
     assert any(p.startswith("orders.quantity_rule: must be one of 'series'") for p in found)
     assert any(p.startswith("orders.retain: unknown key") for p in found)
+
+
+def test_a_station_without_a_plc_reads_its_machines_signals(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+        [[quality_stations]]
+        id = "Q1"
+        machine = "M1"
+        pass_signal = "good_count"      # the machine PLC counts the inspection results
+        fail_signal = "reject_count"
+        [[quality_stations.characteristics]]
+        name = "pressure"
+        signal = "pressure"             # a process value of M1's generic-modbus map
+        """,
+    )
+    (station,) = config.quality_stations
+    assert station.plc is None
+    assert station.params.counter_bits == 32
+    assert station.params.feeds_machine_rejects is False
+    assert station.params.signals == {"good_count", "reject_count", "pressure"}
+    lonely = LINE.replace('plc = "p1"\nplc_map = "total-only"\nunit_id = 2\n', "")
+    path = tmp_path / "lonely.toml"
+    path.write_text(
+        textwrap.dedent(lonely)
+        + '[[quality_stations]]\nid = "Q2"\nmachine = "M2"\nfail_signal = "fails"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [str(p) for p in info.value.problems] == [
+        "quality_stations[0].fail_signal: a PLC signal needs a plc_map: the station's own "
+        "(plc, plc_map) or its machine's"
+    ]
