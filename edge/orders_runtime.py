@@ -280,6 +280,10 @@ class OrdersRuntime:
         self._stations_of: dict[str, list[str]] = {}  # machine id -> station ids
         self._ledger = LotLedger(max_finished_scans=self._config.orders.max_finished_scans)
         self._queue: asyncio.Queue[_Forward] = asyncio.Queue()
+        # Machine samples for stations without a PLC of their own (from service.samples).
+        self._station_queue: asyncio.Queue[tuple[str, StationMessage]] = asyncio.Queue()
+        self._machine_stations: dict[str, list[tuple[str, frozenset[str]]]] = {}
+        self._unsubscribe_samples: Callable[[], None] | None = None
         self._lock = asyncio.Lock()
         self._stack = AsyncExitStack()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -331,6 +335,10 @@ class OrdersRuntime:
             snapshot = await store.load(_station_key(station.id))
             self._stations[station.id] = await self._add_station(station.id, snapshot)
             self._stations_of.setdefault(station.params.machine_id, []).append(station.id)
+            if station.plc is None and station.params.signals:
+                self._machine_stations.setdefault(station.params.machine_id, []).append(
+                    (station.id, station.params.signals)
+                )
         auto: list[tuple[str, float]] = []
         for order_id in index.get("active", []):
             snapshot = await store.load(_order_key(order_id))
@@ -357,6 +365,9 @@ class OrdersRuntime:
             machine_id = self._config_station(station_id).params.machine_id
             await ref.tell(SetStationOrder(self._running_on.get(machine_id)))
         await self._start_station_sources()
+        if self._machine_stations:
+            self._spawn(self._station_loop(), "orders-stations")
+            self._unsubscribe_samples = service.samples.subscribe("quality", self._on_samples)
         self._spawn(self._persist_loop(), "orders-persist")
         for order_id, ts in auto:
             self._on_target(order_id, ts)
@@ -375,25 +386,30 @@ class OrdersRuntime:
         if self._service.commands is self:
             self._service.commands = None
         await self._stack.aclose()  # station PLC sources stop first
+        # An auto-complete under way finishes (a half-done one would leave the machines
+        # off an order that is still running); one not started yet is refused.
         auto = [t for t in self._tasks if t.get_name().startswith("orders-auto")]
-        for task in auto:
-            task.cancel()
-        await asyncio.gather(*auto, return_exceptions=True)
+        if auto:
+            await asyncio.wait(auto, timeout=10.0)
         if self._started:
-            # The machines' queued samples become events now, and reach the orders.
-            now = self._clock()
-            for machine in self._config.machines:
-                with contextlib.suppress(ActorError, KeyError):
-                    await self._service.machine_ref(machine.id).ask(GetStatus(now))
-            with contextlib.suppress(asyncio.TimeoutError):
-                async with asyncio.timeout(5.0):
-                    await self._drain()
-            try:
-                await self._persist()
-            except EdgeError as exc:
-                log.error("cannot persist order state on stop", extra={"error": str(exc)})
+            async with self._lock:  # after the command under way, if any
+                # The machines' queued samples become events now, and reach the orders.
+                now = self._clock()
+                for machine in self._config.machines:
+                    with contextlib.suppress(ActorError, KeyError):
+                        await self._service.machine_ref(machine.id).ask(GetStatus(now))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5.0):
+                        await self._drain()
+                        await self._station_queue.join()
+                try:
+                    await self._persist()
+                except EdgeError as exc:
+                    log.error("cannot persist order state on stop", extra={"error": str(exc)})
         if self._unsubscribe is not None:
             self._unsubscribe()
+        if self._unsubscribe_samples is not None:
+            self._unsubscribe_samples()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -555,6 +571,38 @@ class OrdersRuntime:
                     queue.put_nowait((kpis.key, SegmentKpis(kpis.as_dict())))
             elif isinstance(event, QualityEvent):
                 self._dirty = True
+
+    def _on_samples(self, batch: Sequence[Sample | LinkChanged]) -> None:
+        """Sample bus consumer: a machine's samples that stations without a PLC read."""
+        stations = self._machine_stations
+        groups: dict[str, list[Sample]] = {}
+        queue = self._station_queue
+        for item in batch:
+            readers = stations.get(item.machine_id)
+            if not readers:
+                continue
+            if isinstance(item, Sample):
+                for station_id, signals in readers:
+                    if item.signal in signals:
+                        groups.setdefault(station_id, []).append(item)
+                continue
+            for station_id, _ in readers:
+                samples = groups.pop(station_id, None)
+                if samples:
+                    queue.put_nowait((station_id, StationSamples(tuple(samples))))
+                queue.put_nowait((station_id, item))
+        for station_id, samples in groups.items():
+            queue.put_nowait((station_id, StationSamples(tuple(samples))))
+
+    async def _station_loop(self) -> None:
+        queue = self._station_queue
+        while True:
+            station_id, message = await queue.get()
+            try:
+                await self._tell_station(station_id, message)
+                self._dirty = True
+            finally:
+                queue.task_done()
 
     async def _forward_loop(self) -> None:
         queue = self._queue
