@@ -21,8 +21,9 @@
   newest; the MES sees the gap in ``seq``) and ``reject-new`` refuses the new
   events (keeping the oldest). Either way it is counted (``statistics()``),
   logged, and reported as an :class:`OutboxPolicyApplied` event on the bus,
-  which the outbox stores too (reports are exempt from the cap so they are
-  never themselves refused).
+  which the outbox stores too. Reports are exempt from the cap: never refused,
+  never dropped (so the MES learns of every drop), and rate-limited to one per
+  ``report_interval_s`` per stream and policy.
 - **Memory bound.** The buffer between the bus and the disk holds at most
   ``max_pending_events``; beyond that (the disk stalled) new events are
   refused, counted and reported the same way. Events already buffered are
@@ -97,6 +98,7 @@ _SCHEMA = (
         seq      INTEGER NOT NULL,
         created  REAL NOT NULL,
         payload  BLOB NOT NULL,
+        keep     INTEGER NOT NULL DEFAULT 0,  -- 1: a policy report, never dropped by the cap
         PRIMARY KEY (stream, seq)
     ) WITHOUT ROWID
     """,
@@ -134,7 +136,7 @@ class OutboxPolicyApplied:
     """Events were dropped or refused: the disk cap or the memory bound was reached.
 
     ``policy`` is ``drop-oldest`` (stored events deleted: ``seq_first..seq_last``
-    of ``stream`` are gone), ``reject-new`` (new events refused before they were
+    of ``stream`` are gone, but for earlier reports in that range), ``reject-new`` (new events refused before they were
     numbered) or ``memory-full`` (the disk fell behind; new events refused).
     ``count`` is since the previous report; ``total`` since the outbox opened.
     """
@@ -168,7 +170,7 @@ class BatchPlan:
 # (stream, type name, packed data map (edge.wire.pack_event), exempt): exempt entries
 # (policy reports) are never refused and never dropped by their own commit.
 Entry = tuple[str, str, bytes, bool]
-_Row = tuple[str, int, float, bytes]  # (stream, seq, created, envelope) as inserted
+_Row = tuple[str, int, float, bytes, int]  # (stream, seq, created, envelope, keep) as inserted
 
 
 @dataclass(slots=True)
@@ -339,7 +341,6 @@ class Outbox:
             next_seq = dict(self._next_seq)
             outcome = _AppendOutcome()
             rows: list[_Row] = []
-            exempt: set[tuple[str, int]] = set()
             refusing: set[str] = set()
             reject_new = self.policy is CapPolicy.REJECT_NEW
             budget = self.max_bytes - self.total_bytes
@@ -347,32 +348,32 @@ class Outbox:
             for stream, type_name, data, is_exempt in entries:
                 seq = next_seq.get(stream, 1)
                 payload = envelope(seq, type_name, data)
-                if is_exempt:
-                    exempt.add((stream, seq))
                 # reject-new: once one is refused, every later one of the stream in this
                 # commit is too, so what is stored stays a gap-free prefix of what arrived.
-                elif reject_new and (stream in refusing or len(payload) > budget):
+                if not is_exempt and reject_new and (stream in refusing or len(payload) > budget):
                     refusing.add(stream)
                     outcome.rejected[stream] = outcome.rejected.get(stream, 0) + 1
                     continue
                 budget -= len(payload)
                 next_seq[stream] = seq + 1
-                append((stream, seq, now, payload))
+                append((stream, seq, now, payload, int(is_exempt)))
             deletions: dict[str, int] = {}  # stream -> delete stored rows with seq <= this
             freed: dict[str, tuple[int, int]] = {}  # stream -> (rows, bytes) deleted
             if not reject_new and budget < 0:
                 rows = await self._choose_drops(
-                    rows, exempt, -budget, outcome=outcome, deletions=deletions, freed=freed
+                    rows, -budget, outcome=outcome, deletions=deletions, freed=freed
                 )
             try:
                 if rows:
                     await db.executemany(
-                        "INSERT INTO outbox(stream, seq, created, payload) VALUES (?, ?, ?, ?)",
+                        "INSERT INTO outbox(stream, seq, created, payload, keep) "
+                        "VALUES (?, ?, ?, ?, ?)",
                         rows,
                     )
                 for stream, upto in deletions.items():
                     await db.execute(
-                        "DELETE FROM outbox WHERE stream = ? AND seq <= ?", (stream, upto)
+                        "DELETE FROM outbox WHERE stream = ? AND seq <= ? AND keep = 0",
+                        (stream, upto),
                     )
                     # A plan whose rows are partly gone can never be resent as it was.
                     await db.execute(
@@ -410,7 +411,7 @@ class Outbox:
             self._depth[stream] -= count
             self._bytes[stream] -= size
         added: dict[str, list[int]] = {}
-        for stream, _seq, _created, payload in rows:
+        for stream, _seq, _created, payload, _keep in rows:
             tally = added.get(stream)
             if tally is None:
                 added[stream] = [1, len(payload)]
@@ -430,7 +431,6 @@ class Outbox:
     async def _choose_drops(
         self,
         rows: list[_Row],
-        exempt: set[tuple[str, int]],
         need: int,
         *,
         outcome: _AppendOutcome,
@@ -452,8 +452,8 @@ class Outbox:
                     row
                     async for row in _rows(
                         db,
-                        "SELECT seq, length(payload) FROM outbox WHERE stream = ? AND seq > ? "
-                        "ORDER BY seq LIMIT 5000",
+                        "SELECT seq, length(payload) FROM outbox "
+                        "WHERE stream = ? AND seq > ? AND keep = 0 ORDER BY seq LIMIT 5000",
                         (stream, cut),
                     )
                 ]
@@ -477,8 +477,8 @@ class Outbox:
         missing = need - released
         kept: list[_Row] = []
         for row in rows:
-            stream, seq, _created, payload = row
-            if missing > 0 and (stream, seq) not in exempt:
+            stream, seq, _created, payload, keep = row
+            if missing > 0 and not keep:
                 missing -= len(payload)
                 count, first_seq, _ = outcome.dropped.get(stream, (0, seq, seq))
                 outcome.dropped[stream] = (count + 1, min(first_seq, seq), seq)
@@ -662,7 +662,7 @@ class OutboxWriter:
     def __init__(
         self,
         outbox: Outbox,
-        bus: EventBus,
+        bus: EventBus[Any],
         *,
         routes: Mapping[str, frozenset[str]] | None = None,
         max_pending: int = 200_000,
