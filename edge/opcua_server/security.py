@@ -251,10 +251,18 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 class TrustList:
-    """asyncua's certificate validator hook, backed by the PKI's trusted/ directory."""
+    """asyncua's certificate validator hook, backed by the PKI's trusted/ directory.
 
-    def __init__(self, pki: Pki) -> None:
+    asyncua validates a client certificate at CreateSession without telling which
+    endpoint the channel uses, and many clients (node-opcua, UaExpert) send theirs
+    on the None endpoint too. So with ``enforce=False`` (the config offers the
+    unsecured endpoint, which anyone may use anyway) an unknown certificate is
+    let through and only logged; with the None endpoint off it is refused.
+    """
+
+    def __init__(self, pki: Pki, *, enforce: bool = True) -> None:
         self._pki = pki
+        self._enforce = enforce
         self._refused: set[str] = set()
 
     def is_trusted(self, cert: x509.Certificate) -> bool:
@@ -280,6 +288,9 @@ class TrustList:
             self._refuse(cert, app, "does not name the client's application URI")
             raise ServiceError(StatusCodes.BadCertificateUriInvalid)
         if not self.is_trusted(cert):
+            if not self._enforce:
+                self._refuse(cert, app, "not in the trust list (let through: security_none)")
+                return
             self._refuse(cert, app, "not in the trust list")
             raise ServiceError(StatusCodes.BadCertificateUntrusted)
 

@@ -230,7 +230,7 @@ class OpcUaServer:
         if opcua.users:
             tokens.append(ua.UserNameIdentityToken)
         server.set_identity_tokens(tokens)
-        server.set_certificate_validator(TrustList(self.pki))
+        server.set_certificate_validator(TrustList(self.pki, enforce=not opcua.security_none))
 
         self.idx = await server.register_namespace(config.namespace_uri)
         space = self._space = AddressSpace(server, self.idx)
