@@ -60,7 +60,7 @@ from edge import __version__
 from edge.commands import OrderInfo
 from edge.config import LineConfig
 from edge.errors import ActorError, ConfigError, ConnectorError, EdgeError, Problem
-from edge.opcua_server.address_space import AddressSpace
+from edge.opcua_server.address_space import AddressSpace, VarHandle
 from edge.opcua_server.events import ALARM_EVENT, STATE_EVENT, STOP_EVENT, EventEmitter, EventSpec
 from edge.opcua_server.machines import MachineView, process_variable
 from edge.opcua_server.methods import METHODS, MethodHandler
@@ -794,6 +794,10 @@ class OpcUaServer:
     @property
     def writer(self) -> LiveValueWriter:
         return self._require_writer()
+
+    def handle(self, node_id: str) -> VarHandle:
+        """A variable's handle by its NodeId string (``L1.M1.OEE.Availability``)."""
+        return self._require_space().handle(node_id)
 
     @property
     def server(self) -> Server:
