@@ -927,7 +927,7 @@ def _read_opcua(reader: _Reader, doc: Mapping[str, Any]) -> OpcUaServerConfig:
         reader, table, "security_policies", path, OPCUA_SECURITY_POLICIES, allow_empty=True
     )
     modes = _string_choices(reader, table, "security_modes", path, OPCUA_SECURITY_MODES)
-    if enabled and not security_none and not policies:
+    if enabled and not security_none and policies == ():
         reader.problem(
             f"{path}.security_policies",
             "no endpoint left: list a policy or set security_none = true",

@@ -124,6 +124,11 @@ def test_every_problem_is_named_by_its_key(tmp_path: Path) -> None:
     assert any(p.startswith("opcua.method_roles.FinishOrder: unknown key") for p in found), found
 
 
+def test_secure_only_keeps_the_default_policies(tmp_path: Path) -> None:
+    opcua = load(tmp_path, "[opcua]\nsecurity_none = false\n").opcua
+    assert opcua.security_policies == ("Basic256Sha256", "Aes256Sha256RsaPss")
+
+
 def test_a_server_nobody_can_reach_is_refused(tmp_path: Path) -> None:
     found = problems(
         tmp_path,
