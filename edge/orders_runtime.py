@@ -281,7 +281,7 @@ class OrdersRuntime:
         self._ledger = LotLedger(max_finished_scans=self._config.orders.max_finished_scans)
         self._queue: asyncio.Queue[_Forward] = asyncio.Queue()
         # Machine samples for stations without a PLC of their own (from service.samples).
-        self._station_queue: asyncio.Queue[tuple[str, StationMessage]] = asyncio.Queue()
+        self._station_queue: asyncio.Queue[tuple[str, StationMessage] | _Barrier] = asyncio.Queue()
         self._machine_stations: dict[str, list[tuple[str, frozenset[str]]]] = {}
         self._unsubscribe_samples: Callable[[], None] | None = None
         self._lock = asyncio.Lock()
@@ -401,7 +401,7 @@ class OrdersRuntime:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(5.0):
                         await self._drain()
-                        await self._station_queue.join()
+                        await self._drain_stations()
                 try:
                     await self._persist()
                 except EdgeError as exc:
@@ -597,12 +597,14 @@ class OrdersRuntime:
     async def _station_loop(self) -> None:
         queue = self._station_queue
         while True:
-            station_id, message = await queue.get()
-            try:
-                await self._tell_station(station_id, message)
-                self._dirty = True
-            finally:
-                queue.task_done()
+            item = await queue.get()
+            if isinstance(item, _Barrier):
+                if not item.done.done():
+                    item.done.set_result(None)
+                continue
+            station_id, message = item
+            await self._tell_station(station_id, message)
+            self._dirty = True
 
     async def _forward_loop(self) -> None:
         queue = self._queue
@@ -623,6 +625,14 @@ class OrdersRuntime:
                     "order did not take a message", extra={"order": order_id, "error": str(exc)}
                 )
             self._dirty = True
+
+    async def _drain_stations(self) -> None:
+        """Until the machine samples stations read so far are in their mailboxes."""
+        if not self._machine_stations:
+            return
+        barrier = _Barrier()
+        self._station_queue.put_nowait(barrier)
+        await barrier.done
 
     async def _drain(self) -> None:
         """Until everything the bus gave the orders so far is in their mailboxes."""
@@ -746,6 +756,8 @@ class OrdersRuntime:
             if self.state is not RuntimeState.RUNNING:
                 raise CommandError(f"the order runtime is {self.state.value}")
             async with self._lock:
+                if self.state is not RuntimeState.RUNNING:  # stopped while it waited
+                    raise CommandError(f"the order runtime is {self.state.value}")
                 result = await action(ts)
         except CommandError as exc:
             self._audit(ts, who, name, arguments, accepted=False, result=str(exc))
@@ -840,6 +852,10 @@ class OrdersRuntime:
             else:
                 self._running_on[machine_id] = order_id
             await self._set_machine_order(machine_id, order_id, ideal, ts)
+        # Stations reading these machines' samples get every sample the machines got
+        # under the old order before they change order too.
+        await self._drain_stations()
+        for machine_id in machine_ids:
             for station_id in self._stations_of.get(machine_id, ()):
                 await self._stations[station_id].tell(SetStationOrder(order_id))
 
