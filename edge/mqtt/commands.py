@@ -157,8 +157,12 @@ class CommandRequest:
 
 
 def sniff_encoding(payload: bytes) -> Encoding:
-    """JSON when the payload looks like a JSON object, else msgpack."""
-    return "json" if payload.lstrip()[:1] in (b"{", b"") else "msgpack"
+    """JSON when the payload starts like JSON text, else msgpack.
+
+    The bytes ``{``, ``[`` and ``"`` start a msgpack document only as small
+    integers, which are no command anyway.
+    """
+    return "json" if payload.lstrip()[:1] in (b"{", b"[", b'"', b"") else "msgpack"
 
 
 def decode_command(name: str | None, payload: bytes, policy: CommandPolicy) -> CommandRequest:
