@@ -287,6 +287,7 @@ class OrdersRuntime:
         self._lock = asyncio.Lock()
         self._stack = AsyncExitStack()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._commands_running: set[asyncio.Future[Any]] = set()
         self._dirty = False
         self._progress: set[str] = set()  # orders whose quantities changed since last reported
         self._unsubscribe: Callable[[], None] | None = None
@@ -751,20 +752,46 @@ class OrdersRuntime:
         action: Callable[[float], Any],
         describe: Callable[[Any], str] | None = None,
     ) -> Any:
-        ts = self._clock()
-        try:
-            if self.state is not RuntimeState.RUNNING:
-                raise CommandError(f"the order runtime is {self.state.value}")
-            async with self._lock:
+        """Run one command under the lock, audited.
+
+        A caller that gives up (a front end's timeout, a cancelled task) does not
+        cut a command in half: it runs to its end, like an ask whose asker left.
+        """
+        if self.state is not RuntimeState.RUNNING:
+            ts = self._clock()
+            reason = f"the order runtime is {self.state.value}"
+            self._audit(ts, who, name, arguments, accepted=False, result=reason)
+            raise CommandError(reason)
+        task = asyncio.ensure_future(self._run_command(name, arguments, who, action, describe))
+        self._commands_running.add(task)
+        task.add_done_callback(self._command_done)
+        return await asyncio.shield(task)
+
+    def _command_done(self, task: asyncio.Future[Any]) -> None:
+        self._commands_running.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a refusal whose caller left is audited, not lost
+
+    async def _run_command(
+        self,
+        name: str,
+        arguments: dict[str, object],
+        who: _Who,
+        action: Callable[[float], Any],
+        describe: Callable[[Any], str] | None,
+    ) -> Any:
+        async with self._lock:
+            ts = self._clock()
+            try:
                 if self.state is not RuntimeState.RUNNING:  # stopped while it waited
                     raise CommandError(f"the order runtime is {self.state.value}")
                 result = await action(ts)
-        except CommandError as exc:
-            self._audit(ts, who, name, arguments, accepted=False, result=str(exc))
-            raise
-        except EdgeError as exc:
-            self._audit(ts, who, name, arguments, accepted=False, result=f"failed: {exc}")
-            raise
+            except CommandError as exc:
+                self._audit(ts, who, name, arguments, accepted=False, result=str(exc))
+                raise
+            except EdgeError as exc:
+                self._audit(ts, who, name, arguments, accepted=False, result=f"failed: {exc}")
+                raise
         text = describe(result) if describe is not None else _describe(result)
         self._audit(ts, who, name, arguments, accepted=True, result=text)
         return result

@@ -9,6 +9,7 @@ test_orders_sim.py run the same paths against real Modbus polling).
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 import time
 from pathlib import Path
@@ -369,3 +370,29 @@ async def test_orders_and_quality_state_survive_a_restart(tmp_path: Path) -> Non
         assert [i.order_id for i in await rt.orders()] == ["WO1"]
         with pytest.raises(CommandError, match="already exists and is completed"):
             await rt.download_order(OrderSpec("WO1", "P-1", 100, ("M1",)), **MES)
+
+
+async def test_a_command_whose_caller_gives_up_still_completes_whole(tmp_path: Path) -> None:
+    async with LineService(make_config(tmp_path), components=[component]) as service:
+        line = Line(service)
+        rt = line.rt
+        await line.feed("M1", total_count=0, good_count=0, reject_count=0)
+        await rt.download_order(OrderSpec("WO1", "P-1", 10, ("M1",)), **MES)
+        await rt.release_order("WO1", **MES)
+        await rt.start_order("WO1", **MES)
+        await line.feed("M1", total_count=4, good_count=4, reject_count=0)
+        caller = asyncio.ensure_future(rt.complete_order("WO1", **MES))
+        await asyncio.sleep(0)  # the command has started...
+        caller.cancel()  # ...and its caller leaves (a front end's timeout)
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        deadline = time.monotonic() + 5
+        while rt.batch_record("WO1") is None:
+            assert time.monotonic() < deadline, "the command was cut short"
+            await asyncio.sleep(0.01)
+        assert (await rt.order_info("WO1")).good_count == 4
+        # The machine is off the order: a new order can start on it.
+        await rt.download_order(OrderSpec("WO2", "P-1", 10, ("M1",)), **MES)
+        await rt.release_order("WO2", **MES)
+        assert (await rt.start_order("WO2", **MES)).status == "running"
+    assert [a.accepted for a in line.of(CommandAudit) if a.command == "complete_order"] == [True]
