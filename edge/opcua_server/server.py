@@ -166,6 +166,7 @@ class OpcUaServer:
         self._stations: dict[str, StationView] = {}
         self._orders: OrdersView | None = None
         self._plc_machines: dict[str, list[str]] = {}
+        self._order_machines: dict[str, tuple[str, ...]] = {}
         self._pending_events: deque[EventSpec | OrderUpdate] = deque()
         self._events_ready = asyncio.Event()
         self._dirty: set[str] = set()
@@ -467,6 +468,8 @@ class OpcUaServer:
                 self._queue(spec)
             update = update_from_event(event)
             if update is not None:
+                if update.machine_ids is not None:
+                    self._order_machines[update.order_id] = update.machine_ids
                 self._queue(update)
                 self._current_order(event)
             station = self._stations.get(getattr(event, "station_id", ""))
@@ -476,15 +479,26 @@ class OpcUaServer:
             self._dirty_ready.set()
 
     def _current_order(self, event: object) -> None:
-        if not isinstance(event, OrderStatusChanged) or not event.machine_id:
-            return
-        view = self._machines.get(event.machine_id)
-        if view is None:
-            return
-        if event.status == "running":
-            view.set_current_order(event.order_id, event.ts)
-        elif view.current_order == event.order_id and event.status in ("completed", "aborted"):
-            view.set_current_order("", event.ts)
+        if isinstance(event, OrderStatusChanged):
+            # An order-level event names no machine: use the order's machines.
+            machines = (
+                (event.machine_id,)
+                if event.machine_id
+                else self._order_machines.get(event.order_id, ())
+            )
+            self._order_moved(event.order_id, event.status, machines, event.ts)
+
+    def _order_moved(
+        self, order_id: str, status: str, machine_ids: Sequence[str], ts: float
+    ) -> None:
+        for machine_id in machine_ids:
+            view = self._machines.get(machine_id)
+            if view is None:
+                continue
+            if status == "running":
+                view.set_current_order(order_id, ts)
+            elif view.current_order == order_id and status in ("completed", "aborted"):
+                view.set_current_order("", ts)
 
     def _queue(self, item: EventSpec | OrderUpdate) -> None:
         if len(self._pending_events) >= EVENT_QUEUE_MAX and isinstance(item, EventSpec):
@@ -644,7 +658,10 @@ class OpcUaServer:
         self._diagnostics.update(values)
 
     def _order_result(self, info: OrderInfo) -> None:
-        self._queue(update_from_info(info, time.time()))
+        now = time.time()
+        self._order_machines[info.order_id] = info.machine_ids
+        self._order_moved(info.order_id, info.status, info.machine_ids, now)
+        self._queue(update_from_info(info, now))
 
     # ------------------------------------------------------------------ tasks
 
