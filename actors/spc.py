@@ -51,8 +51,8 @@ A rule "hits" at the point that completes its pattern. A point exactly on the
 centre line breaks a run of rule 2; equal neighbours break a trend (rule 3)
 and an alternation (rule 4). For rules 5 and 6 the completing point is itself
 one of the points beyond the zone, and the first points of a series count as a
-window of the points there are (two beyond 2 sigma as the first two hit rule 5). The range chart (MR or R) is checked with
-rule 1 against its own limits.
+window of the points there are (two beyond 2 sigma as the first two hit rule 5).
+The range chart (MR or R) is checked with rule 1 against its own limits.
 
 Capability
 ==========

@@ -12,6 +12,8 @@ import math
 
 import pytest
 
+from actors import spc
+from actors.quality import params
 from actors.spc import (
     CONSTANTS,
     Chart,
@@ -243,9 +245,6 @@ def test_chart_refuses_bad_setup_and_values() -> None:
 
 
 def test_quality_params_mirror_the_spc_constants() -> None:
-    from actors import spc
-    from actors.quality import params
-
     assert params.ALL_RULES == spc.ALL_RULES
     assert params.DEFAULT_RULES == spc.DEFAULT_RULES
     assert params.MAX_SUBGROUP_SIZE == spc.MAX_SUBGROUP
