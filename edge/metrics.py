@@ -144,7 +144,7 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Protocol, Self, runtime_checkable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -186,6 +186,9 @@ log = logging.getLogger("edge.metrics")
 PREFIX: Final = "edge"
 OTHER_REASON: Final = "other"
 STATUS_ASK_TIMEOUT_S: Final = 2.0
+# The classic text format every Prometheus 2.x and 3.x scrapes; our names and
+# labels are all legacy-valid, so generate_latest's output is exactly that.
+TEXT_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 POLL_LATENCY_BUCKETS: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
@@ -947,7 +950,7 @@ class MetricsComponent:
 
     async def _metrics(self, request: Request) -> Response:
         body = await self.metrics.render()
-        return Response(HTTPStatus.OK, body, content_type=CONTENT_TYPE_LATEST)
+        return Response(HTTPStatus.OK, body, content_type=TEXT_CONTENT_TYPE)
 
     async def _healthz(self, request: Request) -> Response:
         if self.metrics.alive():
