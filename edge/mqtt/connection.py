@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY, CleanStartOption
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -96,15 +97,16 @@ def new_client(
     queued while away) on the broker this long; None: a clean session.
     """
     properties = None
-    clean_start = True
+    # paho refuses a clean-start flag outside MQTT 5; its default is the neutral value.
+    clean_start: CleanStartOption = MQTT_CLEAN_START_FIRST_ONLY
     clean_session: bool | None = None
-    if persistent_session_s is not None:
-        if protocol is ProtocolVersion.V5:
+    if protocol is ProtocolVersion.V5:
+        clean_start = persistent_session_s is None
+        if persistent_session_s is not None:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = persistent_session_s
-            clean_start = False
-        else:
-            clean_session = False
+    else:
+        clean_session = persistent_session_s is None
     return aiomqtt.Client(
         settings.host,
         settings.port,
