@@ -136,8 +136,9 @@ class OutboxPolicyApplied:
     """Events were dropped or refused: the disk cap or the memory bound was reached.
 
     ``policy`` is ``drop-oldest`` (stored events deleted: ``seq_first..seq_last``
-    of ``stream`` are gone, but for earlier reports in that range), ``reject-new`` (new events refused before they were
-    numbered) or ``memory-full`` (the disk fell behind; new events refused).
+    of ``stream`` are gone, but for earlier reports in that range),
+    ``reject-new`` (new events refused before they were numbered) or
+    ``memory-full`` (the disk fell behind; new events refused).
     ``count`` is since the previous report; ``total`` since the outbox opened.
     """
 
@@ -711,16 +712,12 @@ class OutboxWriter:
         await self.close()
 
     async def close(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a shutdown bound
-        """Stop taking events, commit what is buffered (and any last report), stop."""
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        """Commit what is buffered and a last report of what was dropped, stop listening, stop."""
         task, self._task = self._task, None
         if task is None:
             return
         try:
-            self._emit_report(force=True)
-            await asyncio.wait_for(self.flush(), timeout)
+            await asyncio.wait_for(self._final_flush(), timeout)
         except TimeoutError:
             log.error(
                 "outbox: events still in memory at shutdown were not stored",
@@ -730,6 +727,19 @@ class OutboxWriter:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def _final_flush(self) -> None:
+        await self.flush()
+        self._emit_report(force=True)  # still subscribed: the report is stored too
+        await self.flush()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        await self.flush()  # what arrived in between
+        if self._unreported:
+            # Dropped by that very last commit: report it here directly.
+            self._pending.extend(self._emit_report(force=True))
+            await self.flush()
 
     async def flush(self) -> None:
         """Until everything buffered so far is committed."""
@@ -833,11 +843,12 @@ class OutboxWriter:
             return None
         return max(0.0, self._last_report + self.report_interval_s - time.monotonic())
 
-    def _emit_report(self, *, force: bool = False) -> None:
+    def _emit_report(self, *, force: bool = False) -> list[OutboxPolicyApplied]:
+        """Publish what was dropped or refused since the last report (at most once an interval)."""
         if not self._unreported:
-            return
+            return []
         if not force and time.monotonic() - self._last_report < self.report_interval_s:
-            return
+            return []
         self._last_report = time.monotonic()
         now = self._clock()
         reports = []
@@ -874,6 +885,7 @@ class OutboxWriter:
         self.reports += len(reports)
         # Through the bus: the OPC UA server, the metrics and this outbox all see it.
         self.bus.publish(cast(Any, reports))
+        return reports
 
 
 # --------------------------------------------------------------------------- the component
