@@ -76,6 +76,38 @@ class ServiceState(enum.Enum):
 ComponentFactory = Callable[["LineService"], AbstractAsyncContextManager[Any]]
 
 
+def default_components(config: LineConfig) -> list[ComponentFactory]:
+    """The parts ``edge run`` starts besides the actors, in start order.
+
+    The outbox comes first so it sees every event from the first sample on; the
+    order runtime sets ``service.commands`` before the front ends (OPC UA, MQTT)
+    that call it; metrics come last and read everything else.
+    """
+    # Imported here: each pulls in a heavy library (asyncua, aiomqtt, numpy).
+    from edge import (  # noqa: PLC0415
+        metrics,
+        opcua_server,
+        orders_runtime,
+        outbox,
+        qmib,
+    )
+    from edge.mqtt import component as mqtt_component  # noqa: PLC0415
+
+    components: list[ComponentFactory] = []
+    if config.mqtt.enabled or config.qmib.enabled:
+        components.append(outbox.component)
+    components.append(orders_runtime.component)
+    if config.opcua.enabled:
+        components.append(opcua_server.component)
+    if config.mqtt.enabled:
+        components.append(mqtt_component)
+    if config.qmib.enabled:
+        components.append(qmib.component)
+    if config.metrics.enabled:
+        components.append(metrics.component)
+    return components
+
+
 def _machine_key(machine_id: str) -> str:
     return f"machine/{machine_id}"
 
@@ -393,21 +425,6 @@ class LineService:
                 f"  simulator   Modbus TCP {c.simulator.host}:{c.simulator.port} plays the line "
                 f"in-process (seed {c.simulator.seed}); `edge simulate` runs it alone"
             )
-        if c.opcua.enabled:
-            lines.append(
-                f"  OPC UA      {c.opcua.endpoint} (namespace {c.namespace_uri}): "
-                "not served by this version yet"
-            )
-        if c.metrics.enabled:
-            lines.append(
-                f"  metrics     http://{c.metrics.host}:{c.metrics.port}/metrics: "
-                "not served by this version yet"
-            )
-        if c.mqtt.enabled:
-            lines.append(
-                f"  MQTT        {c.mqtt.host}:{c.mqtt.port} prefix {c.mqtt.prefix}/: "
-                "not forwarded by this version yet; events stay at the edge"
-            )
         for component in self.components:
             lines.extend(f"  {line}" for line in getattr(component, "banner", list)())
         lines.append(
@@ -493,7 +510,8 @@ async def serve(config: LineConfig) -> int:
     _install_stop_signals(stop)
     notifier = Notifier()
     try:
-        async with LineService(config, notifier=notifier) as service:
+        components = default_components(config)
+        async with LineService(config, notifier=notifier, components=components) as service:
             for line in service.banner():
                 log.info(line)
             notifier.ready(f"line {config.line.id}: {len(config.machines)} machines")

@@ -918,6 +918,13 @@ class MachineCore:
     def _check_performance(self, window: Window, record: KpiRecord, ts: float) -> None:
         if window.perf_warned or record.performance is None or record.performance <= 1.0:
             return
+        # A window may hold one piece more than its run time allows: the piece in
+        # progress when it began. Only a surplus beyond that piece says the ideal
+        # cycle time is wrong; otherwise every short window would cry wolf.
+        surplus_s = (record.performance - 1.0) * record.run_s
+        slack_s = max(self.params.ideal_cycle_s, self._order_ideal or 0.0)
+        if surplus_s <= slack_s:
+            return
         window.perf_warned = True
         self._events.append(
             Warning(
