@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
 import shutil
 import socket
 import subprocess
@@ -40,6 +41,9 @@ class Broker:
                     # away gets the QoS 1 messages queued for it meanwhile.
                     "persistence true",
                     f"persistence_location {directory}/",
+                    # As root mosquitto would switch to the "mosquitto" user, which may
+                    # not write here; as anyone else this line changes nothing.
+                    f"user {getpass.getuser()}",
                     "max_queued_messages 0",
                     "max_inflight_messages 0",
                     "log_type error",
