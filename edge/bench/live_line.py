@@ -1,0 +1,395 @@
+"""Live line benchmark: 50 simulated machines x 40 points polled every 100 ms (DESIGN.md §7).
+
+Three processes, so each one's cost is its own:
+
+- the simulator (``python -m edge simulate``): a real pymodbus server playing
+  50 ``sim-line`` machines (40 points each, one holding-register block), one
+  Modbus device id per machine;
+- the service under test (``python -m edge.bench.live_line serve CONFIG``): the
+  real :class:`~edge.service.LineService` with its metrics endpoint, one PLC
+  connection per machine polled every 100 ms — sending ``READY=1`` to a
+  notify socket this benchmark owns, as under systemd;
+- this process, which measures: start to ready (spawn to ``READY=1``), then
+  over a few windows the service's CPU time (``/proc/<pid>/stat``) per wall
+  second, its peak resident memory (``VmHWM``), and the poll requests it sent
+  (``edge_plc_requests_total`` from its own ``/metrics``).
+
+Baselines measured in the same run: raw pymodbus reads of the same block from
+the same simulator, back to back on one connection (reads/s, and this
+process's CPU per read), and the start of a bare interpreter that only imports
+the service's modules. Ratios: the service's CPU against raw pymodbus reads at
+the same request rate (how many raw reads' worth of CPU one poll costs, with
+decoding, actors, KPIs and metrics), poll requests/s against raw reads/s, and
+start-to-ready against the bare import.
+
+The service child is this module's ``serve`` command until ``edge run`` serves
+metrics itself (the lead wires components into the CLI); then ``SERVICE_COMMAND``
+becomes ``edge run`` and start-to-ready includes the OPC UA address space.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from actors import loop as actor_loop
+from edge.bench import Figure
+
+MACHINES = 50
+POINTS_PER_MACHINE = 40  # plc_maps/sim-line.toml
+POLL_S = 0.1
+REGISTERS = 56  # sim-line: holding registers 0..55, one block per machine
+WARMUP_S = 3.0
+WINDOW_S = 5.0
+WINDOWS = 3
+RAW_S = 3.0
+READY_TIMEOUT_S = 60.0
+CPU_BAR_PERCENT = 50.0
+RSS_BAR_MB = 200.0
+READY_BAR_S = 5.0
+
+SERVICE_COMMAND = (sys.executable, "-m", "edge.bench.live_line", "serve")
+IMPORT_BASELINE = (sys.executable, "-c", "import edge.service, edge.metrics, edge.plc")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def line_toml(sim_port: int, metrics_port: int, *, simulator: bool) -> str:
+    plcs = "".join(
+        textwrap.dedent(
+            f"""
+            [[plcs]]
+            id = "plc{n:02d}"
+            protocol = "modbus"
+            host = "127.0.0.1"
+            port = {sim_port}
+            poll_interval_s = {POLL_S}
+            timeout_s = 1.0
+            """
+        )
+        for n in range(1, MACHINES + 1)
+    )
+    machines = "".join(
+        textwrap.dedent(
+            f"""
+            [[machines]]
+            id = "M{n:02d}"
+            ideal_cycle_s = {1.0 + (n % 5) * 0.25}
+            plc = "plc{n:02d}"
+            plc_map = "sim-line"
+            unit_id = {n}
+            """
+        )
+        for n in range(1, MACHINES + 1)
+    )
+    header = textwrap.dedent(
+        f"""
+        [line]
+        site = "BENCH"
+        area = "a"
+        id = "L50"
+
+        [calendar]
+        timezone = "UTC"
+        [[calendar.shifts]]
+        name = "All"
+        start = "00:00"
+        end = "00:00"
+
+        [simulator]
+        enabled = {"true" if simulator else "false"}
+        host = "127.0.0.1"
+        port = {sim_port}
+        seed = 3
+
+        [opcua]
+        enabled = false
+        [mqtt]
+        enabled = false
+        [metrics]
+        enabled = true
+        host = "127.0.0.1"
+        port = {metrics_port}
+        [storage]
+        state_dir = "state"
+        """
+    )
+    return header + plcs + machines
+
+
+# ---------------------------------------------------------------------- the service child
+
+
+async def _serve(config_path: Path) -> int:
+    from edge import metrics  # noqa: PLC0415
+    from edge.config import load_config  # noqa: PLC0415
+    from edge.sd_notify import Notifier  # noqa: PLC0415
+    from edge.service import LineService  # noqa: PLC0415
+
+    config = load_config(config_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    notifier = Notifier()
+    async with LineService(config, notifier=notifier, components=[metrics.component]):
+        notifier.ready(f"line {config.line.id}")
+        await stop.wait()
+    notifier.close()
+    return 0
+
+
+# ---------------------------------------------------------------------- measuring
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _memory_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident set size in MB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def _scrape_requests(url: str) -> tuple[float, float]:
+    """(poll requests, poll errors) summed over every PLC, from the service's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    requests = errors = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "edge_plc_requests_total":
+                requests += sample.value
+            elif sample.name == "edge_plc_errors_total":
+                errors += sample.value
+    return requests, errors
+
+
+def _wait_for_port(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"simulator did not listen on {port}") from None
+            time.sleep(0.1)
+
+
+async def _raw_reads(port: int, seconds: float) -> tuple[float, float]:
+    """(reads/s, CPU seconds per read) of back-to-back pymodbus reads on one connection."""
+    from pymodbus.client import AsyncModbusTcpClient  # noqa: PLC0415
+
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2.0, reconnect_delay=0)
+    await client.connect()
+    try:
+        reads = 0
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        deadline = t0 + seconds
+        while time.perf_counter() < deadline:
+            device = reads % MACHINES + 1
+            response = await client.read_holding_registers(0, count=REGISTERS, device_id=device)
+            if response.isError():
+                raise RuntimeError(f"raw read failed: {response}")
+            reads += 1
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+    finally:
+        client.close()
+    return reads / elapsed, cpu / reads
+
+
+def _import_baseline_s() -> float:
+    def once() -> float:
+        start = time.perf_counter()
+        subprocess.run(IMPORT_BASELINE, check=True, timeout=60)
+        return time.perf_counter() - start
+
+    return statistics.median(once() for _ in range(3))
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class _NotifySocket:
+    def __init__(self) -> None:
+        self.name = f"edge-bench-{uuid.uuid4().hex}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name)
+
+    def wait_ready(self, process: subprocess.Popen[bytes], timeout_s: float) -> float:
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            if process.poll() is not None:
+                raise RuntimeError(f"the service exited with {process.returncode} before READY=1")
+            self.sock.settimeout(min(left, 0.5))
+            with contextlib.suppress(TimeoutError):
+                if "READY=1" in self.sock.recv(4096).decode().split("\n"):
+                    return time.perf_counter()
+        raise RuntimeError(f"no READY=1 within {timeout_s} s")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _measure(work: Path) -> dict[str, float]:
+    sim_port, metrics_port = _free_port(), _free_port()
+    sim_config = work / "sim.toml"
+    sim_config.write_text(line_toml(sim_port, metrics_port, simulator=True), encoding="utf-8")
+    service_config = work / "line.toml"
+    service_config.write_text(line_toml(sim_port, metrics_port, simulator=False), encoding="utf-8")
+    env = {**os.environ}
+    env.pop("NOTIFY_SOCKET", None)
+    env.pop("WATCHDOG_USEC", None)
+    log = (work / "service.log").open("wb")
+    simulator = subprocess.Popen(
+        [sys.executable, "-m", "edge", "simulate", "--config", str(sim_config)],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    notify = _NotifySocket()
+    service: subprocess.Popen[bytes] | None = None
+    try:
+        _wait_for_port(sim_port, 30)
+        raw_rate, raw_cpu_per_read = actor_loop.run(_raw_reads(sim_port, RAW_S))
+        import_s = _import_baseline_s()
+
+        started = time.perf_counter()
+        service = subprocess.Popen(
+            [*SERVICE_COMMAND, str(service_config)],
+            cwd=work,
+            env={**env, "NOTIFY_SOCKET": "@" + notify.name},
+            stdout=log,
+            stderr=log,
+        )
+        ready_s = notify.wait_ready(service, READY_TIMEOUT_S) - started
+        time.sleep(WARMUP_S)
+
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        cpu_percent, request_rates, error_rates = [], [], []
+        for _ in range(WINDOWS):
+            cpu0, (req0, err0), t0 = _cpu_seconds(service.pid), _scrape_requests(url), time.time()
+            time.sleep(WINDOW_S)
+            cpu1, (req1, err1), t1 = _cpu_seconds(service.pid), _scrape_requests(url), time.time()
+            cpu_percent.append(100.0 * (cpu1 - cpu0) / (t1 - t0))
+            request_rates.append((req1 - req0) / (t1 - t0))
+            error_rates.append((err1 - err0) / (t1 - t0))
+        rss_now, rss_peak = _memory_mb(service.pid)
+    finally:
+        if service is not None:
+            _stop(service)
+        _stop(simulator)
+        notify.close()
+        log.close()
+    return {
+        "raw_rate": raw_rate,
+        "raw_cpu_per_read": raw_cpu_per_read,
+        "import_s": import_s,
+        "ready_s": ready_s,
+        "cpu_percent": statistics.median(cpu_percent),
+        "request_rate": statistics.median(request_rates),
+        "error_rate": statistics.median(error_rates),
+        "rss_now": rss_now,
+        "rss_peak": rss_peak,
+    }
+
+
+def run() -> list[Figure]:
+    with tempfile.TemporaryDirectory(prefix="edge-bench-live-") as tmp:
+        m = _measure(Path(tmp))
+    rate = m["request_rate"]
+    expected = MACHINES / POLL_S
+    raw_cpu_percent = 100.0 * m["raw_cpu_per_read"] * rate
+    setup = f"{MACHINES} machines x {POINTS_PER_MACHINE} points, one PLC each, {POLL_S:g} s polls"
+    return [
+        Figure(
+            name="live line: service CPU",
+            value=m["cpu_percent"],
+            unit="% of one core",
+            bar=f"<= {CPU_BAR_PERCENT:.0f} %",
+            meets_bar=m["cpu_percent"] <= CPU_BAR_PERCENT,
+            baseline_name="raw pymodbus reads at the same rate",
+            baseline_value=raw_cpu_percent,
+            ratio=m["cpu_percent"] / raw_cpu_percent if raw_cpu_percent > 0 else None,
+            note=f"{setup}; median of {WINDOWS} x {WINDOW_S:g} s windows; simulator in its own "
+            "process",
+        ),
+        Figure(
+            name="live line: service RSS (peak)",
+            value=m["rss_peak"],
+            unit="MB",
+            bar=f"<= {RSS_BAR_MB:.0f} MB",
+            meets_bar=m["rss_peak"] <= RSS_BAR_MB,
+            note=f"VmHWM; {m['rss_now']:.0f} MB resident at the end",
+        ),
+        Figure(
+            name="live line: poll requests/s",
+            value=rate,
+            unit="requests/s",
+            bar=f"~{expected:.0f} ({MACHINES} x {1 / POLL_S:g}/s)",
+            meets_bar=rate >= 0.95 * expected and m["error_rate"] == 0,
+            baseline_name="raw pymodbus reads/s, one connection",
+            baseline_value=m["raw_rate"],
+            ratio=rate / m["raw_rate"] if m["raw_rate"] > 0 else None,
+            note=f"{m['error_rate']:.1f} failed polls/s; "
+            "counted by the service's edge_plc_requests_total",
+        ),
+        Figure(
+            name="start to ready (50 machines)",
+            value=m["ready_s"],
+            unit="s",
+            bar=f"<= {READY_BAR_S:g} s",
+            meets_bar=m["ready_s"] <= READY_BAR_S,
+            baseline_name="python start + import of the service",
+            baseline_value=m["import_s"],
+            ratio=m["ready_s"] / m["import_s"] if m["import_s"] > 0 else None,
+            note="spawn to READY=1 on the notify socket; no OPC UA address space yet (issue 6)",
+        ),
+    ]
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) == 2 and argv[0] == "serve":
+        return actor_loop.run(_serve(Path(argv[1])))
+    print("usage: python -m edge.bench.live_line serve CONFIG   (the benchmark's service child)")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
