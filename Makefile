@@ -20,7 +20,9 @@ run: $(STAMP)
 	$(BIN)/edge run $(if $(CONFIG),--config $(CONFIG))
 
 # Test-time servers: mosquitto (MQTT) is installed from apt when running as root.
-test-servers:
+# promtool (for `promtool check metrics`) comes from Debian's prometheus package,
+# unpacked into $(BIN) rather than installed, so no Prometheus server is set up.
+test-servers: $(STAMP)
 	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing mosquitto (test-time MQTT broker) via apt-get"; \
@@ -29,6 +31,16 @@ test-servers:
 	  else \
 	    echo "mosquitto not found: install it (e.g. 'sudo apt-get install mosquitto'); MQTT tests will be skipped"; \
 	  fi; }
+	@command -v promtool >/dev/null 2>&1 || test -x $(BIN)/promtool || { \
+	  tmp=$$(mktemp -d); \
+	  if command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then \
+	    echo "fetching promtool (Debian package prometheus, unpacked into $(BIN))"; \
+	    (cd $$tmp && (apt-get download prometheus >/dev/null 2>&1 || \
+	      ([ "$$(id -u)" = 0 ] && apt-get update -qq >/dev/null && apt-get download prometheus >/dev/null 2>&1))) && \
+	    dpkg-deb -x $$tmp/prometheus_*.deb $$tmp/root && cp $$tmp/root/usr/bin/promtool $(BIN)/promtool; \
+	  fi; \
+	  rm -rf $$tmp; \
+	  test -x $(BIN)/promtool || echo "promtool not found: the 'promtool check metrics' test will be skipped"; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check edge actors tests
