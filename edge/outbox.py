@@ -335,7 +335,14 @@ class Outbox:
         return (last - accepted + 1, last) if accepted else (0, -1)
 
     async def append_entries(self, entries: Sequence[Entry]) -> _AppendOutcome:
-        """One group commit of ``(stream, type, packed data, exempt)`` entries, in order."""
+        """One group commit of ``(stream, type, packed data, exempt)`` entries, in order.
+
+        Shielded: a caller cancelled mid-commit does not leave the figures in memory
+        behind what the file holds.
+        """
+        return await asyncio.shield(self._append_entries(entries))
+
+    async def _append_entries(self, entries: Sequence[Entry]) -> _AppendOutcome:
         async with self._lock:
             db = self._conn()
             now = time.time()
@@ -549,7 +556,13 @@ class Outbox:
                 raise StateStoreError(f"cannot record batch plans in {self.path}: {exc}") from exc
 
     async def acknowledge(self, stream: str, upto_seq: int) -> int:
-        """Delete delivered rows (seq <= ``upto_seq``) and their plans; returns rows deleted."""
+        """Delete delivered rows (seq <= ``upto_seq``) and their plans; returns rows deleted.
+
+        Shielded like :meth:`append_entries`.
+        """
+        return await asyncio.shield(self._acknowledge(stream, upto_seq))
+
+    async def _acknowledge(self, stream: str, upto_seq: int) -> int:
         async with self._lock:
             db = self._conn()
             try:
@@ -771,37 +784,60 @@ class OutboxWriter:
     # -- the writer task ----------------------------------------------------------------
 
     async def _run(self) -> None:
+        # Two stages: while one chunk is being committed (in aiosqlite's thread),
+        # the next one is encoded here. Events leave the buffer only once committed.
         retry_s = 0.1
-        while True:
-            if not self._pending:
+        commit: asyncio.Task[_AppendOutcome] | None = None
+        committing = 0  # events at the head of the buffer that `commit` is storing
+        try:
+            while True:
+                prepared: tuple[int, list[Entry]] | None = None
+                if len(self._pending) > committing:
+                    self._idle.clear()
+                    taken = list(
+                        itertools.islice(self._pending, committing, committing + COMMIT_MAX_EVENTS)
+                    )
+                    prepared = (len(taken), self._entries(taken))
+                if commit is not None:
+                    try:
+                        outcome = await commit
+                    except StateStoreError as exc:
+                        if self.outbox.state is not OutboxState.OPEN:
+                            raise
+                        # Keep the events and retry: nothing taken from the bus is dropped.
+                        self._outage.failed(exc)
+                        commit, committing = None, 0
+                        await asyncio.sleep(retry_s)
+                        retry_s = min(retry_s * 2, 5.0)
+                        continue
+                    retry_s = 0.1
+                    self._outage.recovered()
+                    for _ in range(committing):
+                        self._pending.popleft()
+                    commit, committing = None, 0
+                    self._note_outcome(outcome)
+                    self._emit_report()
+                if prepared is not None:
+                    committing = prepared[0]
+                    commit = asyncio.ensure_future(self.outbox.append_entries(prepared[1]))
+                    continue
+                if self._pending:
+                    continue
                 self._idle.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._report_due_in())
                 self._wake.clear()
                 self._emit_report()
-                continue
-            self._idle.clear()
-            taken = list(itertools.islice(self._pending, COMMIT_MAX_EVENTS))
-            entries = self._entries(taken)
-            try:
-                outcome = await self.outbox.append_entries(entries)
-            except StateStoreError as exc:
-                if self.outbox.state is not OutboxState.OPEN:
-                    raise
-                # Keep the events and retry: nothing taken from the bus is dropped here.
-                self._outage.failed(exc)
-                await asyncio.sleep(retry_s)
-                retry_s = min(retry_s * 2, 5.0)
-                continue
-            retry_s = 0.1
-            self._outage.recovered()
-            for _ in range(len(taken)):
-                self._pending.popleft()
-            for stream, (count, first, last) in outcome.dropped.items():
-                self._note(stream, CapPolicy.DROP_OLDEST.value, count, first, last)
-            for stream, count in outcome.rejected.items():
-                self._note(stream, CapPolicy.REJECT_NEW.value, count, None, None)
-            self._emit_report()
+        finally:
+            if commit is not None:
+                commit.cancel()
+                await asyncio.gather(commit, return_exceptions=True)
+
+    def _note_outcome(self, outcome: _AppendOutcome) -> None:
+        for stream, (count, first, last) in outcome.dropped.items():
+            self._note(stream, CapPolicy.DROP_OLDEST.value, count, first, last)
+        for stream, count in outcome.rejected.items():
+            self._note(stream, CapPolicy.REJECT_NEW.value, count, None, None)
 
     def _entries(self, events: Sequence[object]) -> list[Entry]:
         entries: list[Entry] = []
