@@ -509,7 +509,7 @@ class Outbox:
                 "ORDER BY seq LIMIT ?",
                 (stream, after_seq, limit),
             ) as cursor:
-                async for seq, created, payload in cursor:
+                for seq, created, payload in await cursor.fetchall():
                     if max_bytes is not None and rows and total + len(payload) > max_bytes:
                         break
                     rows.append(OutboxRow(seq, created, payload))
@@ -658,9 +658,9 @@ class Outbox:
 
 
 async def _rows(db: aiosqlite.Connection, query: str, params: Sequence[Any] = ()) -> Any:
-    async with db.execute(query, params) as cursor:
-        async for row in cursor:
-            yield row
+    # fetchall: one hop to aiosqlite's thread, not one per row (async iteration).
+    for row in await db.execute_fetchall(query, params):
+        yield row
 
 
 # --------------------------------------------------------------------------- the bus side
