@@ -999,6 +999,24 @@ class OutboxComponent:
     def statistics(self) -> OutboxStatistics:
         return statistics_of(self.outbox, self.writer)
 
+    def metric_values(self) -> dict[str, float | int | bool | None]:
+        """For edge.metrics (its MetricsSource protocol): the outbox's figures."""
+        streams = self.outbox.stream_statistics().values()
+        ages = [s.oldest_age_s for s in streams if s.oldest_age_s is not None]
+        size = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                size += Path(f"{self.outbox.path}{suffix}").stat().st_size
+        return {
+            "outbox_depth": sum(s.depth for s in streams),
+            "outbox_oldest_age_s": max(ages) if ages else 0.0,
+            "outbox_size_bytes": size,
+            "outbox_appended": self.outbox.appended,
+            "outbox_dropped": self.outbox.dropped,
+            # Refused by the disk cap (reject-new) or, the disk stalled, by the memory bound.
+            "outbox_rejected": self.outbox.rejected + self.writer.refused_memory,
+        }
+
     def banner(self) -> list[str]:
         o = self.outbox
         return [

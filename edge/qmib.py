@@ -127,6 +127,7 @@ class QmibStatistics:
     client_errors: int  # 4xx answers other than 401/403
     auth_failures: int  # 401/403 answers
     connection_errors: int  # timeouts, refused connections
+    gave_up: int  # requests that failed after every retry (5xx, connection errors)
     delivered: int  # batch records QMIB took
     rejected_records: int  # batch records set aside (4xx)
     pending: int  # batch records waiting in the outbox
@@ -165,6 +166,7 @@ class QmibClient:
         self.client_errors = 0
         self.auth_failures = 0
         self.connection_errors = 0
+        self.gave_up = 0
         self.last_error: str | None = None
 
     async def __aenter__(self) -> Self:
@@ -304,6 +306,7 @@ class QmibClient:
                 problem = f"HTTP {status} {response.reason_phrase}"
                 retry_after = _retry_after(response)
             if attempt == attempts:
+                self.gave_up += 1
                 raise self._failed(
                     QmibUnavailableError(
                         f"QMIB unavailable for {method} {path} after {attempts} attempt"
@@ -350,6 +353,7 @@ class QmibClient:
             client_errors=self.client_errors,
             auth_failures=self.auth_failures,
             connection_errors=self.connection_errors,
+            gave_up=self.gave_up,
             delivered=0,
             rejected_records=0,
             pending=0,
@@ -528,6 +532,18 @@ class QmibComponent:
                 "pending": delivery.outbox.depth(delivery.stream),
             }
         )
+
+    def metric_values(self) -> dict[str, float | int | bool | None]:
+        """For edge.metrics (its MetricsSource protocol)."""
+        if not self.config.enabled:
+            return {}
+        client = self.client
+        return {
+            "qmib_requests_succeeded": client.successes,
+            "qmib_requests_failed": client.gave_up,
+            "qmib_requests_rejected": client.client_errors + client.auth_failures,
+            "qmib_request_retries": client.retries,
+        }
 
     def banner(self) -> list[str]:
         if not self.config.enabled:

@@ -409,6 +409,20 @@ class MqttComponent:
             last_error=self.last_error,
         )
 
+    def metric_values(self) -> dict[str, float | int | bool | None]:
+        """For edge.metrics (its MetricsSource protocol)."""
+        if self.state is MqttState.DISABLED:
+            return {}
+        forwarder = self.forwarder
+        return {
+            "mqtt_connected": self._connected.is_set(),
+            "mqtt_published_batches": forwarder.batches_sent if forwarder else 0,
+            "mqtt_published_events": forwarder.events_sent if forwarder else 0,
+            "mqtt_reconnects": max(self.connects - 1, 0),
+            "mqtt_commands_accepted": self.commands.accepted,
+            "mqtt_commands_rejected": self.commands.rejected,
+        }
+
     def banner(self) -> list[str]:
         if self.state is not MqttState.RUNNING:
             return []

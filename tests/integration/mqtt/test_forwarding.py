@@ -16,6 +16,7 @@ import pytest
 
 import edge.mqtt
 import edge.outbox
+from edge.metrics import component_values
 from edge.outbox import EVENTS_STREAM, OutboxComponent, OutboxPolicyApplied
 from edge.service import LineService
 from edge.wire import decode_kpi_snapshot, decode_status
@@ -57,6 +58,7 @@ async def test_events_arrive_decoded_in_order_with_birth_death_and_kpis(
             recorder, outbox, mqtt = _parts(service)
             await received.until(tail, lambda r: r.last_seq >= 40, 15, "40 events")
             statistics = mqtt.statistics()
+            metrics = component_values(service.components)
         # Stopped cleanly: everything the outbox stored was sent before the disconnect
         # or waits in the outbox for the next start; none is lost either way.
         last_stored = outbox.outbox.last_seq(EVENTS_STREAM)
@@ -69,6 +71,11 @@ async def test_events_arrive_decoded_in_order_with_birth_death_and_kpis(
         )
 
     assert statistics.connected and statistics.protocol == "5"
+    # What /metrics shows (edge.metrics reads the components' metric_values()).
+    assert metrics["mqtt_connected"] == 1.0
+    assert metrics["mqtt_published_events"] == statistics.forwarder.events_sent > 0
+    assert metrics["outbox_appended"] >= metrics["mqtt_published_events"]
+    assert metrics["outbox_size_bytes"] > 0 and metrics["mqtt_reconnects"] == 0
     assert received.harmful() == [] and received.errors == []
     seqs = [e.seq for e in received.events]
     assert seqs == list(range(1, len(seqs) + 1)), "sequence numbers 1, 2, 3, ... in order"
@@ -198,6 +205,7 @@ async def test_disk_cap_reached_while_the_broker_is_down_drops_oldest_and_report
             await outbox.writer.flush()
             stats = outbox.statistics()
             assert stats.dropped > 0 and stats.reports >= 1
+            assert component_values(service.components)["outbox_dropped"] == stats.dropped
             assert stats.bytes <= 8192
             broker.start()
             await received.until(

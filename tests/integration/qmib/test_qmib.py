@@ -21,6 +21,7 @@ import edge.outbox
 import edge.qmib
 from edge.commands import OrderSpec
 from edge.config import QmibConfig, load_config
+from edge.metrics import component_values
 from edge.orders_runtime import component as orders_component
 from edge.outbox import QMIB_STREAM, OutboxComponent
 from edge.qmib import (
@@ -205,9 +206,13 @@ async def test_qmib_down_then_back_the_batch_record_is_delivered(
         try:
             await _wait(lambda: qmib_component.statistics().delivered == 1, 10, "delivery")
             assert outbox.depth(QMIB_STREAM) == 0
+            metrics = component_values(service.components)
         finally:
             await qmib.stop()
 
+    assert metrics["qmib_requests_succeeded"] == 1
+    assert metrics["qmib_requests_failed"] >= 1, "attempts that gave up while QMIB was down"
+    assert metrics["qmib_request_retries"] >= 1 and metrics["qmib_requests_rejected"] == 0
     (post,) = qmib.seen("POST", "/api/batch-records")
     body = post.json()
     assert body["type"] == "BatchRecordCompleted" and body["seq"] == 1
