@@ -394,6 +394,7 @@ async def _tail(
         except TimeoutError:
             print(f"# cannot connect: {consumer.last_error or 'timed out'}", file=err)
             return EXIT_NO_BROKER
+        print("# connected", file=err, flush=True)
         while args.count is None or events < args.count:
             try:
                 message = await consumer.next_message(args.timeout)
@@ -457,3 +458,7 @@ def _short(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return "-" if value is None else str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(tail_main())

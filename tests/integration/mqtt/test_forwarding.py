@@ -70,6 +70,9 @@ async def test_events_arrive_decoded_in_order_with_birth_death_and_kpis(
             tail, lambda r: any(s["status"] == "offline" for s in r.statuses), 5, "offline"
         )
 
+    # A clean stop loses nothing: the machines drained their mailboxes while the
+    # outbox still listened, so every event the line published was stored.
+    assert outbox.outbox.last_seq(EVENTS_STREAM) == len(recorder.events)
     assert statistics.connected and statistics.protocol == "5"
     # What /metrics shows (edge.metrics reads the components' metric_values()).
     assert metrics["mqtt_connected"] == 1.0
