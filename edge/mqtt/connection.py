@@ -137,6 +137,6 @@ def describe(exc: BaseException) -> str:
     """A one-line reason for a log line (aiomqtt messages are terse)."""
     text = str(exc) or type(exc).__name__
     cause = exc.__cause__ or exc.__context__
-    if isinstance(exc, aiomqtt.MqttError) and cause is not None and str(cause):
+    if isinstance(exc, aiomqtt.MqttError) and cause is not None and str(cause) not in text:
         text = f"{text} ({cause})"
     return text
