@@ -138,7 +138,7 @@ import logging
 import math
 import platform
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
@@ -291,18 +291,29 @@ def _number(value: object) -> float | None:
     return None
 
 
-def component_values(components: Sequence[object]) -> dict[str, float]:
-    """Catalogue key -> value from the components that provide one (first one wins)."""
+def component_values(
+    components: Sequence[object], on_error: Callable[[object, Exception], None] | None = None
+) -> dict[str, float]:
+    """Catalogue key -> value from the components that provide one (first one wins).
+
+    A component whose ``metric_values()``/``statistics()`` raises is skipped
+    (``on_error`` hears about it): one broken component must not fail the scrape.
+    """
     values: dict[str, float] = {}
     for item in components:
         found: Iterable[tuple[str, object]]
-        if isinstance(item, MetricsSource):
-            found = item.metric_values().items()
-        else:
-            statistics = getattr(item, "statistics", None)
-            if not callable(statistics):
-                continue
-            found = _flatten(statistics())
+        try:
+            if isinstance(item, MetricsSource):
+                found = list(item.metric_values().items())
+            else:
+                statistics = getattr(item, "statistics", None)
+                if not callable(statistics):
+                    continue
+                found = list(_flatten(statistics()))
+        except Exception as exc:
+            if on_error is not None:
+                on_error(item, exc)
+            continue
         for key, value in found:
             number = _number(value)
             if key in COMPONENT_METRICS and key not in values and number is not None:
@@ -439,13 +450,17 @@ class Readiness:
         return json.dumps({"ready": self.ready, "checks": dict(self.checks)}, indent=1).encode()
 
 
-def _component_ready(item: object) -> bool | None:
-    ready = getattr(item, "ready", None)
-    if ready is None:
-        return None
-    if callable(ready):
-        ready = ready()
-    return bool(ready)
+def _component_ready(item: object) -> str | None:
+    """ "ok", why not, or None when the component does not say."""
+    try:
+        ready = getattr(item, "ready", None)
+        if ready is None:
+            return None
+        if callable(ready):
+            ready = ready()
+    except Exception as exc:
+        return f"readiness check failed: {exc!r}"
+    return "ok" if ready else "not ready"
 
 
 # ---------------------------------------------------------------------- the collector
@@ -540,6 +555,7 @@ class LineMetrics(Collector):
         self._refresh_lock = asyncio.Lock()
         self._status_outage = OutageLog(log, "machine status for metrics", line=self.line)
         self._latency_seen: dict[str, int] = {}
+        self._component_outages: dict[int, OutageLog] = {}
         self.poll_duration: dict[str, LatencyHistogram] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(namespace=PREFIX, registry=self.registry)
@@ -624,7 +640,7 @@ class LineMetrics(Collector):
         for item in service.components:
             ready = _component_ready(item)
             if ready is not None:
-                checks[f"component {type(item).__name__}"] = "ok" if ready else "not ready"
+                checks[f"component {type(item).__name__}"] = ready
         return Readiness(all(v == "ok" for v in checks.values()), checks)
 
     def alive(self) -> bool:
@@ -821,6 +837,14 @@ class LineMetrics(Collector):
                 else:
                     f.counter(name, text, value, plc=plc)
 
+    def _component_failed(self, item: object, exc: Exception) -> None:
+        outage = self._component_outages.get(id(item))
+        if outage is None:
+            name = type(item).__name__
+            outage = OutageLog(log, f"metrics of component {name}", component=name)
+            self._component_outages[id(item)] = outage
+        outage.failed(repr(exc))
+
     def _collect_poll_durations(self) -> Iterator[Metric]:
         if not self.poll_duration:
             return
@@ -834,7 +858,7 @@ class LineMetrics(Collector):
         yield family
 
     def _collect_components(self, f: _Families) -> None:
-        values = component_values(self._service.components)
+        values = component_values(self._service.components, self._component_failed)
         for key, metric in COMPONENT_METRICS.items():
             value = values.get(key)
             if value is None:

@@ -589,6 +589,37 @@ class Server(FakeComponent):
         return bool(self.is_ready)
 
 
+class Broken(FakeComponent):
+    def statistics(self) -> object:
+        raise RuntimeError("statistics bug")
+
+    @property
+    def ready(self) -> bool:
+        raise RuntimeError("readiness bug")
+
+
+async def test_a_broken_component_does_not_break_the_scrape(
+    tmp_path: Path, free_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = write_config(tmp_path, hand_line_toml(free_port))
+    working = FakeComponent(stats={"mqtt_connected": False})
+    components = [metrics_factory(free_port), lambda s: Broken(), lambda s: working]
+    async with (
+        LineService(config, components=components) as service,
+        httpx.AsyncClient() as client,
+    ):
+        base = service.components[0].url
+        for _ in range(2):
+            response = await client.get(base + "/metrics")
+            assert response.status_code == 200
+            assert parse(response.text).value("edge_mqtt_connected") == 0.0
+        ready = await client.get(base + "/readyz")
+    assert ready.status_code == 503
+    assert "readiness bug" in ready.json()["checks"]["component Broken"]
+    logged = [r for r in caplog.records if "statistics bug" in r.getMessage()]
+    assert len(logged) == 1  # once, not per scrape
+
+
 async def test_readyz_and_healthz(tmp_path: Path, free_port: int) -> None:
     base = f"http://127.0.0.1:{free_port}"
     # A component started after the metrics endpoint asks /readyz while the
