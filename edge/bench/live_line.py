@@ -5,10 +5,10 @@ Three processes, so each one's cost is its own:
 - the simulator (``python -m edge simulate``): a real pymodbus server playing
   50 ``sim-line`` machines (40 points each, one holding-register block), one
   Modbus device id per machine;
-- the service under test (``python -m edge.bench.live_line serve CONFIG``): the
-  real :class:`~edge.service.LineService` with its metrics endpoint, one PLC
-  connection per machine polled every 100 ms — sending ``READY=1`` to a
-  notify socket this benchmark owns, as under systemd;
+- the service under test, ``python -m edge run --config ...`` as systemd
+  starts it, with its OPC UA server and metrics endpoint on and one PLC
+  connection per machine polled every 100 ms; it sends ``READY=1`` to a notify
+  socket this benchmark owns;
 - this process, which measures: start to ready (spawn to ``READY=1``), then
   over a few windows the service's CPU time (``/proc/<pid>/stat``) per wall
   second, its peak resident memory (``VmHWM``), and the poll requests it sent
@@ -21,15 +21,10 @@ the service's modules. Ratios: the service's CPU against raw pymodbus reads at
 the same request rate (how many raw reads' worth of CPU one poll costs, with
 decoding, actors, KPIs and metrics), poll requests/s against raw reads/s, and
 start-to-ready against the bare import.
-
-The service child is this module's ``serve`` command until ``edge run`` serves
-metrics itself (the lead wires components into the CLI); then ``SERVICE_COMMAND``
-becomes ``edge run`` and start-to-ready includes the OPC UA address space.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -42,7 +37,6 @@ import textwrap
 import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 
 from actors import loop as actor_loop
@@ -61,8 +55,13 @@ CPU_BAR_PERCENT = 50.0
 RSS_BAR_MB = 200.0
 READY_BAR_S = 5.0
 
-SERVICE_COMMAND = (sys.executable, "-m", "edge.bench.live_line", "serve")
-IMPORT_BASELINE = (sys.executable, "-c", "import edge.service, edge.metrics, edge.plc")
+SERVICE_COMMAND = (sys.executable, "-m", "edge", "run", "--config")
+# What `edge run` imports for this config (the service, its PLC sources and components).
+IMPORT_BASELINE = (
+    sys.executable,
+    "-c",
+    "import edge.service, edge.plc, edge.metrics, edge.orders_runtime, edge.opcua_server",
+)
 
 
 def _free_port() -> int:
@@ -72,7 +71,7 @@ def _free_port() -> int:
         return port
 
 
-def line_toml(sim_port: int, metrics_port: int, *, simulator: bool) -> str:
+def line_toml(sim_port: int, metrics_port: int, opcua_port: int, *, simulator: bool) -> str:
     plcs = "".join(
         textwrap.dedent(
             f"""
@@ -121,7 +120,9 @@ def line_toml(sim_port: int, metrics_port: int, *, simulator: bool) -> str:
         seed = 3
 
         [opcua]
-        enabled = false
+        enabled = true
+        endpoint = "opc.tcp://127.0.0.1:{opcua_port}/edge/"
+        security_none = true
         [mqtt]
         enabled = false
         [metrics]
@@ -133,27 +134,6 @@ def line_toml(sim_port: int, metrics_port: int, *, simulator: bool) -> str:
         """
     )
     return header + plcs + machines
-
-
-# ---------------------------------------------------------------------- the service child
-
-
-async def _serve(config_path: Path) -> int:
-    from edge import metrics  # noqa: PLC0415
-    from edge.config import load_config  # noqa: PLC0415
-    from edge.sd_notify import Notifier  # noqa: PLC0415
-    from edge.service import LineService  # noqa: PLC0415
-
-    config = load_config(config_path)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    notifier = Notifier()
-    async with LineService(config, notifier=notifier, components=[metrics.component]):
-        notifier.ready(f"line {config.line.id}")
-        await stop.wait()
-    notifier.close()
-    return 0
 
 
 # ---------------------------------------------------------------------- measuring
@@ -175,20 +155,17 @@ def _memory_mb(pid: int) -> tuple[float, float]:
     return values["VmRSS"], values["VmHWM"]
 
 
-def _scrape_requests(url: str) -> tuple[float, float]:
-    """(poll requests, poll errors) summed over every PLC, from the service's /metrics."""
+def _scrape(url: str) -> dict[str, float]:
+    """Sample name -> value summed over labels, from the service's /metrics."""
     from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
 
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
-    requests = errors = 0.0
+    sums: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "edge_plc_requests_total":
-                requests += sample.value
-            elif sample.name == "edge_plc_errors_total":
-                errors += sample.value
-    return requests, errors
+            sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+    return sums
 
 
 def _wait_for_port(port: int, timeout_s: float) -> None:
@@ -267,11 +244,12 @@ class _NotifySocket:
 
 
 def _measure(work: Path) -> dict[str, float]:
-    sim_port, metrics_port = _free_port(), _free_port()
+    ports = (_free_port(), _free_port(), _free_port())
+    sim_port, metrics_port = ports[0], ports[1]
     sim_config = work / "sim.toml"
-    sim_config.write_text(line_toml(sim_port, metrics_port, simulator=True), encoding="utf-8")
+    sim_config.write_text(line_toml(*ports, simulator=True), encoding="utf-8")
     service_config = work / "line.toml"
-    service_config.write_text(line_toml(sim_port, metrics_port, simulator=False), encoding="utf-8")
+    service_config.write_text(line_toml(*ports, simulator=False), encoding="utf-8")
     env = {**os.environ}
     env.pop("NOTIFY_SOCKET", None)
     env.pop("WATCHDOG_USEC", None)
@@ -302,14 +280,20 @@ def _measure(work: Path) -> dict[str, float]:
         time.sleep(WARMUP_S)
 
         url = f"http://127.0.0.1:{metrics_port}/metrics"
-        cpu_percent, request_rates, error_rates = [], [], []
+        cpu_percent: list[float] = []
+        request_rates: list[float] = []
+        error_rates: list[float] = []
+        opcua_nodes = _scrape(url).get("edge_opcua_nodes", -1.0)
         for _ in range(WINDOWS):
-            cpu0, (req0, err0), t0 = _cpu_seconds(service.pid), _scrape_requests(url), time.time()
+            cpu0, before, t0 = _cpu_seconds(service.pid), _scrape(url), time.time()
             time.sleep(WINDOW_S)
-            cpu1, (req1, err1), t1 = _cpu_seconds(service.pid), _scrape_requests(url), time.time()
+            cpu1, after, t1 = _cpu_seconds(service.pid), _scrape(url), time.time()
             cpu_percent.append(100.0 * (cpu1 - cpu0) / (t1 - t0))
-            request_rates.append((req1 - req0) / (t1 - t0))
-            error_rates.append((err1 - err0) / (t1 - t0))
+            for rates, name in (
+                (request_rates, "edge_plc_requests_total"),
+                (error_rates, "edge_plc_errors_total"),
+            ):
+                rates.append((after.get(name, 0.0) - before.get(name, 0.0)) / (t1 - t0))
         rss_now, rss_peak = _memory_mb(service.pid)
     finally:
         if service is not None:
@@ -327,6 +311,7 @@ def _measure(work: Path) -> dict[str, float]:
         "error_rate": statistics.median(error_rates),
         "rss_now": rss_now,
         "rss_peak": rss_peak,
+        "opcua_nodes": opcua_nodes,
     }
 
 
@@ -379,17 +364,12 @@ def run() -> list[Figure]:
             baseline_name="python start + import of the service",
             baseline_value=m["import_s"],
             ratio=m["ready_s"] / m["import_s"] if m["import_s"] > 0 else None,
-            note="spawn to READY=1 on the notify socket; no OPC UA address space yet (issue 6)",
+            note="spawn of `edge run` to READY=1 on the notify socket (a first start: the "
+            "OPC UA certificate is created too); OPC UA server with "
+            + (
+                f"{m['opcua_nodes']:,.0f} nodes"
+                if m["opcua_nodes"] >= 0
+                else "an address space of unreported size"
+            ),
         ),
     ]
-
-
-def main(argv: Sequence[str]) -> int:
-    if len(argv) == 2 and argv[0] == "serve":
-        return actor_loop.run(_serve(Path(argv[1])))
-    print("usage: python -m edge.bench.live_line serve CONFIG   (the benchmark's service child)")
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
