@@ -1,8 +1,8 @@
 """``kill -9`` of the service while the broker is down: the backlog survives and is delivered.
 
-Runs ``python -m edge run --config ...`` as a subprocess. While ``edge run``
-does not wire the outbox and MQTT components yet (the lead wires them), the
-test runs the same service through ``tests.integration.mqtt.line_runner``.
+Runs ``python -m edge run --config ...`` as a subprocess, kills it with SIGKILL
+while the broker is down, starts it again and follows the sequence at an MQTT
+consumer with a persistent session.
 """
 
 from __future__ import annotations
@@ -28,16 +28,15 @@ _LAST_BANNER_LINE = "status      a line per machine"
 class EdgeProcess:
     """The line service in a child process; its log goes to a file we read."""
 
-    def __init__(self, config: Path, log: Path, module: str) -> None:
+    def __init__(self, config: Path, log: Path) -> None:
         root = str(Path(__file__).resolve().parents[3])
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": root}
         env.pop("NOTIFY_SOCKET", None)
-        args = ["run"] if module == "edge" else []
         self.log = log
         self._log_file = log.open("ab")
         self._start = self._log_file.tell()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args, "--config", str(config)],
+            [sys.executable, "-m", "edge", "run", "--config", str(config)],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             env=env,
@@ -68,15 +67,10 @@ class EdgeProcess:
 
 
 def start_edge(config: Path, log: Path) -> EdgeProcess:
-    """``edge run`` when it forwards to MQTT, else the test runner of the same service."""
-    edge = EdgeProcess(config, log, "edge")
-    text = edge.banner()
-    if "events on edge/T/L1/events" in text:
-        return edge
-    edge.terminate()
-    runner = EdgeProcess(config, log, "tests.integration.mqtt.line_runner")
-    assert "events on edge/T/L1/events" in runner.banner()
-    return runner
+    """``edge run`` with the config; returns once it forwards to MQTT."""
+    edge = EdgeProcess(config, log)
+    assert "events on edge/T/L1/events" in edge.banner(), "edge run starts the MQTT forwarder"
+    return edge
 
 
 def outbox_figures(db: Path) -> tuple[int, int]:
