@@ -439,3 +439,21 @@ async def test_a_command_that_takes_too_long_times_out() -> None:
         "edge/T/L1/cmd/acknowledge_alarm", js({"alarm_id": "A"})
     )
     assert reply.code == "timeout"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    suffix=st.sampled_from([*COMMANDS, "", "x/y", "download_order/extra"]),
+    payload=st.binary(max_size=300),
+    retained=st.booleans(),
+)
+async def test_the_handler_answers_any_message_exactly_once(
+    suffix: str, payload: bytes, retained: bool
+) -> None:
+    fake = FakeCommands()
+    reply = await handler(fake).handle(f"edge/T/L1/cmd/{suffix}", payload, retained=retained)
+    doc = body(reply) if reply.payload[:1] == b"{" else msgpack.unpackb(reply.payload)
+    assert doc["status"] in ("accepted", "rejected")
+    assert reply.topic.startswith("edge/T/L1/reply/")
+    if retained or not reply.accepted:
+        assert fake.orders == {}
