@@ -134,8 +134,9 @@ def _plan(
 
 
 def _raise_if_cancelling() -> None:
-    # pymodbus turns a CancelledError inside a request into ModbusIOException;
-    # give the cancellation back so a stopping source really stops.
+    # pymodbus turns a CancelledError inside a request into ModbusIOException, and
+    # sometimes swallows it and returns the answer; give the cancellation back so a
+    # stopping source really stops.
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
@@ -220,6 +221,7 @@ class ModbusSource(SourceLifecycle):
         # Jitter the first poll so PLCs started together do not poll in lockstep.
         next_due = loop.time() + self._rng.uniform(0.0, interval)
         while True:
+            _raise_if_cancelling()
             delay = next_due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -408,9 +410,11 @@ class ModbusSource(SourceLifecycle):
         except Exception as exc:
             # Whatever else pymodbus raises on a garbled answer: the link is not
             # trustworthy, so treat it as down rather than let the poll loop die.
+            _raise_if_cancelling()
             raise PlcConnectionError(
                 f"reading {block} failed: {type(exc).__name__}: {exc}"
             ) from exc
+        _raise_if_cancelling()
         if response.isError():
             return PlcDataError(
                 f"reading {block} answered with Modbus exception {response.exception_code}"
