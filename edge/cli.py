@@ -102,6 +102,19 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--config", type=Path, default=None, metavar="PATH")
 
+    tail = commands.add_parser(
+        "tail",
+        help="follow the line's MQTT event batches (decode, check sequence continuity)",
+        description=(
+            "Subscribe to a line's event batches on its MQTT broker, decode them, check the "
+            "sequence for gaps and resends, and print the events. Exit status 3 when a gap "
+            "was seen."
+        ),
+    )
+    from edge.tail import add_arguments as add_tail_arguments  # noqa: PLC0415
+
+    add_tail_arguments(tail)
+
     bench = commands.add_parser(
         "bench",
         help="run the performance benchmarks and print their figures",
@@ -192,6 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _cmd_simulate(args.config)
             case "bench":
                 return _cmd_bench(args.names, args.json)
+            case "tail":
+                from edge.tail import tail_main  # noqa: PLC0415
+
+                return tail_main(args)
             case _:
                 parser.print_help()
                 return EXIT_USAGE

@@ -7,18 +7,27 @@ connector: they are re-raised as one of these, ``from`` the original.
 
     EdgeError
     ├── ConfigError              a config file or plc_map is invalid (carries every problem)
+    ├── WireError                an MQTT payload is not a valid batch/command (edge.wire)
     ├── ActorError
     │   ├── ActorStoppedError    the actor is stopped or died; pending asks get this
     │   ├── MailboxFullError     tell_nowait on a full mailbox
     │   ├── AskTimeoutError      no reply within the ask timeout
     │   └── EscalationError      a supervisor's restart intensity was exceeded
     ├── CommandError             a command (MQTT, OPC UA method, CLI) was rejected
+    │   └── CommandRejected      ... with a reply code for the MES (edge.mqtt.commands)
     ├── StateStoreError          the snapshot/outbox database failed
     ├── TraceError               a replay trace line is malformed
     └── ConnectorError           an external system failed
-        └── PlcError
-            ├── PlcConnectionError   the link to a PLC is down
-            └── PlcDataError         a PLC answered with data that cannot be decoded
+        ├── PlcError
+        │   ├── PlcConnectionError   the link to a PLC is down
+        │   └── PlcDataError         a PLC answered with data that cannot be decoded
+        ├── BrokerError          the MQTT broker is unreachable or refused (edge.mqtt.connection)
+        └── QmibError            QMIB's REST gateway failed (edge.qmib)
+            ├── QmibAuthError        401/403: credentials wrong, never retried
+            ├── QmibRejectedError    another 4xx: the request itself is wrong, never retried
+            └── QmibUnavailableError 5xx or no connection after the retries
+
+Errors specific to one connector live in its module, under this tree.
 """
 
 from __future__ import annotations

@@ -43,13 +43,15 @@ Benchmark = Callable[[], list[Figure]]
 
 def _registry() -> dict[str, Benchmark]:
     # Imported lazily: each benchmark pulls in the parts it measures.
-    from edge.bench import actor_pipeline, core, live_line, opcua  # noqa: PLC0415
+    from edge.bench import actor_pipeline, core, live_line, mqtt, opcua, outbox  # noqa: PLC0415
 
     return {
         "core": core.run,
         "actor": actor_pipeline.run,
         "live-line": live_line.run,
         "opcua": opcua.run,
+        "outbox": outbox.run,
+        "mqtt": mqtt.run,
     }
 
 
