@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from actors.oee.events import DomainEvent
 from edge.logs import OutageLog
 
 T = TypeVar("T")
+
+
+class BusEvent(Protocol):
+    """Anything published on the line's event bus: a frozen record stamped with its
+    event time (machine events, order and quality events, audits, outbox reports)."""
+
+    @property
+    def ts(self) -> float: ...
+
 
 log = logging.getLogger("edge.event_bus")
 

@@ -157,7 +157,7 @@ from prometheus_client.registry import Collector
 from actors import loop as actor_loop
 from actors.machine import GetStatus, MachineStatus
 from actors.oee.counters import EXTERNAL_REJECT, ROLE_INDEX, Tally, derive_counts
-from actors.oee.events import DomainEvent, PiecesCounted, StopEnded, Warning
+from actors.oee.events import PiecesCounted, StopEnded, Warning
 from actors.oee.kpi import KpiRecord
 from actors.oee.params import ReasonCategory
 from actors.oee.reasons import COMM_LOSS, UNASSIGNED
@@ -165,6 +165,7 @@ from actors.oee.state import PACKML_STATE_NAMES, MachineState
 from actors.oee.stops import StopKind
 from edge import __version__
 from edge.errors import ActorError, EdgeError
+from edge.event_bus import BusEvent
 from edge.http_server import HttpServer, Request, Response
 from edge.logs import OutageLog
 
@@ -372,10 +373,10 @@ class _EventCounters:
     def __init__(self, machine_ids: Iterable[str]) -> None:
         self.machines = {machine_id: _MachineCounters() for machine_id in machine_ids}
 
-    def consume(self, events: Sequence[DomainEvent]) -> None:
+    def consume(self, events: Sequence[BusEvent]) -> None:
         machines = self.machines
         for event in events:
-            counters = machines.get(event.machine_id)
+            counters = machines.get(getattr(event, "machine_id", ""))
             if counters is None:
                 continue
             kind = type(event)

@@ -75,7 +75,7 @@ from actors.actor import ActorRef
 from actors.machine import AddRejects, GetStatus, SetOrder, SetStopReason
 from actors.messages import LinkChanged, Sample
 from actors.oee.counters import ROLE_INDEX
-from actors.oee.events import DomainEvent, OrderWindowClosed, PiecesCounted, WindowRevised
+from actors.oee.events import OrderWindowClosed, PiecesCounted, WindowRevised
 from actors.orders.actor import (
     ApplyAction,
     AttributePieces,
@@ -116,6 +116,7 @@ from actors.traceability import LotLedger, LotScan
 from edge.commands import CommandAudit, OrderInfo, OrderSpec
 from edge.config import LineConfig, ModbusPlcConfig, QualityStationConfig
 from edge.errors import ActorError, CommandError, EdgeError, StateStoreError
+from edge.event_bus import BusEvent
 from edge.logs import OutageLog
 
 if TYPE_CHECKING:
@@ -545,9 +546,8 @@ class OrdersRuntime:
 
     # ------------------------------------------------------------------ events
 
-    def _publish(self, events: Sequence[object]) -> None:
-        # The bus is typed for the machine events; it carries every event dataclass.
-        self._service.bus.publish(cast("Sequence[DomainEvent]", events))
+    def _publish(self, events: Sequence[BusEvent]) -> None:
+        self._service.bus.publish(events)
 
     def _on_events(self, events: Sequence[object]) -> None:
         """Bus consumer (synchronous, must not block): route what belongs to an order."""

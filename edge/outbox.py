@@ -51,7 +51,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, cast
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import aiosqlite
 
@@ -920,7 +920,7 @@ class OutboxWriter:
         self._unreported.clear()
         self.reports += len(reports)
         # Through the bus: the OPC UA server, the metrics and this outbox all see it.
-        self.bus.publish(cast(Any, reports))
+        self.bus.publish(reports)
         return reports
 
 

@@ -44,7 +44,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote
 
 import httpx
@@ -453,7 +453,7 @@ class QmibDelivery:
         await self.outbox.append_entries([(QMIB_REJECTED_STREAM, type_name, packed, True)])
         await self.outbox.acknowledge(self.stream, seq)
         self.rejected += 1
-        self.bus.publish(cast(Any, [report]))
+        self.bus.publish([report])
 
 
 # --------------------------------------------------------------------------- the component

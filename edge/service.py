@@ -41,13 +41,13 @@ from actors.machine import (
 )
 from actors.messages import LinkChanged, Sample
 from actors.oee.calendar import ShiftCalendar
-from actors.oee.events import DomainEvent, ShiftClosed, StopEnded, Warning
+from actors.oee.events import ShiftClosed, StopEnded, Warning
 from actors.supervisor import ChildSpec, Supervisor
 from edge import __version__
 from edge.commands import LineCommands
 from edge.config import LineConfig, ModbusPlcConfig, OpcUaPlcConfig
 from edge.errors import ActorError, EdgeError, EscalationError, MailboxFullError
-from edge.event_bus import EventBus
+from edge.event_bus import BusEvent, EventBus
 from edge.plc import MachineBinding, ModbusSource, load_plc_map
 from edge.sd_notify import Notifier, run_watchdog, watchdog_interval_s
 from edge.state_store import SnapshotStore
@@ -129,7 +129,7 @@ class LineService:
         self._component_factories = tuple(components)
         self.state = ServiceState.NEW
         self.started_at: float | None = None
-        self.bus: EventBus[DomainEvent] = EventBus()
+        self.bus: EventBus[BusEvent] = EventBus()
         # Every batch the PLC sources deliver (process values too), before the
         # machine actors see it: for the OPC UA address space and SPC.
         self.samples: EventBus[Sample | LinkChanged] = EventBus()
@@ -447,7 +447,7 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _log_events(events: Sequence[DomainEvent]) -> None:
+def _log_events(events: Sequence[BusEvent]) -> None:
     """The notable events, one log line each (pieces and state flips stay quiet)."""
     for event in events:
         if isinstance(event, StopEnded) and not event.micro:

@@ -36,10 +36,10 @@ from typing import Any, cast
 from asyncua import ua
 
 from actors.machine import SetStopReason
-from actors.oee.events import DomainEvent
 from edge.commands import CommandAudit, LineCommands, OrderInfo
 from edge.config import OpcUaServerConfig
 from edge.errors import CommandError, EdgeError
+from edge.event_bus import BusEvent
 from edge.opcua_server.security import Caller
 from edge.opcua_server.uaids import StatusCodes, numeric, status
 
@@ -147,7 +147,7 @@ class MethodHandler:
         *,
         commands: Callable[[], LineCommands | None],
         machine_ask: Callable[[str, SetStopReason], Awaitable[Any]],
-        publish: Callable[[Sequence[DomainEvent]], None],
+        publish: Callable[[Sequence[BusEvent]], None],
         caller: Callable[[], Caller],
         audit_event: Callable[..., Awaitable[None]],
         on_order: Callable[[OrderInfo], None],
@@ -393,7 +393,7 @@ class MethodHandler:
             result=result,
         )
         # The bus is typed for domain events; it carries command audits to the outbox too.
-        self._publish(cast("Sequence[DomainEvent]", [audit]))
+        self._publish([audit])
         if not accepted:
             log.info("OPC UA method refused: %s", result, extra={"user": caller.name})
         try:

@@ -44,7 +44,6 @@ from asyncua.server.server import Server
 from actors.machine import GetStatus, MachineStatus, SetStopReason
 from actors.messages import LinkChanged, Sample
 from actors.oee.events import (
-    DomainEvent,
     OrderWindowClosed,
     PiecesCounted,
     StateChanged,
@@ -60,6 +59,7 @@ from edge import __version__
 from edge.commands import OrderInfo
 from edge.config import LineConfig
 from edge.errors import ActorError, ConfigError, ConnectorError, EdgeError, Problem
+from edge.event_bus import BusEvent
 from edge.opcua_server.address_space import AddressSpace, VarHandle
 from edge.opcua_server.events import ALARM_EVENT, STATE_EVENT, STOP_EVENT, EventEmitter, EventSpec
 from edge.opcua_server.machines import MachineView, process_variable
@@ -454,7 +454,7 @@ class OpcUaServer:
 
     # ------------------------------------------------------------------ inputs
 
-    def _on_bus(self, events: Sequence[DomainEvent]) -> None:
+    def _on_bus(self, events: Sequence[BusEvent]) -> None:
         """Bus callback: stage what is cheap now, queue OPC UA events for the event task."""
         for event in events:
             view = self._machines.get(getattr(event, "machine_id", ""))
