@@ -48,11 +48,13 @@ Restart safety
     ledger and the finished orders' records are saved in the service's
     snapshot store: at once after every command, every ``persist_interval_s``
     while pieces or results arrive, and on stop (after the machines drained
-    their mailboxes). A restart with the same state directory restores them and
-    tells every machine its order again. Pieces counted between the last save
-    of a machine and of its orders before a ``kill -9`` may be counted twice or
-    not at all in the order (the machine's own counts stay exact); a clean stop
-    loses nothing.
+    their mailboxes). Every save is the service's line-wide save
+    (:meth:`LineService.persist_now`): machines, orders and stations in one
+    transaction, taken with sample routing paused, so after a ``kill -9`` the
+    restored machines and orders agree and the pieces counted again from the
+    machines' restored counter baselines are attributed to the orders once. A
+    restart with the same state directory restores them and tells every machine
+    its order again.
 """
 
 from __future__ import annotations
@@ -272,6 +274,7 @@ class OrdersRuntime:
         self._self_audited = self_audited_sources
         self._quantity_rule = QuantityRule(self._config.orders.quantity_rule)
         self.state = RuntimeState.NEW
+        self._forwarding = False  # True while the forward/station loops drain the queues
         self._roles: dict[str, int] = {}
         self._orders: dict[str, ActorRef[OrderMessage, Any]] = {}
         self._order_specs: dict[str, OrderSpec] = {}
@@ -301,6 +304,7 @@ class OrdersRuntime:
         if self.state is not RuntimeState.NEW:
             raise EdgeError(f"an OrdersRuntime runs once (state {self.state.value})")
         self.state = RuntimeState.RUNNING
+        self._forwarding = True
         try:
             await self._start()
         except BaseException:
@@ -412,6 +416,7 @@ class OrdersRuntime:
             self._unsubscribe()
         if self._unsubscribe_samples is not None:
             self._unsubscribe_samples()
+        self._forwarding = False  # the queues stop draining now
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -710,8 +715,25 @@ class OrdersRuntime:
             self._publish(events)
 
     async def _persist(self) -> None:
-        """Save every order, station, the ledger and the index in one transaction."""
-        store = self._service.store
+        """Save the whole line (machines, orders, stations, ledger) in one transaction."""
+        try:
+            await self._service.persist_now()
+        except StateStoreError:
+            self._dirty = True
+            raise
+
+    async def collect_snapshots(self) -> dict[str, dict[str, Any]]:
+        """Every order, station, the ledger and the index, for the service's line-wide save.
+
+        The service calls this with sample routing paused and after the machines'
+        snapshots, so draining the queues first puts every piece the machines have
+        counted into the orders: the saved machines and orders agree exactly.
+        """
+        if not self._forwarding:
+            return {}  # saved on its own stop; its queues no longer drain
+        async with asyncio.timeout(10.0):
+            await self._drain()
+            await self._drain_stations()
         self._dirty = False
         snapshots: dict[str, dict[str, Any]] = {}
         for order_id, ref in list(self._orders.items()):
@@ -736,11 +758,7 @@ class OrdersRuntime:
                 for f in self._finished.values()
             ],
         }
-        try:
-            await store.save_many(snapshots)
-        except StateStoreError:
-            self._dirty = True
-            raise
+        return snapshots
 
     # ------------------------------------------------------------------ commands
 

@@ -55,7 +55,7 @@ from edge.state_store import SnapshotStore
 log = logging.getLogger("edge.service")
 
 TICK_INTERVAL_S = 1.0
-PERSIST_INTERVAL_S = 5.0
+PERSIST_INTERVAL_S = 1.0
 STATUS_LOG_INTERVAL_S = 20.0
 MACHINE_MAILBOX = 1000
 
@@ -143,6 +143,9 @@ class LineService:
         self._machines: dict[str, ActorRef[MachineMessage, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._unknown_machines: set[str] = set()
+        # Held while a batch is routed and while the line-wide snapshot is taken,
+        # so a snapshot is a consistent cut between two batches.
+        self._route_lock = asyncio.Lock()
 
         self._progress_marker = -1
 
@@ -289,6 +292,10 @@ class LineService:
 
     async def _route(self, batch: Sequence[Sample | LinkChanged]) -> None:
         """Deliver one source batch to the machine actors, keeping each machine's order."""
+        async with self._route_lock:
+            await self._route_locked(batch)
+
+    async def _route_locked(self, batch: Sequence[Sample | LinkChanged]) -> None:
         if self.samples.has_consumers:
             self.samples.publish(batch)
         pending: dict[str, list[Sample]] = {}
@@ -338,17 +345,33 @@ class LineService:
             except EdgeError as exc:
                 log.error("cannot persist machine snapshots", extra={"error": str(exc)})
 
+    async def persist_now(self) -> None:
+        """Save the whole line in one transaction: a consistent cut.
+
+        Sample routing pauses meanwhile; each machine's snapshot is taken after
+        every sample routed before it; then components with ``collect_snapshots``
+        (the order runtime) add theirs, having drained what the machines' events
+        gave them. After a ``kill -9`` the restored machines and orders agree.
+        """
+        await self._persist_snapshots()
+
     async def _persist_snapshots(self) -> None:
         if self._store is None or self._store.state.value != "open":
             return
         snapshots: dict[str, dict[str, Any]] = {}
-        for machine_id, ref in self._machines.items():
-            try:
-                snapshots[_machine_key(machine_id)] = await ref.ask(GetSnapshot(), timeout=5.0)
-            except ActorError as exc:
-                log.warning(
-                    "no snapshot from machine", extra={"machine": machine_id, "error": str(exc)}
-                )
+        async with self._route_lock:
+            for machine_id, ref in self._machines.items():
+                try:
+                    snapshots[_machine_key(machine_id)] = await ref.ask(GetSnapshot(), timeout=5.0)
+                except ActorError as exc:
+                    log.warning(
+                        "no snapshot from machine",
+                        extra={"machine": machine_id, "error": str(exc)},
+                    )
+            for component in self.components:
+                collect = getattr(component, "collect_snapshots", None)
+                if collect is not None:
+                    snapshots.update(await collect())
         await self._store.save_many(snapshots)
 
     async def _status_loop(self) -> None:
