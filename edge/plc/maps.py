@@ -271,6 +271,11 @@ def load_plc_map(name_or_path: str, search_dirs: Sequence[Path]) -> PlcMap:
             [Problem("", f"no plc_map named {name_or_path!r} (searched {dirs})")],
         )
     try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        cached = _LOADED.get(key)
+        if cached is not None:
+            return cached  # many machines share a map: parse it once
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [Problem("", f"cannot read: {exc}")]) from exc
@@ -278,7 +283,13 @@ def load_plc_map(name_or_path: str, search_dirs: Sequence[Path]) -> PlcMap:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [Problem("", f"invalid TOML: {exc}")]) from exc
-    return parse_plc_map(document, name=path.stem, source=str(path))
+    plc_map = parse_plc_map(document, name=path.stem, source=str(path))
+    _LOADED[key] = plc_map
+    return plc_map
+
+
+# Parsed maps by (path, mtime, size): a changed file is read again. PlcMap is frozen.
+_LOADED: dict[tuple[str, int, int], PlcMap] = {}
 
 
 def parse_plc_map(document: Mapping[str, Any], *, name: str, source: str = "") -> PlcMap:
