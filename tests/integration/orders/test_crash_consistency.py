@@ -66,7 +66,7 @@ async def test_restart_from_the_last_save_keeps_orders_and_machines_in_agreement
         async with LineService(crashed, components=[component]) as second:
             await asyncio.sleep(1.0)
             sim.pause()
-            await settle(second)
+            await settle(second, sim)
             after = sim.ground_truth("M1")
             machine = (await statuses(second))["M1"]
             order = await second.components[0].order_info("WO-1")
