@@ -755,9 +755,12 @@ class OpcUaServer:
         self._poll_links(now)
 
     def _poll_components(self) -> None:
-        """Components that expose ``diagnostics() -> Mapping`` (outbox, MQTT forwarder)."""
+        """Outbox depth and MQTT state from the components that report them: through
+        ``diagnostics()``, or the ``metric_values()`` they give the metrics endpoint."""
         for component in self._service.components:
-            report = getattr(component, "diagnostics", None)
+            report = getattr(component, "diagnostics", None) or getattr(
+                component, "metric_values", None
+            )
             if component is self or not callable(report):
                 continue
             with contextlib.suppress(Exception):
