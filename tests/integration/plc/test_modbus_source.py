@@ -111,7 +111,8 @@ async def test_block_reads_are_coalesced_as_planned(free_port: int, collector: C
         plc_config(free_port, max_gap=4), [MachineBinding("M1", plc_map)], collector
     )
     async with server, source:
-        await collector.wait_for(lambda: source.statistics().polls >= 3)
+        # A poll is counted when it starts: wait on the requests of three whole polls.
+        await collector.wait_for(lambda: source.statistics().requests >= 3 * 4)
     stats = source.statistics()
     assert stats.blocks_per_poll == 4
     # function codes: 1 read coils, 3 read holding registers, 4 read input registers
