@@ -289,14 +289,15 @@ async def test_a_lost_plc_link_turns_live_values_uncertain_then_good_again(line:
         # never had a value: Bad, not a made-up one
         pressure = await read(c, "L1.M1.ProcessValues.pressure")
         assert pressure.StatusCode.value == ua.StatusCodes.BadCommunicationError
-        assert (await read(c, "L1.M1.PlcLinkUp")).Value.Value is False
+        await wait_for(lambda: _value(read(c, "L1.M1.PlcLinkUp"), False))
         await wait_for(lambda: _value(read(c, "L1.M1.State"), "unknown"))
 
         back = t0 + 8
         line.server.ingest_samples([LinkChanged("M1", True, back)])
         await feed(line, "M1", ("running", True, back), ("total_count", 2003, back))
         await wait_for(lambda: _good(counted()))
-        assert (await read(c, "L1.M1.PlcLinkUp")).Value.Value is True
+        # The link status is refreshed with the diagnostics cycle, not with the values.
+        await wait_for(lambda: _value(read(c, "L1.M1.PlcLinkUp"), True))
 
 
 async def _good(value: Any) -> bool:
