@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
-from collections.abc import Callable
-
-
-def median_of(repeats: int, measure: Callable[[], float]) -> float:
-    """Median of ``repeats`` measurements: robust to a noisy neighbour on a shared machine."""
-    return statistics.median(measure() for _ in range(repeats))
 
 
 async def queue_loop_rate(messages: int) -> float:
