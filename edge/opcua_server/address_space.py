@@ -32,6 +32,30 @@ from edge.opcua_server.units import eu_information
 _EPOCH = datetime.fromtimestamp(0, UTC)
 _READ_ONLY = ua.AccessLevel.CurrentRead.mask
 
+# Attributes each node is created with. asyncua's defaults also specify the optional
+# WriteMask, UserWriteMask, MinimumSamplingInterval and (for scalars) ArrayDimensions,
+# which say nothing here (nothing is writable, sampling follows the writes) and cost
+# ~0.3 kB apiece in memory across ~9,000 nodes. A client reading an attribute a node
+# does not have gets BadAttributeIdInvalid, as Part 4 §5.10.2 prescribes.
+_MASK = ua.NodeAttributesMask
+_OBJECT_ATTRIBUTES = _MASK.DisplayName | _MASK.EventNotifier
+_OBJECT_TYPE_ATTRIBUTES = _MASK.DisplayName | _MASK.IsAbstract
+_VARIABLE_ATTRIBUTES = (
+    _MASK.DisplayName
+    | _MASK.Value
+    | _MASK.DataType
+    | _MASK.ValueRank
+    | _MASK.AccessLevel
+    | _MASK.UserAccessLevel
+    | _MASK.Historizing
+)
+
+
+def _specified(base: int, description: str, *, array: bool = False) -> int:
+    mask = base | (_MASK.Description if description else 0)
+    return mask | (_MASK.ArrayDimensions if array else 0)
+
+
 _DEFAULTS: dict[ua.VariantType, object] = {
     ua.VariantType.String: "",
     ua.VariantType.Double: 0.0,
@@ -94,6 +118,7 @@ class _Batch:
         attrs.Description = ua.LocalizedText(description)
         if event_notifier:
             attrs.EventNotifier = ua.EventNotifier.SubscribeToEvents.mask
+        attrs.SpecifiedAttributes = _specified(_OBJECT_ATTRIBUTES, description)
         item.NodeAttributes = attrs
         self.items.append(item)
         return created
@@ -110,6 +135,7 @@ class _Batch:
         attrs.DisplayName = ua.LocalizedText(name)
         attrs.Description = ua.LocalizedText(description)
         attrs.IsAbstract = False
+        attrs.SpecifiedAttributes = _specified(_OBJECT_TYPE_ATTRIBUTES, description)
         item.NodeAttributes = attrs
         self.items.append(item)
         return created
@@ -142,6 +168,9 @@ class _Batch:
         attrs.Value = ua.Variant(default_value(var.vtype, var.array), var.vtype, is_array=var.array)
         attrs.AccessLevel = _READ_ONLY
         attrs.UserAccessLevel = _READ_ONLY
+        attrs.SpecifiedAttributes = _specified(
+            _VARIABLE_ATTRIBUTES, var.description, array=var.array
+        )
         item.NodeAttributes = attrs
         self.items.append(item)
         if var.unit:
@@ -180,6 +209,7 @@ class _Batch:
         attrs.Value = value
         attrs.AccessLevel = _READ_ONLY
         attrs.UserAccessLevel = _READ_ONLY
+        attrs.SpecifiedAttributes = _VARIABLE_ATTRIBUTES
         item.NodeAttributes = attrs
         self.items.append(item)
 

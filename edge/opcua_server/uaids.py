@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC
 
 from asyncua import ua
@@ -12,8 +13,12 @@ from asyncua.ua.status_codes import StatusCodes
 __all__ = ["AttributeIds", "ObjectIds", "StatusCodes", "numeric", "status", "string", "ua_time"]
 
 
+@functools.cache
 def numeric(identifier: int) -> ua.NodeId:
-    """A namespace-0 NodeId (standard nodes and types)."""
+    """A namespace-0 NodeId (standard nodes and types).
+
+    Shared: every node's DataType, TypeDefinition and reference type points at one
+    of a few dozen of these, and asyncua never mutates a NodeId in place."""
     return ua.NodeId(ua.Int32(identifier))
 
 
