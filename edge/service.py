@@ -48,6 +48,7 @@ from edge.commands import LineCommands
 from edge.config import LineConfig, ModbusPlcConfig, OpcUaPlcConfig
 from edge.errors import ActorError, EdgeError, EscalationError, MailboxFullError
 from edge.event_bus import BusEvent, EventBus
+from edge.heap import long_lived_start
 from edge.plc import MachineBinding, ModbusSource, load_plc_map
 from edge.sd_notify import Notifier, run_watchdog, watchdog_interval_s
 from edge.state_store import SnapshotStore
@@ -533,8 +534,12 @@ async def serve(config: LineConfig) -> int:
     _install_stop_signals(stop)
     notifier = Notifier()
     try:
-        components = default_components(config)
-        async with LineService(config, notifier=notifier, components=components) as service:
+        async with AsyncExitStack() as stack:
+            with long_lived_start():
+                components = default_components(config)
+                service = await stack.enter_async_context(
+                    LineService(config, notifier=notifier, components=components)
+                )
             for line in service.banner():
                 log.info(line)
             notifier.ready(f"line {config.line.id}: {len(config.machines)} machines")
