@@ -134,9 +134,47 @@ def _still_usable(cert: x509.Certificate, application_uri: str) -> bool:
     return application_uri in san.get_values_for_type(x509.UniformResourceIdentifier)
 
 
+@dataclass(frozen=True, slots=True)
+class ServerIdentity:
+    """The server's application instance certificate and its private key, loaded."""
+
+    certificate: x509.Certificate
+    private_key: rsa.RSAPrivateKey
+
+
+def _load_own_key(pki: Pki, cert: x509.Certificate) -> rsa.RSAPrivateKey:
+    """The key beside the certificate.
+
+    The key is one this server generated and keeps in its own state directory, so
+    the RSA consistency check ``cryptography`` runs on every load of an untrusted key
+    (~0.3 s of each start on this machine) is skipped; instead the key must match
+    the certificate, which catches a replaced or mismatched file with a clear error.
+    """
+    try:
+        key = serialization.load_pem_private_key(
+            pki.private_key.read_bytes(), password=None, unsafe_skip_rsa_key_validation=True
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConnectorError(
+            f"OPC UA server private key {pki.private_key} is unreadable: {exc}"
+        ) from exc
+    public = cert.public_key()
+    if not isinstance(key, rsa.RSAPrivateKey) or not isinstance(public, rsa.RSAPublicKey):
+        raise ConnectorError(
+            f"OPC UA server key {pki.private_key} and certificate {pki.certificate} "
+            "must be RSA (the OPC UA security policies sign and encrypt with RSA)"
+        )
+    if key.public_key().public_numbers() != public.public_numbers():
+        raise ConnectorError(
+            f"OPC UA server private key {pki.private_key} does not belong to the "
+            f"certificate {pki.certificate}"
+        )
+    return key
+
+
 def ensure_certificate(
     pki: Pki, application_uri: str, common_name: str, endpoint_host: str | None
-) -> tuple[Path, Path]:
+) -> ServerIdentity:
     """The server's certificate and key: generated on first start, reused afterwards."""
     pki.create()
     if pki.certificate.is_file() and pki.private_key.is_file():
@@ -147,7 +185,7 @@ def ensure_certificate(
                 f"OPC UA server certificate {pki.certificate} is unreadable: {exc}"
             ) from exc
         if _still_usable(cert, application_uri):
-            return pki.certificate, pki.private_key
+            return ServerIdentity(cert, _load_own_key(pki, cert))
         log.warning(
             "OPC UA server certificate expired or names another application; generating a new one",
             extra={"path": str(pki.certificate)},
@@ -211,7 +249,7 @@ def ensure_certificate(
         "OPC UA server certificate generated",
         extra={"path": str(pki.certificate), "thumbprint": thumbprint(cert)},
     )
-    return pki.certificate, pki.private_key
+    return ServerIdentity(cert, key)
 
 
 def thumbprint(cert: x509.Certificate) -> str:

@@ -213,15 +213,18 @@ class OpcUaServer:
         await server.set_application_uri(application_uri(config))
         policies = security_policies(opcua)
         if any(p is not ua.SecurityPolicyType.NoSecurity for p in policies):
-            cert, key = await asyncio.to_thread(
+            identity = await asyncio.to_thread(
                 ensure_certificate,
                 self.pki,
                 application_uri(config),
                 f"edge {config.line.site}/{config.line.area}/{config.line.id}",
                 urlsplit(opcua.endpoint).hostname,
             )
-            await server.load_certificate(str(cert))
-            await server.load_private_key(str(key))
+            # What Server.load_certificate/load_private_key set, given the objects
+            # already loaded (they only take a path or bytes, and would re-run the
+            # costly RSA key check on every start).
+            server.iserver.certificate = identity.certificate
+            server.iserver.private_key = identity.private_key
         else:
             self.pki.create()
         server.set_security_policy(policies, permission_ruleset=EdgePermissions())

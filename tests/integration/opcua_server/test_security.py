@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edge import opcua_server
+from edge.errors import EdgeError
 from edge.service import LineService
 
 from .conftest import NAMESPACE, PASSWORDS, USERS, endpoint, free_port, make_config
@@ -157,3 +158,26 @@ async def test_node_ids_and_the_certificate_survive_a_restart(tmp_path: Path) ->
     assert after == before
     # generated on first start, reused afterwards: clients that trusted it still do
     assert (pki / "own" / "server-cert.der").read_bytes() == cert_before
+
+
+async def test_a_restart_signs_with_the_stored_key_and_refuses_a_foreign_one(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    config = make_config(tmp_path, port, opcua=SECURE_ONLY)
+    pki = config.storage.state_dir / "opcua-pki"
+    client_cert, client_key = client_certificate(tmp_path, "scada")
+    async with LineService(config, components=[opcua_server.component]):
+        shutil.copy(client_cert, pki / "trusted" / "scada.der")
+    # second start: certificate and key come from the state directory
+    async with LineService(config, components=[opcua_server.component]):
+        c = await secure_client(port, client_cert, client_key, SecurityPolicyBasic256Sha256)
+        async with c:
+            idx = await c.get_namespace_index(NAMESPACE)
+            assert await c.get_node(ua.NodeId("L1.M1.Name", idx)).read_value() == "Filler"
+    # a key that does not belong to the certificate is named, not used
+    own_key = pki / "own" / "server-key.pem"
+    own_key.write_bytes(client_key.read_bytes())
+    with pytest.raises(EdgeError, match=r"server-key\.pem does not belong to the certificate"):
+        async with LineService(config, components=[opcua_server.component]):
+            pass
