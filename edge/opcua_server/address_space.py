@@ -1,9 +1,9 @@
 """Builds the address space: ObjectTypes from :mod:`edge.opcua_server.model`, then
 instances of them under stable string NodeIds.
 
-Nodes are added in bulk through the server's internal session (one AddNodes call
-per subtree), which starts 50 machines with ~3,500 nodes in well under a second;
-asyncua's own type instantiation takes seconds for the same tree.
+Each subtree is declared as node specs and loaded in one go by
+:class:`edge.opcua_server.bulk.NodeLoader`; asyncua's own type instantiation and
+its AddNodes service take seconds for the same tree (see that module).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from asyncua import ua
 from asyncua.common.node import Node
 from asyncua.server.server import Server
 
-from edge.errors import EdgeError
+from edge.opcua_server.bulk import NodeLoader, NodeSpec, ReferenceSpec
 from edge.opcua_server.model import (
     OBJECT_TYPES,
     Member,
@@ -31,30 +31,6 @@ from edge.opcua_server.units import eu_information
 
 _EPOCH = datetime.fromtimestamp(0, UTC)
 _READ_ONLY = ua.AccessLevel.CurrentRead.mask
-
-# Attributes each node is created with. asyncua's defaults also specify the optional
-# WriteMask, UserWriteMask, MinimumSamplingInterval and (for scalars) ArrayDimensions,
-# which say nothing here (nothing is writable, sampling follows the writes) and cost
-# ~0.3 kB apiece in memory across ~9,000 nodes. A client reading an attribute a node
-# does not have gets BadAttributeIdInvalid, as Part 4 §5.10.2 prescribes.
-_MASK = ua.NodeAttributesMask
-_OBJECT_ATTRIBUTES = _MASK.DisplayName | _MASK.EventNotifier
-_OBJECT_TYPE_ATTRIBUTES = _MASK.DisplayName | _MASK.IsAbstract
-_VARIABLE_ATTRIBUTES = (
-    _MASK.DisplayName
-    | _MASK.Value
-    | _MASK.DataType
-    | _MASK.ValueRank
-    | _MASK.AccessLevel
-    | _MASK.UserAccessLevel
-    | _MASK.Historizing
-)
-
-
-def _specified(base: int, description: str, *, array: bool = False) -> int:
-    mask = base | (_MASK.Description if description else 0)
-    return mask | (_MASK.ArrayDimensions if array else 0)
-
 
 _DEFAULTS: dict[ua.VariantType, object] = {
     ua.VariantType.String: "",
@@ -83,13 +59,42 @@ class VarHandle:
 MethodCallback = Callable[..., Awaitable[Any]]
 
 
+_Attributes = tuple[tuple[AttributeIds, ua.Variant], ...]
+
+_READ_ONLY_VARIABLE: _Attributes = (
+    (AttributeIds.ValueRank, ua.Variant(ua.ValueRank.Scalar, ua.VariantType.Int32)),
+    (AttributeIds.AccessLevel, ua.Variant(_READ_ONLY, ua.VariantType.Byte)),
+    (AttributeIds.UserAccessLevel, ua.Variant(_READ_ONLY, ua.VariantType.Byte)),
+    (AttributeIds.Historizing, ua.Variant(False, ua.VariantType.Boolean)),
+)
+_READ_ONLY_ARRAY: _Attributes = (
+    (AttributeIds.ValueRank, ua.Variant(ua.ValueRank.OneDimension, ua.VariantType.Int32)),
+    (AttributeIds.ArrayDimensions, ua.Variant([0], ua.VariantType.UInt32, is_array=True)),
+    *_READ_ONLY_VARIABLE[1:],
+)
+
+
+def _names(name: str, description: str) -> _Attributes:
+    display = ((AttributeIds.DisplayName, ua.Variant(ua.LocalizedText(name))),)
+    if not description:
+        return display
+    return (*display, (AttributeIds.Description, ua.Variant(ua.LocalizedText(description))))
+
+
 class _Batch:
-    """AddNodes items and extra references (modelling rules), sent in one go."""
+    """Nodes and extra references (modelling rules) of one subtree, loaded in one go.
+
+    Each node gets the attributes that say something: the optional WriteMask,
+    UserWriteMask and MinimumSamplingInterval (nothing here is writable, sampling
+    follows the writes), ArrayDimensions of scalars and empty Descriptions are
+    left out, as asyncua's defaults would not; a client reading an attribute a
+    node does not have gets BadAttributeIdInvalid (Part 4 §5.10.2).
+    """
 
     def __init__(self, idx: int) -> None:
         self.idx = idx
-        self.items: list[ua.AddNodesItem] = []
-        self.references: list[ua.AddReferencesItem] = []
+        self.nodes: list[NodeSpec] = []
+        self.references: list[ReferenceSpec] = []
 
     def node_id(self, text: str) -> ua.NodeId:
         return string(text, self.idx)
@@ -106,38 +111,41 @@ class _Batch:
         event_notifier: bool = False,
     ) -> ua.NodeId:
         created = self.node_id(node_id)
-        item = ua.AddNodesItem()
-        item.RequestedNewNodeId = created
-        item.BrowseName = ua.QualifiedName(name, self.idx)
-        item.NodeClass = ua.NodeClass.Object
-        item.ParentNodeId = parent
-        item.ReferenceTypeId = numeric(reference)
-        item.TypeDefinition = type_id
-        attrs = ua.ObjectAttributes()
-        attrs.DisplayName = ua.LocalizedText(name)
-        attrs.Description = ua.LocalizedText(description)
-        if event_notifier:
-            attrs.EventNotifier = ua.EventNotifier.SubscribeToEvents.mask
-        attrs.SpecifiedAttributes = _specified(_OBJECT_ATTRIBUTES, description)
-        item.NodeAttributes = attrs
-        self.items.append(item)
+        notifier = ua.EventNotifier.SubscribeToEvents.mask if event_notifier else 0
+        self.nodes.append(
+            NodeSpec(
+                node_id=created,
+                browse_name=ua.QualifiedName(name, self.idx),
+                node_class=ua.NodeClass.Object,
+                parent=parent,
+                reference_type=numeric(reference),
+                type_definition=type_id,
+                display_name=name,
+                attributes=(
+                    *_names(name, description),
+                    (AttributeIds.EventNotifier, ua.Variant(notifier, ua.VariantType.Byte)),
+                ),
+            )
+        )
         return created
 
     def add_object_type(self, node_id: str, name: str, description: str) -> ua.NodeId:
         created = self.node_id(node_id)
-        item = ua.AddNodesItem()
-        item.RequestedNewNodeId = created
-        item.BrowseName = ua.QualifiedName(name, self.idx)
-        item.NodeClass = ua.NodeClass.ObjectType
-        item.ParentNodeId = numeric(ObjectIds.BaseObjectType)
-        item.ReferenceTypeId = numeric(ObjectIds.HasSubtype)
-        attrs = ua.ObjectTypeAttributes()
-        attrs.DisplayName = ua.LocalizedText(name)
-        attrs.Description = ua.LocalizedText(description)
-        attrs.IsAbstract = False
-        attrs.SpecifiedAttributes = _specified(_OBJECT_TYPE_ATTRIBUTES, description)
-        item.NodeAttributes = attrs
-        self.items.append(item)
+        self.nodes.append(
+            NodeSpec(
+                node_id=created,
+                browse_name=ua.QualifiedName(name, self.idx),
+                node_class=ua.NodeClass.ObjectType,
+                parent=numeric(ObjectIds.BaseObjectType),
+                reference_type=numeric(ObjectIds.HasSubtype),
+                type_definition=ua.NodeId(),
+                display_name=name,
+                attributes=(
+                    *_names(name, description),
+                    (AttributeIds.IsAbstract, ua.Variant(False, ua.VariantType.Boolean)),
+                ),
+            )
+        )
         return created
 
     def add_variable(
@@ -151,28 +159,24 @@ class _Batch:
         maximum: float | None = None,
     ) -> VarHandle:
         handle = VarHandle(self.node_id(node_id), var.vtype, var.array)
-        item = ua.AddNodesItem()
-        item.RequestedNewNodeId = handle.node_id
-        item.BrowseName = ua.QualifiedName(var.name, self.idx)
-        item.NodeClass = ua.NodeClass.Variable
-        item.ParentNodeId = parent
-        item.ReferenceTypeId = numeric(reference)
-        item.TypeDefinition = numeric(ObjectIds.BaseDataVariableType)
-        attrs = ua.VariableAttributes()
-        attrs.DisplayName = ua.LocalizedText(var.name)
-        attrs.Description = ua.LocalizedText(var.description)
-        attrs.DataType = numeric(var.vtype.value)
-        attrs.ValueRank = ua.ValueRank.OneDimension if var.array else ua.ValueRank.Scalar
-        if var.array:
-            attrs.ArrayDimensions = [0]
-        attrs.Value = ua.Variant(default_value(var.vtype, var.array), var.vtype, is_array=var.array)
-        attrs.AccessLevel = _READ_ONLY
-        attrs.UserAccessLevel = _READ_ONLY
-        attrs.SpecifiedAttributes = _specified(
-            _VARIABLE_ATTRIBUTES, var.description, array=var.array
+        value = ua.Variant(default_value(var.vtype, var.array), var.vtype, is_array=var.array)
+        self.nodes.append(
+            NodeSpec(
+                node_id=handle.node_id,
+                browse_name=ua.QualifiedName(var.name, self.idx),
+                node_class=ua.NodeClass.Variable,
+                parent=parent,
+                reference_type=numeric(reference),
+                type_definition=numeric(ObjectIds.BaseDataVariableType),
+                display_name=var.name,
+                attributes=(
+                    *_names(var.name, var.description),
+                    (AttributeIds.Value, value),
+                    (AttributeIds.DataType, ua.Variant(numeric(var.vtype.value))),
+                    *(_READ_ONLY_ARRAY if var.array else _READ_ONLY_VARIABLE),
+                ),
+            )
         )
-        item.NodeAttributes = attrs
-        self.items.append(item)
         if var.unit:
             self._add_property(
                 f"{node_id}.EngineeringUnits",
@@ -194,43 +198,44 @@ class _Batch:
     def _add_property(
         self, node_id: str, name: str, parent: ua.NodeId, data_type: ua.NodeId, value: ua.Variant
     ) -> None:
-        item = ua.AddNodesItem()
-        item.RequestedNewNodeId = self.node_id(node_id)
-        # Standard property names live in namespace 0 (clients look them up by name).
-        item.BrowseName = ua.QualifiedName(name, 0)
-        item.NodeClass = ua.NodeClass.Variable
-        item.ParentNodeId = parent
-        item.ReferenceTypeId = numeric(ObjectIds.HasProperty)
-        item.TypeDefinition = numeric(ObjectIds.PropertyType)
-        attrs = ua.VariableAttributes()
-        attrs.DisplayName = ua.LocalizedText(name)
-        attrs.DataType = data_type
-        attrs.ValueRank = ua.ValueRank.Scalar
-        attrs.Value = value
-        attrs.AccessLevel = _READ_ONLY
-        attrs.UserAccessLevel = _READ_ONLY
-        attrs.SpecifiedAttributes = _VARIABLE_ATTRIBUTES
-        item.NodeAttributes = attrs
-        self.items.append(item)
+        self.nodes.append(
+            NodeSpec(
+                node_id=self.node_id(node_id),
+                # Standard property names live in namespace 0 (clients look them up by name).
+                browse_name=ua.QualifiedName(name, 0),
+                node_class=ua.NodeClass.Variable,
+                parent=parent,
+                reference_type=numeric(ObjectIds.HasProperty),
+                type_definition=numeric(ObjectIds.PropertyType),
+                display_name=name,
+                attributes=(
+                    *_names(name, ""),
+                    (AttributeIds.Value, value),
+                    (AttributeIds.DataType, ua.Variant(data_type)),
+                    *_READ_ONLY_VARIABLE,
+                ),
+            )
+        )
 
     def mandatory(self, node_id: ua.NodeId) -> None:
-        ref = ua.AddReferencesItem()
-        ref.SourceNodeId = node_id
-        ref.ReferenceTypeId = numeric(ObjectIds.HasModellingRule)
-        ref.IsForward = True
-        ref.TargetNodeId = numeric(ObjectIds.ModellingRule_Mandatory)
-        ref.TargetNodeClass = ua.NodeClass.Object
-        self.references.append(ref)
+        self.references.append(
+            ReferenceSpec(
+                node_id,
+                numeric(ObjectIds.HasModellingRule),
+                numeric(ObjectIds.ModellingRule_Mandatory),
+            )
+        )
 
 
 class AddressSpace:
     """The namespace's nodes and the handles live values are written through."""
 
-    def __init__(self, server: Server, idx: int) -> None:
+    def __init__(self, server: Server, idx: int, loader: NodeLoader | None = None) -> None:
         self.server = server
         self.idx = idx
         self.handles: dict[str, VarHandle] = {}
         self.type_ids: dict[str, ua.NodeId] = {}
+        self._loader = loader or NodeLoader(server.iserver.aspace)
 
     def node_id(self, text: str) -> ua.NodeId:
         return string(text, self.idx)
@@ -239,17 +244,7 @@ class AddressSpace:
         return self.handles[text]
 
     async def _send(self, batch: _Batch) -> None:
-        session = self.server.iserver.isession
-        results = await session.add_nodes(batch.items)
-        for item, result in zip(batch.items, results, strict=True):
-            if not result.StatusCode.is_good():
-                raise EdgeError(
-                    f"OPC UA address space: cannot add {item.RequestedNewNodeId.to_string()}: "
-                    f"{result.StatusCode.name}"
-                )
-        if batch.references:
-            for status in await session.add_references(batch.references):
-                status.check()
+        self._loader.add(batch.nodes, batch.references)
 
     # ------------------------------------------------------------------ types
 
@@ -391,7 +386,7 @@ class AddressSpace:
             self.handles[text] = batch.add_variable(
                 text, var, parent, minimum=minimum, maximum=maximum
             )
-        if batch.items:
+        if batch.nodes:
             await self._send(batch)
 
     async def add_method(
