@@ -9,10 +9,12 @@ Three processes, so each one's cost is its own:
   starts it, with its OPC UA server and metrics endpoint on and one PLC
   connection per machine polled every 100 ms; it sends ``READY=1`` to a notify
   socket this benchmark owns;
-- this process, which measures: start to ready (spawn to ``READY=1``), then
-  over a few windows the service's CPU time (``/proc/<pid>/stat``) per wall
-  second, its peak resident memory (``VmHWM``), and the poll requests it sent
-  (``edge_plc_requests_total`` from its own ``/metrics``).
+- this process, which measures: start to ready (spawn to ``READY=1``) of a
+  first start on an empty state directory, then over a few windows the
+  service's CPU time (``/proc/<pid>/stat``) per wall second, its peak resident
+  memory (``VmHWM``), and the poll requests it sent (``edge_plc_requests_total``
+  from its own ``/metrics``); then it stops the service and measures a restart
+  to ready, as systemd's restarts are.
 
 Baselines measured in the same run: raw pymodbus reads of the same block from
 the same simulator, back to back on one connection (reads/s, and this
@@ -38,6 +40,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import IO
 
 from actors import loop as actor_loop
 from edge.bench import Figure
@@ -243,6 +246,25 @@ class _NotifySocket:
         self.sock.close()
 
 
+def _start_service(
+    config: Path, work: Path, env: dict[str, str], notify: _NotifySocket, log: IO[bytes]
+) -> tuple[float, subprocess.Popen[bytes]]:
+    """(spawn to READY=1 in seconds, the running service)."""
+    started = time.perf_counter()
+    service = subprocess.Popen(
+        [*SERVICE_COMMAND, str(config)],
+        cwd=work,
+        env={**env, "NOTIFY_SOCKET": "@" + notify.name},
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        return notify.wait_ready(service, READY_TIMEOUT_S) - started, service
+    except BaseException:
+        _stop(service)
+        raise
+
+
 def _measure(work: Path) -> dict[str, float]:
     ports = (_free_port(), _free_port(), _free_port())
     sim_port, metrics_port = ports[0], ports[1]
@@ -268,15 +290,7 @@ def _measure(work: Path) -> dict[str, float]:
         raw_rate, raw_cpu_per_read = actor_loop.run(_raw_reads(sim_port, RAW_S))
         import_s = _import_baseline_s()
 
-        started = time.perf_counter()
-        service = subprocess.Popen(
-            [*SERVICE_COMMAND, str(service_config)],
-            cwd=work,
-            env={**env, "NOTIFY_SOCKET": "@" + notify.name},
-            stdout=log,
-            stderr=log,
-        )
-        ready_s = notify.wait_ready(service, READY_TIMEOUT_S) - started
+        first_ready_s, service = _start_service(service_config, work, env, notify, log)
         time.sleep(WARMUP_S)
 
         url = f"http://127.0.0.1:{metrics_port}/metrics"
@@ -295,6 +309,10 @@ def _measure(work: Path) -> dict[str, float]:
             ):
                 rates.append((after.get(name, 0.0) - before.get(name, 0.0)) / (t1 - t0))
         rss_now, rss_peak = _memory_mb(service.pid)
+        _stop(service)
+        # A restart, as systemd does after a failure or an update: the state files
+        # and the OPC UA certificate are there now.
+        restart_ready_s, service = _start_service(service_config, work, env, notify, log)
     finally:
         if service is not None:
             _stop(service)
@@ -305,7 +323,8 @@ def _measure(work: Path) -> dict[str, float]:
         "raw_rate": raw_rate,
         "raw_cpu_per_read": raw_cpu_per_read,
         "import_s": import_s,
-        "ready_s": ready_s,
+        "first_ready_s": first_ready_s,
+        "restart_ready_s": restart_ready_s,
         "cpu_percent": statistics.median(cpu_percent),
         "request_rate": statistics.median(request_rates),
         "error_rate": statistics.median(error_rates),
@@ -355,21 +374,37 @@ def run() -> list[Figure]:
             note=f"{m['error_rate']:.1f} failed polls/s; "
             "counted by the service's edge_plc_requests_total",
         ),
-        Figure(
-            name="start to ready (50 machines)",
-            value=m["ready_s"],
-            unit="s",
-            bar=f"<= {READY_BAR_S:g} s",
-            meets_bar=m["ready_s"] <= READY_BAR_S,
-            baseline_name="python start + import of the service",
-            baseline_value=m["import_s"],
-            ratio=m["ready_s"] / m["import_s"] if m["import_s"] > 0 else None,
-            note="spawn of `edge run` to READY=1 on the notify socket (a first start: the "
-            "OPC UA certificate is created too); OPC UA server with "
-            + (
-                f"{m['opcua_nodes']:,.0f} nodes"
-                if m["opcua_nodes"] >= 0
-                else "an address space of unreported size"
-            ),
+        _ready_figure(
+            "start to ready (50 machines)",
+            m["restart_ready_s"],
+            m,
+            "a restart: state files and the OPC UA certificate present",
+        ),
+        _ready_figure(
+            "first start to ready (50 machines)",
+            m["first_ready_s"],
+            m,
+            "the first start on an empty state directory: the OPC UA server's RSA key and "
+            "certificate are generated too",
         ),
     ]
+
+
+def _ready_figure(name: str, value: float, m: dict[str, float], what: str) -> Figure:
+    nodes = (
+        f"{m['opcua_nodes']:,.0f} nodes"
+        if m["opcua_nodes"] >= 0
+        else "an address space of unreported size"
+    )
+    return Figure(
+        name=name,
+        value=value,
+        unit="s",
+        bar=f"<= {READY_BAR_S:g} s",
+        meets_bar=value <= READY_BAR_S,
+        baseline_name="python start + import of the service",
+        baseline_value=m["import_s"],
+        ratio=value / m["import_s"] if m["import_s"] > 0 else None,
+        note=f"spawn of `edge run` to READY=1 on the notify socket; {what}; OPC UA server "
+        f"with {nodes}",
+    )
