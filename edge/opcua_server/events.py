@@ -17,13 +17,17 @@ string NodeIds (``Types.StopEventType``), so event filters survive restarts.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from asyncua import ua
+from asyncua.common.event_objects import BaseEvent
+from asyncua.common.events import get_event_obj_from_type_node
 from asyncua.common.node import Node
 from asyncua.server.event_generator import EventGenerator
 from asyncua.server.server import Server
 
+from edge.errors import EdgeError
 from edge.opcua_server.model import type_node_id
 from edge.opcua_server.uaids import AttributeIds, ObjectIds, numeric, string, ua_time
 
@@ -85,6 +89,7 @@ class EventEmitter:
         self._server = server
         self._idx = idx
         self._types: dict[str, Node] = {}
+        self._templates: dict[str, BaseEvent] = {}
         self._on_machine: dict[tuple[str, str], EventGenerator] = {}
         self._on_server: dict[str, EventGenerator] = {}
         self._machine_nodes: dict[str, ua.NodeId] = {}
@@ -111,9 +116,13 @@ class EventEmitter:
                 await prop.set_modelling_rule(True)
             self._types[name] = node
         for name, node in self._types.items():
-            self._on_server[name] = await self._server.get_event_generator(
-                node, numeric(ObjectIds.Server)
-            )
+            # Browsing a type for its fields is what makes a generator costly; every
+            # generator of a type starts from a copy of one event object instead.
+            template = await get_event_obj_from_type_node(node)
+            if not isinstance(template, BaseEvent):
+                raise EdgeError(f"OPC UA event type {name} is not a BaseEventType")
+            self._templates[name] = template
+            self._on_server[name] = await self._generator(name, numeric(ObjectIds.Server))
         self._audit = await self._server.get_event_generator(
             numeric(ObjectIds.AuditUpdateMethodEventType), numeric(ObjectIds.Server)
         )
@@ -121,12 +130,14 @@ class EventEmitter:
         # Variant cannot carry; UtcTime is a DateTime.
         self._audit.event.data_types["ActionTimeStamp"] = Vt.DateTime
 
+    async def _generator(self, type_name: str, emitting: ua.NodeId) -> EventGenerator:
+        event = copy.deepcopy(self._templates[type_name])
+        return await self._server.get_event_generator(event, emitting)
+
     async def add_machine(self, machine_id: str, node_id: ua.NodeId) -> None:
         self._machine_nodes[machine_id] = node_id
-        for name, node in self._types.items():
-            self._on_machine[(name, machine_id)] = await self._server.get_event_generator(
-                node, node_id
-            )
+        for name in self._types:
+            self._on_machine[(name, machine_id)] = await self._generator(name, node_id)
 
     async def emit(self, spec: EventSpec) -> None:
         machine_node = self._machine_nodes.get(spec.machine_id)
