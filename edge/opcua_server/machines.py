@@ -189,7 +189,7 @@ class MachineView:
             s.name: s for s in (plc_map.signals if plc_map else ()) if s.role is None
         }
         self.down_since: float | None = None
-        self._last_good: dict[str, object] = {}
+        self._last_good: dict[str, tuple[object, float | None]] = {}
         self._stop_id = 0
         self._tally: _OrderTally | None = None
         self.current_order = ""
@@ -204,16 +204,20 @@ class MachineView:
         if handle is None:
             return
         if self._is_live(name):
+            if status == GOOD:
+                # Kept even while the link counts as down: a sample that arrives then
+                # (the link was only inferred down, from an actor not yet past a
+                # restart) is what the value is when the link is seen up again.
+                self._last_good[name] = (value, ts)
             if self.down_since is not None:
                 self._stage_degraded(name, handle)
                 return
-            if status == GOOD:
-                self._last_good[name] = value
         self._writer.stage(handle, value, ts, status)
 
     def _stage_degraded(self, name: str, handle: VarHandle) -> None:
         if name in self._last_good:
-            self._writer.stage(handle, self._last_good[name], self.down_since, UNCERTAIN_LAST)
+            value, _ts = self._last_good[name]
+            self._writer.stage(handle, value, self.down_since, UNCERTAIN_LAST)
         else:
             self._writer.stage(handle, None, self.down_since, BAD_COMMUNICATION)
 
@@ -239,9 +243,10 @@ class MachineView:
             return
         self.down_since = None
         self.stage("PlcLinkUp", True, ts)
-        # Last good values are Good again until the next sample or status replaces them.
-        for name, value in list(self._last_good.items()):
-            self.stage(name, value, ts)
+        # Last good values are Good again, with the time they were sampled, until the
+        # next sample or status replaces them.
+        for name, (value, sampled) in list(self._last_good.items()):
+            self.stage(name, value, sampled)
 
     # -- sources -------------------------------------------------------------------
 
