@@ -122,8 +122,14 @@ class LineService:
         *,
         notifier: Notifier | None = None,
         components: Sequence[ComponentFactory] = (),
+        tick_interval_s: float | None = TICK_INTERVAL_S,
     ) -> None:
+        """``tick_interval_s``: how often the wall clock advances the machines' event
+        time between samples (shift ends, stop deadlines of counts-only machines);
+        None leaves event time to the samples alone, for a caller that drives time
+        itself, as tests feeding recorded timestamps do."""
         self.config = config
+        self._tick_interval_s = tick_interval_s
         self.components: list[Any] = []
         # Set by the component that implements edge.commands.LineCommands.
         self.commands: LineCommands | None = None
@@ -227,7 +233,8 @@ class LineService:
         for source in self._build_sources():
             self.sources.append(await stack.enter_async_context(source))
 
-        self._spawn(self._tick_loop(), "ticks")
+        if self._tick_interval_s is not None:
+            self._spawn(self._tick_loop(self._tick_interval_s), "ticks")
         self._spawn(self._persist_loop(), "persist")
         self._spawn(self._status_loop(), "status-log")
         interval = watchdog_interval_s()
@@ -330,9 +337,9 @@ class LineService:
 
     # ------------------------------------------------------------------ clocks
 
-    async def _tick_loop(self) -> None:
+    async def _tick_loop(self, interval_s: float) -> None:
         while True:
-            await asyncio.sleep(TICK_INTERVAL_S)
+            await asyncio.sleep(interval_s)
             tick = Tick(time.time())
             for ref in self._machines.values():
                 with contextlib.suppress(MailboxFullError, ActorError):

@@ -150,7 +150,7 @@ async def node_of(c: Client, text: str) -> ua.NodeId:
 
 
 async def wait_for(
-    check: Callable[[], Awaitable[bool]] | Callable[[], bool], within_s: float = 5.0
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool], within_s: float = 15.0
 ) -> None:
     deadline = time.monotonic() + within_s
     while True:

@@ -3,7 +3,9 @@ asyncua client, while the real machine actors process samples.
 
 One server for the whole module (starting one takes about a second); the
 machines have no PLC here, so each test feeds its machine's actor samples with
-exact timestamps and knows, by hand, what the engine must show.
+exact timestamps and knows, by hand, what the engine must show. The wall-clock
+tick is off: a tick at "now" would move a machine's event time past the recorded
+timestamps the tests feed.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ class Line:
 async def line(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Line]:
     port = free_port()
     config = make_config(tmp_path_factory.mktemp("line"), port, opcua=USERS)
-    async with LineService(config, components=[opcua_server.component]) as service:
+    async with LineService(
+        config, components=[opcua_server.component], tick_interval_s=None
+    ) as service:
         server = next(c for c in service.components if isinstance(c, OpcUaServer))
         yield Line(service, server, port)
 
@@ -203,24 +207,41 @@ async def test_subscribers_receive_changes_as_the_engine_counts(line: Line) -> N
 
 
 async def test_process_values_and_the_packml_state_from_the_sample_tap(line: Line) -> None:
-    ts = time.time() - 5
-    line.server.ingest_samples(
-        [
-            Sample("M2", "temperature", 61.5, ts),
-            Sample("M2", "speed", 120.25, ts),
-            Sample("M2", "state", 6, ts),
-        ]
-    )
+    # Before the stop test's samples (each signal's time only moves forward).
+    ts = time.time() - 200
+    samples = [
+        Sample("M2", "temperature", 61.5, ts),
+        Sample("M2", "speed", 120.25, ts),
+        Sample("M2", "state", 6, ts),
+    ]
+    # The actor sees them too, as it does from a PLC: M2 runs, its link is up.
+    await line.service.machine_ref("M2").tell(SampleBatch(tuple(samples)))
+    line.server.ingest_samples(samples)
     async with client(line.port) as c:
 
         async def shown() -> bool:
-            return (await read(c, "L1.M2.ProcessValues.temperature")).Value.Value == 61.5
+            # Good, with the sample's own time: the writer flushes in batches, and a
+            # status refresh may show M2 unknown (not yet past the samples) meanwhile.
+            values = [
+                await read(c, text)
+                for text in (
+                    "L1.M2.ProcessValues.temperature",
+                    "L1.M2.ProcessValues.speed",
+                    "L1.M2.PackMLState",
+                )
+            ]
+            return all(
+                v.StatusCode.is_good()
+                and v.SourceTimestamp is not None
+                and abs(v.SourceTimestamp.timestamp() - ts) < 0.01
+                for v in values
+            )
 
         await wait_for(shown)
+        assert (await read(c, "L1.M2.ProcessValues.temperature")).Value.Value == 61.5
         speed = await read(c, "L1.M2.ProcessValues.speed")
         assert speed.Value.VariantType == ua.VariantType.Float
         assert speed.Value.Value == pytest.approx(120.25)
-        assert abs(speed.SourceTimestamp.timestamp() - ts) < 0.01
         assert (await read(c, "L1.M2.PackMLState")).Value.Value == "Execute"
 
 
@@ -252,7 +273,9 @@ async def test_stop_and_state_events_on_the_machine_and_the_server(line: Line) -
         await wait_for(lambda: len(ended()) == 2)  # once on M2, once on the Server object
         event = ended()[0]
         assert event.MachineId == "M2" and event.Reason == "Held"
-        assert event.Duration == pytest.approx(30.0)
+        assert event.Duration == pytest.approx(30.0), [
+            (e.Message.Text, getattr(e, "Duration", None), e.Time) for e in seen
+        ]
         assert abs(event.Time.timestamp() - (t0 + 40)) < 0.01
         assert event.SourceName == "M2"
         states = [e for e in seen if getattr(e, "State", None) == "stopped"]
@@ -298,6 +321,11 @@ async def test_a_lost_plc_link_turns_live_values_uncertain_then_good_again(line:
         await wait_for(lambda: _good(counted()))
         # The link status is refreshed with the diagnostics cycle, not with the values.
         await wait_for(lambda: _value(read(c, "L1.M1.PlcLinkUp"), True))
+        # the last sample is Good again, with the time it was sampled
+        await wait_for(lambda: _good(read(c, "L1.M1.ProcessValues.temperature")))
+        temperature = await read(c, "L1.M1.ProcessValues.temperature")
+        assert temperature.Value.Value == 40.0
+        assert abs(temperature.SourceTimestamp.timestamp() - (t0 + 1)) < 0.01
 
 
 async def _good(value: Any) -> bool:

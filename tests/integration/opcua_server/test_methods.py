@@ -44,7 +44,9 @@ class Line:
 async def line(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Line]:
     port = free_port()
     config = make_config(tmp_path_factory.mktemp("methods"), port, opcua=USERS)
-    async with LineService(config, components=[opcua_server.component]) as service:
+    async with LineService(
+        config, components=[opcua_server.component], tick_interval_s=None
+    ) as service:
         orders = OrdersDouble()
         service.commands = orders
         result = Line(service, port, orders)

@@ -50,7 +50,9 @@ async def test_node_opcua_client_browses_reads_and_subscribes(tmp_path: Path) ->
     _installed()
     port = free_port()
     config = make_config(tmp_path, port)
-    async with LineService(config, components=[opcua_server.component]) as service:
+    async with LineService(
+        config, components=[opcua_server.component], tick_interval_s=None
+    ) as service:
         t0 = time.time() - 100
         ref = service.machine_ref("M1")
         await ref.tell(
