@@ -401,9 +401,10 @@ async def test_exported_values_equal_oee_md_arithmetic_by_hand(
     tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
     t0 = dt.datetime.combine(tomorrow, dt.time(2, 0), tzinfo=dt.UTC).timestamp()
     config = write_config(tmp_path, hand_line_toml(free_port))
-    async with LineService(config, components=[metrics_factory(free_port)]) as service:
-        # Before the service's first tick (1 s after start), so the machine's
-        # clock starts at t0 and no wall-clock time is ever accounted.
+    # No wall-clock tick: the machine's clock starts at t0 and only the samples move it.
+    async with LineService(
+        config, components=[metrics_factory(free_port)], tick_interval_s=None
+    ) as service:
         await service.machine_ref("H1").tell(SampleBatch(tuple(hand_samples(t0))))
         metrics = service.components[0].metrics
         scrape = parse((await metrics.render(now=t0 + 1800)).decode())
@@ -475,7 +476,9 @@ async def test_undefined_ratios_have_no_sample(tmp_path: Path, free_port: int) -
     tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
     t0 = dt.datetime.combine(tomorrow, dt.time(2, 0), tzinfo=dt.UTC).timestamp()
     config = write_config(tmp_path, hand_line_toml(free_port))
-    async with LineService(config, components=[metrics_factory(free_port)]) as service:
+    async with LineService(
+        config, components=[metrics_factory(free_port)], tick_interval_s=None
+    ) as service:
         # Running 600 s, no piece counted: quality = 0/0 (null), performance = 0/600 = 0.
         batch = (Sample("H1", "running", True, t0), Sample("H1", "total_count", 7, t0))
         await service.machine_ref("H1").tell(SampleBatch(batch))
