@@ -189,6 +189,8 @@ class MachineView:
             s.name: s for s in (plc_map.signals if plc_map else ()) if s.role is None
         }
         self.down_since: float | None = None
+        # When the PLC source last said the link is up (None: it said down since).
+        self._link_up_at: float | None = None
         self._last_good: dict[str, tuple[object, float | None]] = {}
         self._stop_id = 0
         self._tally: _OrderTally | None = None
@@ -226,6 +228,24 @@ class MachineView:
             self.stage(name, value, ts, status)
 
     # -- link ----------------------------------------------------------------------
+
+    def link_seen(self, up: bool, ts: float) -> None:
+        """The PLC source's own word on its link (it goes before any inference)."""
+        if up:
+            self._link_up_at = ts
+            self.link_restored(ts)
+        else:
+            self._link_up_at = None
+            self.link_lost(ts)
+
+    def _unknown_since(self, ts: float) -> None:
+        """The actor shows ``unknown`` since ``ts``: it is not watching the PLC (the
+        link is down, or a restart is not yet confirmed by data) — unless the source
+        said the link came up after that, and the actor has not yet seen the samples
+        that followed (a status or event older than the link's return)."""
+        if self._link_up_at is not None and ts <= self._link_up_at:
+            return
+        self.link_lost(ts)
 
     def link_lost(self, ts: float) -> None:
         """The PLC link is down since ``ts`` (idempotent; an earlier ``ts`` wins)."""
@@ -266,8 +286,7 @@ class MachineView:
         for name, (value, code) in window_values(status.last_closed_shift).items():
             self.stage(f"LastShift.{name}", value, ts, code)
         if status.state is MachineState.UNKNOWN and status.event_time is not None:
-            # Not watching the PLC (link down, or a restart not yet confirmed by data).
-            self.link_lost(status.state_since or status.event_time)
+            self._unknown_since(status.state_since or status.event_time)
         elif status.state is not MachineState.UNKNOWN and self.down_since is not None:
             self.link_restored(status.state_since or ts)
 
@@ -276,7 +295,7 @@ class MachineView:
             self._count(event)
         elif isinstance(event, StateChanged):
             if event.state is MachineState.UNKNOWN:
-                self.link_lost(event.ts)
+                self._unknown_since(event.ts)
             elif event.previous is MachineState.UNKNOWN:
                 self.link_restored(event.ts)
             self.stage("State", event.state.value, event.ts)

@@ -642,9 +642,9 @@ class OpcUaServer:
             if isinstance(item, Sample):
                 view.on_sample(item)
             elif item.up:
-                view.link_restored(item.ts)
+                view.link_seen(True, item.ts)
             else:
-                view.link_lost(item.ts)
+                view.link_seen(False, item.ts)
                 self._queue(
                     self._alarm_spec(
                         item.machine_id,
