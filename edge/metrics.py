@@ -79,10 +79,9 @@ Runtime (label ``line``; ``machine`` or ``plc`` where named)
   ``edge_plc_notifications_total``, ``edge_plc_stale_values_total``,
   ``edge_plc_monitored_items`` — each present when the source's
   ``statistics()`` record has the field;
-- ``edge_plc_poll_duration_seconds{plc}`` (histogram): Modbus poll latency. The
-  source keeps only its last poll's latency, so it is sampled at the poll rate:
-  one observation per successful poll seen (a poll between two samples may be
-  missed, never counted twice);
+- ``edge_plc_poll_duration_seconds{plc}`` (histogram): Modbus poll latency, all
+  block reads of one poll; the source observes every successful poll into its
+  own histogram, so each poll is counted exactly once;
 - ``edge_events_published_total``: domain events on the event bus;
 - ``edge_ready`` (gauge 1/0, as ``/readyz``), ``edge_build_info``, and the
   process collector's ``edge_process_*`` (CPU seconds, resident memory, fds...).
@@ -129,13 +128,10 @@ field, the first one on ``service.components`` wins.
 from __future__ import annotations
 
 import asyncio
-import bisect
-import contextlib
 import dataclasses
 import enum
 import json
 import logging
-import math
 import platform
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -166,6 +162,7 @@ from actors.oee.stops import StopKind
 from edge import __version__
 from edge.errors import ActorError, EdgeError
 from edge.event_bus import BusEvent
+from edge.histogram import HistogramSnapshot
 from edge.http_server import HttpServer, Request, Response
 from edge.logs import OutageLog
 
@@ -190,9 +187,6 @@ STATUS_ASK_TIMEOUT_S: Final = 2.0
 # The classic text format every Prometheus 2.x and 3.x scrapes; our names and
 # labels are all legacy-valid, so generate_latest's output is exactly that.
 TEXT_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-POLL_LATENCY_BUCKETS: Final = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-)  # fmt: skip
 STATE_CODES: Final = {MachineState.UNKNOWN: 0, MachineState.RUNNING: 1, MachineState.STOPPED: 2}
 
 
@@ -411,32 +405,6 @@ class _EventCounters:
             counters.micro_s += seconds
 
 
-# ---------------------------------------------------------------------- poll latency
-
-
-class LatencyHistogram:
-    """Bucket counts and sum of observations, as a Prometheus histogram exposes them."""
-
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.sum += value
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        running = 0
-        buckets = []
-        for bound, count in zip([*self.bounds, math.inf], self.counts, strict=True):
-            running += count
-            buckets.append(("+Inf" if bound == math.inf else repr(bound), float(running)))
-        return buckets
-
-
 # ---------------------------------------------------------------------- readiness
 
 
@@ -555,9 +523,7 @@ class LineMetrics(Collector):
         self._restarts_total = 0
         self._refresh_lock = asyncio.Lock()
         self._status_outage = OutageLog(log, "machine status for metrics", line=self.line)
-        self._latency_seen: dict[str, int] = {}
         self._component_outages: dict[int, OutageLog] = {}
-        self.poll_duration: dict[str, LatencyHistogram] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(namespace=PREFIX, registry=self.registry)
         self.registry.register(self)
@@ -592,23 +558,6 @@ class LineMetrics(Collector):
     def statuses(self) -> Mapping[str, MachineStatus]:
         """The statuses of the last refresh (what the last scrape showed)."""
         return dict(self._statuses)
-
-    def observe_poll_latencies(self) -> None:
-        """One histogram observation per source whose successful polls advanced."""
-        for source in self._service.sources:
-            stats = source.statistics()
-            latency = getattr(stats, "last_poll_latency_s", None)
-            polls = getattr(stats, "polls", None)
-            if latency is None or polls is None:
-                continue
-            ok = int(polls) - int(getattr(stats, "errors", 0))
-            plc = str(getattr(stats, "plc_id", getattr(source, "plc_id", "?")))
-            if ok > self._latency_seen.get(plc, 0):
-                self._latency_seen[plc] = ok
-                histogram = self.poll_duration.get(plc)
-                if histogram is None:
-                    histogram = self.poll_duration[plc] = LatencyHistogram(POLL_LATENCY_BUCKETS)
-                histogram.observe(float(latency))
 
     # -- readiness ----------------------------------------------------------------
 
@@ -847,15 +796,21 @@ class LineMetrics(Collector):
         outage.failed(repr(exc))
 
     def _collect_poll_durations(self) -> Iterator[Metric]:
-        if not self.poll_duration:
+        histograms = []
+        for source in self._service.sources:
+            stats = source.statistics()
+            snapshot = getattr(stats, "poll_latency", None)
+            if isinstance(snapshot, HistogramSnapshot):
+                histograms.append((str(getattr(stats, "plc_id", "?")), snapshot))
+        if not histograms:
             return
         family = HistogramMetricFamily(
             "edge_plc_poll_duration_seconds",
-            "Modbus poll latency (all block reads of one poll), sampled once per poll seen",
+            "Modbus poll latency (all block reads of one poll), every successful poll",
             labels=["line", "plc"],
         )
-        for plc, histogram in self.poll_duration.items():
-            family.add_metric([self.line, plc], histogram.cumulative(), histogram.sum)
+        for plc, snapshot in histograms:
+            family.add_metric([self.line, plc], snapshot.cumulative(), snapshot.sum)
         yield family
 
     def _collect_components(self, f: _Families) -> None:
@@ -896,7 +851,6 @@ class MetricsComponent:
         self.metrics = LineMetrics(service)
         self._state = ComponentState.UNOPENED
         self._unsubscribe: Any = None
-        self._sampler: asyncio.Task[None] | None = None
         self._server: HttpServer | None = None
 
     @property
@@ -925,9 +879,6 @@ class MetricsComponent:
         if not self._enabled:
             return self
         self._unsubscribe = self._service.bus.subscribe("metrics", self.metrics.events.consume)
-        interval = _sampling_interval(self._service)
-        if interval is not None:
-            self._sampler = asyncio.create_task(self._sample(interval), name="metrics-latency")
         routes = {"/metrics": self._metrics, "/healthz": self._healthz, "/readyz": self._readyz}
         server = HttpServer(self._host, self._port, routes, name="metrics")
         try:
@@ -951,10 +902,6 @@ class MetricsComponent:
         self._state = ComponentState.CLOSED
         if self._server is not None:
             await self._server.aclose()
-        if self._sampler is not None:
-            self._sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampler
         if self._unsubscribe is not None:
             self._unsubscribe()
 
@@ -965,11 +912,6 @@ class MetricsComponent:
             return []
         url = self.url
         return [f"metrics     {url}/metrics (Prometheus); {url}/healthz, {url}/readyz"]
-
-    async def _sample(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            self.metrics.observe_poll_latencies()
 
     # -- handlers -----------------------------------------------------------------
 
@@ -986,15 +928,6 @@ class MetricsComponent:
         readiness = self.metrics.readiness()
         status = HTTPStatus.OK if readiness.ready else HTTPStatus.SERVICE_UNAVAILABLE
         return Response(status, readiness.as_json(), content_type="application/json")
-
-
-def _sampling_interval(service: LineService) -> float | None:
-    intervals = [
-        float(p.poll_interval_s) for p in service.config.plcs if hasattr(p, "poll_interval_s")
-    ]
-    if not intervals:
-        return None
-    return min(max(min(intervals), 0.05), 1.0)
 
 
 def component(service: LineService) -> MetricsComponent:

@@ -37,6 +37,7 @@ from pymodbus.pdu import ModbusPDU
 
 from actors.messages import LinkChanged, Quality, Sample, Value
 from edge.errors import ConfigError, PlcConnectionError, PlcDataError, Problem
+from edge.histogram import POLL_LATENCY_BUCKETS, Histogram, HistogramSnapshot
 from edge.plc.binding import MachineBinding, SourceLifecycle, SourceState
 from edge.plc.blocks import ReadBlock, ReadPlan, ReadPoint, plan_reads
 from edge.plc.codec import BlockDecoder, compile_decoder
@@ -66,6 +67,7 @@ class ModbusStatistics:
     skipped_polls: int  # poll slots skipped because a poll overran its interval
     blocks_per_poll: int
     last_poll_latency_s: float | None
+    poll_latency: HistogramSnapshot  # every successful poll, all its block reads
     link_up: bool
     consecutive_failures: int
 
@@ -181,6 +183,7 @@ class ModbusSource(SourceLifecycle):
         self._data_errors = 0
         self._skipped = 0
         self._latency: float | None = None
+        self._latency_histogram = Histogram(POLL_LATENCY_BUCKETS)
 
     @property
     def plc_id(self) -> str:
@@ -206,6 +209,7 @@ class ModbusSource(SourceLifecycle):
             skipped_polls=self._skipped,
             blocks_per_poll=len(self._plan.blocks),
             last_poll_latency_s=self._latency,
+            poll_latency=self._latency_histogram.snapshot(),
             link_up=self._link.is_up,
             consecutive_failures=self._link.consecutive_failures,
         )
@@ -259,6 +263,7 @@ class ModbusSource(SourceLifecycle):
                 )
             return False
         self._latency = time.perf_counter() - t0
+        self._latency_histogram.observe(self._latency)
         ts = self._clock()
         batch: list[SourceEvent] = []
         if self._link.succeeded(ts):
