@@ -13,8 +13,9 @@ What it runs
     - one :class:`~actors.orders.actor.OrderActor` per order that is not
       finished, a dynamic child (``order/<id>``) of the line's supervisor;
     - one :class:`~actors.quality.actor.QualityStationActor` per
-      ``[[quality_stations]]`` entry (``quality/<id>``), and for stations with a
-      ``plc`` their own PLC source (a connection of its own);
+      ``[[quality_stations]]`` entry (``quality/<id>``); a station with a ``plc``
+      and a ``plc_map`` of its own is read over that PLC's one connection, beside
+      the machines (:meth:`edge.service.LineService.attach_bindings`);
     - the lot ledger (:class:`~actors.traceability.LotLedger`).
 
 How pieces reach an order
@@ -116,7 +117,7 @@ from actors.quality.events import QualityEvent
 from actors.supervisor import ChildSpec, RestartPolicy
 from actors.traceability import LotLedger, LotScan
 from edge.commands import CommandAudit, OrderInfo, OrderSpec
-from edge.config import LineConfig, ModbusPlcConfig, QualityStationConfig
+from edge.config import LineConfig, QualityStationConfig
 from edge.errors import ActorError, CommandError, EdgeError, StateStoreError
 from edge.event_bus import BusEvent
 from edge.logs import OutageLog
@@ -370,7 +371,7 @@ class OrdersRuntime:
         for station_id, ref in self._stations.items():
             machine_id = self._config_station(station_id).params.machine_id
             await ref.tell(SetStationOrder(self._running_on.get(machine_id)))
-        await self._start_station_sources()
+        self._attach_station_bindings()
         if self._machine_stations:
             self._spawn(self._station_loop(), "orders-stations")
             self._unsubscribe_samples = service.samples.subscribe("quality", self._on_samples)
@@ -498,8 +499,10 @@ class OrdersRuntime:
                 return station
         raise KeyError(station_id)
 
-    async def _start_station_sources(self) -> None:
-        from edge.plc import MachineBinding, ModbusSource, load_plc_map  # noqa: PLC0415
+    def _attach_station_bindings(self) -> None:
+        """Stations with a plc_map of their own are read over their PLC's connection,
+        the one the service polls the machines through (PLCs allow few connections)."""
+        from edge.plc import MachineBinding, load_plc_map  # noqa: PLC0415
 
         config = self._config
         for plc in config.plcs:
@@ -513,16 +516,8 @@ class OrdersRuntime:
                 for s in config.quality_stations
                 if s.plc == plc.id and s.plc_map is not None
             ]
-            if not bindings:
-                continue
-            source: Any
-            if isinstance(plc, ModbusPlcConfig):
-                source = ModbusSource(plc, bindings, self._station_sink)
-            else:
-                from edge.plc.opcua import OpcUaSource  # noqa: PLC0415 - heavy import
-
-                source = OpcUaSource(plc, bindings, self._station_sink)
-            await self._stack.enter_async_context(source)
+            if bindings:
+                self._service.attach_bindings(plc.id, bindings, self._station_sink)
 
     async def _station_sink(self, batch: Sequence[Sample | LinkChanged]) -> None:
         pending: dict[str, list[Sample]] = {}

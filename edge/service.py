@@ -50,6 +50,7 @@ from edge.errors import ActorError, EdgeError, EscalationError, MailboxFullError
 from edge.event_bus import BusEvent, EventBus
 from edge.heap import long_lived_start
 from edge.plc import MachineBinding, ModbusSource, load_plc_map
+from edge.plc.delivery import SampleSink
 from edge.sd_notify import Notifier, run_watchdog, watchdog_interval_s
 from edge.state_store import SnapshotStore
 
@@ -155,6 +156,10 @@ class LineService:
         self._route_lock = asyncio.Lock()
 
         self._progress_marker = -1
+        # Other components' points read over the PLC connections (attach_bindings).
+        self._attached: dict[str, list[MachineBinding]] = {}
+        self._attached_sinks: dict[str, SampleSink] = {}
+        self._sources_built = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -257,8 +262,27 @@ class LineService:
 
         return factory
 
+    def attach_bindings(
+        self, plc_id: str, bindings: Sequence[MachineBinding], sink: SampleSink
+    ) -> None:
+        """More points to read on a PLC's connection (a quality station's own map),
+        delivered to ``sink`` instead of the machine actors.
+
+        A component calls this while it starts, before the PLC sources are built:
+        a PLC serves every reader over one connection (PLCs allow few)."""
+        if self._sources_built:
+            raise EdgeError(f"bindings for plc {plc_id} attached after the PLC sources started")
+        ids = {b.machine_id for b in bindings}
+        taken = ids & ({m.id for m in self.config.machines} | set(self._attached_sinks))
+        if taken:
+            raise EdgeError(f"plc {plc_id}: ids {sorted(taken)} already read by another binding")
+        self._attached.setdefault(plc_id, []).extend(bindings)
+        for binding_id in ids:
+            self._attached_sinks[binding_id] = sink
+
     def _build_sources(self) -> list[Any]:
         config = self.config
+        self._sources_built = True
         sources: list[Any] = []
         for plc in config.plcs:
             bindings = [
@@ -271,19 +295,43 @@ class LineService:
                 for m in config.machines
                 if m.plc == plc.id and m.plc_map is not None
             ]
-            if not bindings:
+            attached = self._attached.get(plc.id, [])
+            if not bindings and not attached:
                 log.warning("plc has no machines bound to it; not polled", extra={"plc": plc.id})
                 continue
+            sink = self._split_sink() if attached else self._route
             if isinstance(plc, ModbusPlcConfig):
-                sources.append(ModbusSource(plc, bindings, self._route))
+                sources.append(ModbusSource(plc, [*bindings, *attached], sink))
             elif isinstance(plc, OpcUaPlcConfig):
-                sources.append(self._opcua_source(plc, bindings))
+                sources.append(self._opcua_source(plc, [*bindings, *attached], sink))
         return sources
 
-    def _opcua_source(self, plc: OpcUaPlcConfig, bindings: list[MachineBinding]) -> Any:
+    def _split_sink(self) -> SampleSink:
+        """A source's sink when other components read through its connection too."""
+        attached = self._attached_sinks
+
+        async def deliver(batch: Sequence[Sample | LinkChanged]) -> None:
+            machines: list[Sample | LinkChanged] = []
+            others: dict[SampleSink, list[Sample | LinkChanged]] = {}
+            for item in batch:
+                other = attached.get(item.machine_id)
+                if other is None:
+                    machines.append(item)
+                else:
+                    others.setdefault(other, []).append(item)
+            if machines:
+                await self._route(machines)
+            for other, items in others.items():
+                await other(items)
+
+        return deliver
+
+    def _opcua_source(
+        self, plc: OpcUaPlcConfig, bindings: list[MachineBinding], sink: SampleSink
+    ) -> Any:
         from edge.plc.opcua import OpcUaSource  # noqa: PLC0415 - asyncua client is heavy
 
-        return OpcUaSource(plc, bindings, self._route)
+        return OpcUaSource(plc, bindings, sink)
 
     def _resend_values(self, machine_id: str) -> None:
         plc_id = self.config.machine(machine_id).plc

@@ -190,6 +190,11 @@ class ModbusSource(SourceLifecycle):
         return self._plc.id
 
     @property
+    def binding_ids(self) -> tuple[str, ...]:
+        """The machines (and stations) whose points this source reads."""
+        return self._machine_ids
+
+    @property
     def blocks(self) -> tuple[ReadBlock, ...]:
         """The block reads of one poll, in order."""
         return self._plan.blocks

@@ -22,6 +22,8 @@ import pytest
 from actors.machine import GetStatus, MachineStatus
 from actors.messages import LinkChanged, Sample
 from edge.config import LineConfig, SimulatorConfig, load_config
+from edge.errors import EdgeError
+from edge.plc import MachineBinding, load_plc_map
 from edge.service import LineService
 from edge.simulator import SimTruth, SimulatedLine, machine_specs
 
@@ -402,3 +404,31 @@ async def test_process_values_reach_sample_consumers(tmp_path: Path, free_port: 
         "state",
     }
     assert process, signals
+
+
+async def test_attached_bindings_must_come_before_the_sources_and_not_reuse_an_id(
+    tmp_path: Path, free_port: int
+) -> None:
+    config = make_config(tmp_path, free_port)
+    plc_id = config.machines[0].plc
+    assert plc_id is not None
+
+    def binding(binding_id: str) -> MachineBinding:
+        return MachineBinding(
+            binding_id, load_plc_map("generic-modbus", config.plc_map_dirs), unit_id=9
+        )
+
+    async def ignore(batch: object) -> None:
+        return None
+
+    service = LineService(config)
+    with pytest.raises(EdgeError, match=r"ids \['M1'\] already read"):
+        service.attach_bindings(plc_id, [binding("M1")], ignore)
+    service.attach_bindings(plc_id, [binding("QS")], ignore)
+    with pytest.raises(EdgeError, match=r"ids \['QS'\] already read"):
+        service.attach_bindings(plc_id, [binding("QS")], ignore)
+    async with service:
+        (source,) = [s for s in service.sources if s.plc_id == plc_id]
+        assert "QS" in source.binding_ids
+        with pytest.raises(EdgeError, match="after the PLC sources started"):
+            service.attach_bindings(plc_id, [binding("QT")], ignore)

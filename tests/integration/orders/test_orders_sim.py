@@ -1,7 +1,8 @@
 """Orders on the simulated line (a real pymodbus server): pieces attributed across an
 order change equal the simulator's ground truth; two quality stations, one reading the
-machine's own samples and one polling the PLC itself, count the same inspections; an
-auto-complete order finishes at its target by itself."""
+machine's own samples and one reading the PLC through its own map (over the line's one
+connection to that PLC), count the same inspections; an auto-complete order finishes
+at its target by itself."""
 
 from __future__ import annotations
 
@@ -155,6 +156,9 @@ async def test_orders_on_the_simulated_line_match_its_ground_truth(
             service.bus.subscribe("test", events.extend)
             rt = service.commands
             assert isinstance(rt, OrdersRuntime)
+            # QP's points are read over the one connection M1 is polled through
+            (source,) = service.sources
+            assert source.plc_id == "sim" and source.binding_ids == ("M1", "QP")
             await first_readings(service)
             truth = [sim.ground_truth("M1")]
             for n, order in enumerate(("WO1", "WO2")):
