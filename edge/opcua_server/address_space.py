@@ -74,11 +74,10 @@ _READ_ONLY_ARRAY: _Attributes = (
 )
 
 
-def _names(name: str, description: str) -> _Attributes:
-    display = ((AttributeIds.DisplayName, ua.Variant(ua.LocalizedText(name))),)
-    if not description:
-        return display
-    return (*display, (AttributeIds.Description, ua.Variant(ua.LocalizedText(description))))
+def _description(text: str) -> _Attributes:
+    if not text:
+        return ()
+    return ((AttributeIds.Description, ua.Variant(ua.LocalizedText(text))),)
 
 
 class _Batch:
@@ -122,7 +121,7 @@ class _Batch:
                 type_definition=type_id,
                 display_name=name,
                 attributes=(
-                    *_names(name, description),
+                    *_description(description),
                     (AttributeIds.EventNotifier, ua.Variant(notifier, ua.VariantType.Byte)),
                 ),
             )
@@ -141,7 +140,7 @@ class _Batch:
                 type_definition=ua.NodeId(),
                 display_name=name,
                 attributes=(
-                    *_names(name, description),
+                    *_description(description),
                     (AttributeIds.IsAbstract, ua.Variant(False, ua.VariantType.Boolean)),
                 ),
             )
@@ -170,7 +169,7 @@ class _Batch:
                 type_definition=numeric(ObjectIds.BaseDataVariableType),
                 display_name=var.name,
                 attributes=(
-                    *_names(var.name, var.description),
+                    *_description(var.description),
                     (AttributeIds.Value, value),
                     (AttributeIds.DataType, ua.Variant(numeric(var.vtype.value))),
                     *(_READ_ONLY_ARRAY if var.array else _READ_ONLY_VARIABLE),
@@ -209,7 +208,6 @@ class _Batch:
                 type_definition=numeric(ObjectIds.PropertyType),
                 display_name=name,
                 attributes=(
-                    *_names(name, ""),
                     (AttributeIds.Value, value),
                     (AttributeIds.DataType, ua.Variant(data_type)),
                     *_READ_ONLY_VARIABLE,

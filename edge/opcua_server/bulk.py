@@ -38,7 +38,8 @@ _NO_NODE = ua.NodeId()
 @dataclass(frozen=True, slots=True)
 class NodeSpec:
     """One node to add: what an AddNodesItem says, with its attributes already
-    resolved to (attribute, Variant) pairs besides NodeId, BrowseName and NodeClass."""
+    resolved to (attribute, Variant) pairs besides NodeId, BrowseName, NodeClass
+    and DisplayName (the loader adds those four)."""
 
     node_id: ua.NodeId
     browse_name: ua.QualifiedName
@@ -121,6 +122,10 @@ class NodeLoader:
                 ("class", spec.node_class), ua.Variant(spec.node_class, ua.VariantType.Int32)
             )
         )
+        display_name = ua.LocalizedText(spec.display_name)
+        attributes[AttributeIds.DisplayName] = AttributeValue(
+            self.shared(("display", spec.display_name), ua.Variant(display_name))
+        )
         for attribute, variant in spec.attributes:
             if attribute is AttributeIds.Value:
                 # Stamped like AddNodes stamps a new value; replaced by the first write.
@@ -132,7 +137,6 @@ class NodeLoader:
         if type_node is not None:
             self._type_definitions[spec.node_id] = spec.type_definition
 
-        display_name = ua.LocalizedText(spec.display_name)
         parent.references.append(
             ua.ReferenceDescription(
                 ReferenceTypeId=spec.reference_type,

@@ -43,7 +43,8 @@ class RecordingLoader(NodeLoader):
 def add_nodes_item(spec: NodeSpec) -> ua.AddNodesItem:
     """The AddNodes request a client would send for ``spec``."""
     attrs: Any = _ATTRIBUTES[spec.node_class]()
-    mask = 0
+    attrs.DisplayName = ua.LocalizedText(spec.display_name)
+    mask = ua.NodeAttributesMask.DisplayName
     for attribute, variant in spec.attributes:
         name = attribute.name
         setattr(attrs, name, variant if name == "Value" else variant.Value)
