@@ -66,7 +66,6 @@ class ModbusStatistics:
     data_errors: int  # exception responses and values that could not be decoded
     skipped_polls: int  # poll slots skipped because a poll overran its interval
     blocks_per_poll: int
-    last_poll_latency_s: float | None
     poll_latency: HistogramSnapshot  # every successful poll, all its block reads
     link_up: bool
     consecutive_failures: int
@@ -182,7 +181,6 @@ class ModbusSource(SourceLifecycle):
         self._errors = 0
         self._data_errors = 0
         self._skipped = 0
-        self._latency: float | None = None
         self._latency_histogram = Histogram(POLL_LATENCY_BUCKETS)
 
     @property
@@ -213,7 +211,6 @@ class ModbusSource(SourceLifecycle):
             data_errors=self._data_errors,
             skipped_polls=self._skipped,
             blocks_per_poll=len(self._plan.blocks),
-            last_poll_latency_s=self._latency,
             poll_latency=self._latency_histogram.snapshot(),
             link_up=self._link.is_up,
             consecutive_failures=self._link.consecutive_failures,
@@ -267,8 +264,7 @@ class ModbusSource(SourceLifecycle):
                     ]
                 )
             return False
-        self._latency = time.perf_counter() - t0
-        self._latency_histogram.observe(self._latency)
+        self._latency_histogram.observe(time.perf_counter() - t0)
         ts = self._clock()
         batch: list[SourceEvent] = []
         if self._link.succeeded(ts):
