@@ -121,6 +121,7 @@ from edge.config import LineConfig, QualityStationConfig
 from edge.errors import ActorError, CommandError, EdgeError, StateStoreError
 from edge.event_bus import BusEvent
 from edge.logs import OutageLog
+from edge.plc.delivery import per_reader
 
 if TYPE_CHECKING:
     from edge.service import LineService
@@ -520,17 +521,9 @@ class OrdersRuntime:
                 self._service.attach_bindings(plc.id, bindings, self._station_sink)
 
     async def _station_sink(self, batch: Sequence[Sample | LinkChanged]) -> None:
-        pending: dict[str, list[Sample]] = {}
-        for item in batch:
-            if isinstance(item, Sample):
-                pending.setdefault(item.machine_id, []).append(item)
-                continue
-            samples = pending.pop(item.machine_id, None)
-            if samples:
-                await self._tell_station(item.machine_id, StationSamples(tuple(samples)))
-            await self._tell_station(item.machine_id, item)
-        for station_id, samples in pending.items():
-            await self._tell_station(station_id, StationSamples(tuple(samples)))
+        for station_id, item in per_reader(batch):
+            message = StationSamples(item) if isinstance(item, tuple) else item
+            await self._tell_station(station_id, message)
         self._dirty = True
 
     async def _tell_station(self, station_id: str, message: StationMessage) -> None:

@@ -50,7 +50,7 @@ from edge.errors import ActorError, EdgeError, EscalationError, MailboxFullError
 from edge.event_bus import BusEvent, EventBus
 from edge.heap import long_lived_start
 from edge.plc import MachineBinding, ModbusSource, load_plc_map
-from edge.plc.delivery import SampleSink
+from edge.plc.delivery import SampleSink, per_reader
 from edge.sd_notify import Notifier, run_watchdog, watchdog_interval_s
 from edge.state_store import SnapshotStore
 
@@ -354,17 +354,8 @@ class LineService:
     async def _route_locked(self, batch: Sequence[Sample | LinkChanged]) -> None:
         if self.samples.has_consumers:
             self.samples.publish(batch)
-        pending: dict[str, list[Sample]] = {}
-        for item in batch:
-            if isinstance(item, Sample):
-                pending.setdefault(item.machine_id, []).append(item)
-                continue
-            samples = pending.pop(item.machine_id, None)
-            if samples:
-                await self._tell(item.machine_id, SampleBatch(tuple(samples)))
-            await self._tell(item.machine_id, item)
-        for machine_id, samples in pending.items():
-            await self._tell(machine_id, SampleBatch(tuple(samples)))
+        for machine_id, item in per_reader(batch):
+            await self._tell(machine_id, SampleBatch(item) if isinstance(item, tuple) else item)
 
     async def _tell(self, machine_id: str, message: MachineMessage) -> None:
         ref = self._machines.get(machine_id)

@@ -8,14 +8,33 @@ set goes out and the core re-baselines its counters (OEE.md §5).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from actors.messages import LinkChanged, Quality, Sample, Value
 
-__all__ = ["ChangeFilter", "SampleSink", "SourceEvent"]
+__all__ = ["ChangeFilter", "SampleSink", "SourceEvent", "per_reader"]
 
 SourceEvent = Sample | LinkChanged
 SampleSink = Callable[[Sequence[SourceEvent]], Awaitable[None]]
+
+
+def per_reader(
+    batch: Sequence[SourceEvent],
+) -> Iterator[tuple[str, tuple[Sample, ...] | LinkChanged]]:
+    """A source batch as one message per reader (machine or station): its samples
+    together, a link change sent after that reader's samples before it, so each
+    reader sees its samples and link changes in the order the source produced them."""
+    pending: dict[str, list[Sample]] = {}
+    for item in batch:
+        if isinstance(item, Sample):
+            pending.setdefault(item.machine_id, []).append(item)
+            continue
+        samples = pending.pop(item.machine_id, None)
+        if samples:
+            yield item.machine_id, tuple(samples)
+        yield item.machine_id, item
+    for reader_id, samples in pending.items():
+        yield reader_id, tuple(samples)
 
 
 class ChangeFilter:

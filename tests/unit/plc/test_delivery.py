@@ -1,9 +1,9 @@
-"""Change filter: only changes pass; a forget re-sends everything."""
+"""Change filter: only changes pass; a forget re-sends everything. Batches split per reader."""
 
 from __future__ import annotations
 
-from actors.messages import Quality
-from edge.plc.delivery import ChangeFilter
+from actors.messages import LinkChanged, Quality, Sample
+from edge.plc.delivery import ChangeFilter, per_reader
 
 GOOD, BAD = Quality.GOOD, Quality.BAD
 
@@ -35,3 +35,16 @@ def test_forget_one_machine_or_all() -> None:
     assert not f.changed("M2", "a", 1, GOOD)
     f.forget()
     assert f.changed("M2", "a", 1, GOOD)
+
+
+def test_per_reader_keeps_each_readers_samples_and_link_changes_in_order() -> None:
+    a1, a2 = Sample("A", "x", 1, 1.0), Sample("A", "x", 2, 3.0)
+    b1 = Sample("B", "y", 5, 1.0)
+    lost = LinkChanged("A", False, 2.0)
+    assert list(per_reader([a1, b1, lost, a2])) == [
+        ("A", (a1,)),  # A's samples before its link change
+        ("A", lost),
+        ("B", (b1,)),
+        ("A", (a2,)),
+    ]
+    assert list(per_reader([])) == []
