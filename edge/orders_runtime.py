@@ -186,6 +186,21 @@ class _Barrier:
 _Forward = tuple[str, OrderMessage] | _Barrier
 
 
+def _status_changed(
+    ts: float, view: OrderView, previous: OrderView, reason: str, who: _Who
+) -> OrderStatusChanged:
+    return OrderStatusChanged(
+        "",
+        ts,
+        view.order_id,
+        view.status.value,
+        previous.status.value,
+        reason,
+        who.source,
+        who.user,
+    )
+
+
 def _info(view: OrderView) -> OrderInfo:
     return OrderInfo(
         order_id=view.order_id,
@@ -906,20 +921,7 @@ class OrdersRuntime:
             await self._put_on_machines(oid, machines, ts)
         elif previous.status is OrderStatus.RUNNING:
             await self._put_on_machines(None, machines, ts)
-        self._publish(
-            [
-                OrderStatusChanged(
-                    "",
-                    ts,
-                    oid,
-                    view.status.value,
-                    previous.status.value,
-                    reason,
-                    who.source,
-                    who.user,
-                )
-            ]
-        )
+        self._publish([_status_changed(ts, view, previous, reason, who)])
         await self._persist_now()
         return _info(view)
 
@@ -944,16 +946,7 @@ class OrdersRuntime:
         info = _info(view)
         self._publish(
             [
-                OrderStatusChanged(
-                    "",
-                    ts,
-                    oid,
-                    view.status.value,
-                    previous.status.value,
-                    reason,
-                    who.source,
-                    who.user,
-                ),
+                _status_changed(ts, view, previous, reason, who),
                 BatchRecordCompleted("", ts, oid, record),
             ]
         )
