@@ -21,6 +21,7 @@ from edge import __version__
 from edge.config import DEFAULT_CONFIG, LineConfig, load_config
 from edge.errors import ConfigError, EdgeError
 from edge.logs import configure_logging
+from edge.tail_args import add_arguments as add_tail_arguments
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -111,8 +112,6 @@ def _build_parser() -> argparse.ArgumentParser:
             "was seen."
         ),
     )
-    from edge.tail import add_arguments as add_tail_arguments  # noqa: PLC0415
-
     add_tail_arguments(tail)
 
     bench = commands.add_parser(

@@ -85,27 +85,31 @@ def default_components(config: LineConfig) -> list[ComponentFactory]:
     order runtime sets ``service.commands`` before the front ends (OPC UA, MQTT)
     that call it; metrics come last and read everything else.
     """
-    # Imported here: each pulls in a heavy library (asyncua, aiomqtt, numpy).
-    from edge import (  # noqa: PLC0415
-        metrics,
-        opcua_server,
-        orders_runtime,
-        outbox,
-        qmib,
-    )
-    from edge.mqtt import component as mqtt_component  # noqa: PLC0415
-
+    # Each imported only when enabled: they pull in heavy libraries (asyncua,
+    # aiomqtt, httpx, numpy), and a line pays the start time and memory of what it runs.
     components: list[ComponentFactory] = []
     if config.mqtt.enabled or config.qmib.enabled:
+        from edge import outbox  # noqa: PLC0415
+
         components.append(outbox.component)
+    from edge import orders_runtime  # noqa: PLC0415
+
     components.append(orders_runtime.component)
     if config.opcua.enabled:
+        from edge import opcua_server  # noqa: PLC0415
+
         components.append(opcua_server.component)
     if config.mqtt.enabled:
+        from edge.mqtt import component as mqtt_component  # noqa: PLC0415
+
         components.append(mqtt_component)
     if config.qmib.enabled:
+        from edge import qmib  # noqa: PLC0415
+
         components.append(qmib.component)
     if config.metrics.enabled:
+        from edge import metrics  # noqa: PLC0415
+
         components.append(metrics.component)
     return components
 

@@ -31,7 +31,6 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TextIO
 
 import aiomqtt
@@ -39,6 +38,7 @@ import aiomqtt
 from edge.errors import ConfigError
 from edge.mqtt.connection import ClientSettings, ProtocolVersion, describe, new_client
 from edge.mqtt.topics import Topics
+from edge.tail_args import add_arguments
 from edge.wire import Batch, WireError, decode_batch, decode_status, json_safe
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "SequenceChecker",
     "TailConsumer",
     "TailMessage",
-    "add_arguments",
     "tail_main",
 ]
 
@@ -288,43 +287,6 @@ class TailConsumer:
 
 
 # --------------------------------------------------------------------------- the command
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``edge tail`` options (the CLI adds a sub-parser and calls this)."""
-    parser.add_argument(
-        "--config", type=Path, default=None, metavar="LINE.toml", help="broker and topics of a line"
-    )
-    parser.add_argument("--host", default=None, help="broker host (default: the config's)")
-    parser.add_argument("--port", type=int, default=None, help="broker port (default: 1883)")
-    parser.add_argument(
-        "--topic",
-        action="append",
-        default=None,
-        help="topic filter(s) to follow (default: the line's events and status topics)",
-    )
-    parser.add_argument("--username", default=None)
-    parser.add_argument(
-        "--password-env", default=None, metavar="VAR", help="take the password from $VAR"
-    )
-    parser.add_argument("--client-id", default=None, help="MQTT client id (default: generated)")
-    parser.add_argument(
-        "--session",
-        type=int,
-        default=None,
-        metavar="SECONDS",
-        help="keep a persistent session this long (receive what was sent while away)",
-    )
-    parser.add_argument("--json", action="store_true", help="one JSON document per event")
-    parser.add_argument(
-        "--count", type=int, default=None, help="exit after this many events (default: run on)"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        help="exit when nothing arrived for this many seconds (default: run on)",
-    )
 
 
 def _settings(args: argparse.Namespace) -> tuple[ClientSettings, list[str]]:
