@@ -1,14 +1,19 @@
 """An independent client: node-opcua (npm) browses, reads and subscribes.
 
 Needs Node.js and npm; the test installs node-opcua-client into ``node/`` from
-the committed package-lock.json (``npm ci``) the first time. Without node or npm
-it is skipped, saying so.
+the committed package-lock.json (``npm ci``) the first time, with npm's cache in a
+temporary folder. Without node or npm it is skipped, saying so.
+
+Nothing here reads or writes the user's home: the client's PKI (its certificate,
+created on first use) is in the test's temporary directory, node-opcua's own
+messages go to stderr, and the test reads only the client's protocol lines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -28,16 +33,25 @@ pytestmark = pytest.mark.integration
 NODE_DIR = Path(__file__).parent / "node"
 
 
-def _installed() -> None:
+PROTOCOL = (b"SUBSCRIBED", b"RESULT ")
+
+
+def _installed(scratch: Path) -> None:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("node-opcua client test needs Node.js and npm (not installed here)")
-    if (NODE_DIR / "node_modules" / "node-opcua-client").is_dir():
+    if all((NODE_DIR / "node_modules" / p).is_dir() for p in _dependencies()):
         return
     command = "ci" if (NODE_DIR / "package-lock.json").is_file() else "install"
+    env = {
+        **os.environ,
+        "npm_config_cache": str(scratch / "npm-cache"),
+        "npm_config_update_notifier": "false",
+    }
     run = subprocess.run(
         [npm, command, "--no-audit", "--no-fund"],
         cwd=NODE_DIR,
+        env=env,
         capture_output=True,
         text=True,
         timeout=600,
@@ -46,8 +60,21 @@ def _installed() -> None:
     assert run.returncode == 0, f"npm {command} failed:\n{run.stdout}\n{run.stderr}"
 
 
+def _dependencies() -> list[str]:
+    manifest = json.loads((NODE_DIR / "package.json").read_text())
+    return list(manifest["dependencies"])
+
+
+async def _protocol_line(stream: asyncio.StreamReader) -> bytes:
+    """The client's next protocol line; anything else it prints is skipped."""
+    while line := await stream.readline():
+        if line.startswith(PROTOCOL):
+            return line
+    return b""
+
+
 async def test_node_opcua_client_browses_reads_and_subscribes(tmp_path: Path) -> None:
-    _installed()
+    _installed(tmp_path)
     port = free_port()
     config = make_config(tmp_path, port)
     async with LineService(
@@ -59,28 +86,33 @@ async def test_node_opcua_client_browses_reads_and_subscribes(tmp_path: Path) ->
             SampleBatch((Sample("M1", "running", True, t0), Sample("M1", "total_count", 50, t0)))
         )
         await ref.ask(GetStatus(time.time()))
-        proc = await asyncio.create_subprocess_exec(
-            "node",
-            str(NODE_DIR / "client.js"),
-            endpoint(port),
-            NAMESPACE,
-            "3",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        client_log = tmp_path / "node-client.log"
+        with client_log.open("wb") as stderr:
+            proc = await asyncio.create_subprocess_exec(
+                "node",
+                str(NODE_DIR / "client.js"),
+                endpoint(port),
+                NAMESPACE,
+                "3",
+                str(tmp_path / "node-pki"),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+            )
         assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        # generous: the first run also creates the client's certificate
+        line = await asyncio.wait_for(_protocol_line(proc.stdout), 60)
         if line != b"SUBSCRIBED\n":
-            _, err = await asyncio.wait_for(proc.communicate(), 30)
-            raise AssertionError(f"node client failed: {line!r} {err.decode()}")
+            await asyncio.wait_for(proc.wait(), 30)
+            raise AssertionError(f"node client failed: {line!r}\n{client_log.read_text()}")
         # pieces while the node client is subscribed: 50 -> 53 -> 57 (baseline 50)
         for ts, count in ((t0 + 10, 53), (t0 + 20, 57)):
             await ref.tell(SampleBatch((Sample("M1", "total_count", count, ts),)))
             await asyncio.sleep(0.5)
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, err.decode()
-    (result,) = [line for line in out.decode().splitlines() if line.startswith("RESULT ")]
-    seen = json.loads(result.removeprefix("RESULT "))
+        result = await asyncio.wait_for(_protocol_line(proc.stdout), 30)
+        await asyncio.wait_for(proc.wait(), 30)
+    assert proc.returncode == 0, client_log.read_text()
+    assert result.startswith(b"RESULT "), client_log.read_text()
+    seen = json.loads(result.removeprefix(b"RESULT "))
     ns = seen["namespaceIndex"]
     assert ns >= 2
     assert {"Machines", "Orders", "QualityStations", "Shift", "Diagnostics"} <= set(

@@ -1,7 +1,21 @@
 // An independent OPC UA client (node-opcua) for the edge's server: browses the
 // line, reads a few values with their data types, subscribes to a counter and
-// prints one JSON document with what it saw. Usage: node client.js ENDPOINT NAMESPACE_URI
+// prints one JSON document with what it saw.
+//
+// Usage: node client.js ENDPOINT NAMESPACE_URI SECONDS PKI_DIR
+//
+// Protocol: the only lines on stdout are "SUBSCRIBED" and "RESULT <json>"; everything
+// node-opcua says (first-run certificate creation, warnings) goes to stderr, and its
+// PKI (client certificate and key) lives in PKI_DIR, never in the user's home.
 "use strict";
+const path = require("path");
+const util = require("util");
+
+// node-opcua logs through console.*; keep stdout for the protocol lines.
+for (const name of ["log", "info", "warn", "debug", "error"]) {
+  console[name] = (...args) => process.stderr.write(util.format(...args) + "\n");
+}
+const { OPCUACertificateManager } = require("node-opcua-certificate-manager");
 const {
   OPCUAClient,
   AttributeIds,
@@ -19,8 +33,16 @@ function plain(value) {
 }
 
 async function main() {
-  const [endpoint, namespaceUri, seconds] = process.argv.slice(2);
+  const [endpoint, namespaceUri, seconds, pkiDir] = process.argv.slice(2);
+  if (!pkiDir) throw new Error("usage: client.js ENDPOINT NAMESPACE_URI SECONDS PKI_DIR");
+  const clientCertificateManager = new OPCUACertificateManager({
+    rootFolder: pkiDir,
+    automaticallyAcceptUnknownCertificate: true,
+  });
   const client = OPCUAClient.create({
+    clientCertificateManager,
+    certificateFile: path.join(pkiDir, "own", "certs", "client_certificate.pem"),
+    privateKeyFile: path.join(pkiDir, "own", "private", "private_key.pem"),
     endpointMustExist: false,
     securityMode: MessageSecurityMode.None,
     securityPolicy: SecurityPolicy.None,
