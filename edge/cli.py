@@ -84,7 +84,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Feed a hot-log trace (one JSON sample per line, '-' for standard input) through "
             "the OEE engine and print the per-machine, per-shift report as one JSON document "
-            "(OEE.md section 7). Malformed lines are skipped and reported on stderr."
+            "(docs/OEE.md section 7). Malformed lines are skipped and reported on stderr; a "
+            "trace with no usable line at all prints no report and exits 65."
         ),
     )
     replay.add_argument("trace", metavar="TRACE.jsonl", help="trace file, or - for stdin")
