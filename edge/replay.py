@@ -45,10 +45,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TextIO
 
+from actors.messages import SIGNAL_ROLES
 from actors.oee.calendar import ShiftCalendar
 from actors.oee.core import MachineCore
 from actors.oee.events import DomainEvent, ShiftClosed, Warning, WindowRevised
-from actors.messages import SIGNAL_ROLES
 from actors.oee.kpi import KpiRecord
 from edge.config import LineConfig
 from edge.errors import EdgeError, TraceError
