@@ -8,13 +8,21 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench test-servers clean
+.PHONY: run test lint typecheck unit bench test-servers install-runtime clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
+
+# A line PC (systemd/README.md): the service and its runtime dependencies only, no
+# test tools, byte-compiled now because the unit makes the tree read-only to it.
+install-runtime:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m compileall -q edge actors
 
 run: $(STAMP)
 	$(BIN)/edge run $(if $(CONFIG),--config $(CONFIG))
