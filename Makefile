@@ -24,8 +24,9 @@ install-runtime:
 	$(BIN)/python -m pip install --quiet -e .
 	$(BIN)/python -m compileall -q edge actors
 
+# tools/foreground.py: Ctrl-C reaches only the service, so make exits with its status (0).
 run: $(STAMP)
-	$(BIN)/edge run $(if $(CONFIG),--config $(CONFIG))
+	@$(BIN)/python tools/foreground.py $(BIN)/edge run $(if $(CONFIG),--config $(CONFIG))
 
 # Test-time servers: mosquitto (MQTT) is installed from apt when running as root.
 # promtool (for `promtool check metrics`) comes from Debian's prometheus package,
@@ -51,8 +52,8 @@ test-servers: $(STAMP)
 	  test -x $(BIN)/promtool || echo "promtool not found: the 'promtool check metrics' test will be skipped"; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check edge actors tests
-	$(BIN)/ruff format --check edge actors tests
+	$(BIN)/ruff check edge actors tests tools
+	$(BIN)/ruff format --check edge actors tests tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
