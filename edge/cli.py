@@ -119,7 +119,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "bench",
         help="run the performance benchmarks and print their figures",
         description=(
-            "Run the benchmarks of DESIGN.md section 7; each measures its in-run baseline "
+            "Run the benchmarks of docs/performance.md; each measures its in-run baseline "
             "and prints the ratio. Prints a table and one JSON document."
         ),
     )
