@@ -305,7 +305,8 @@ def test_counter_width_defaults_to_the_plc_maps(tmp_path: Path) -> None:
 def test_an_invalid_plc_is_still_known_to_the_machines_that_use_it(tmp_path: Path) -> None:
     plc = '\n[[plcs]]\nid = "sim"\nprotocol = "modbus"\nhost = "127.0.0.1"\npoll_interval_s = "x"\n'
     machines = "".join(
-        f'\n[[machines]]\nid = "M{i}"\nideal_cycle_s = 1.0\nplc = "sim"\nplc_map = "generic-modbus"\n'
+        f'\n[[machines]]\nid = "M{i}"\nideal_cycle_s = 1.0\nplc = "sim"\n'
+        'plc_map = "generic-modbus"\n'
         for i in range(4)
     )
     text = MINIMAL.replace('[[machines]]\nid = "SMT01"\nideal_cycle_s = 2.0\n', "")
