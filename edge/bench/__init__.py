@@ -68,16 +68,19 @@ def _registry() -> dict[str, Benchmark]:
         opcua,
         outbox,
         start,
+        wire,
     )
 
     return {
         "core": core.run,
         "actor": actor_pipeline.run,
         "live-line": live_line.run,
+        "live-line-50": live_line.run_50,
         "start": start.run,
         "opcua": opcua.run,
         "outbox": outbox.run,
         "mqtt": mqtt.run,
+        "wire": wire.run,
     }
 
 

@@ -14,7 +14,8 @@ with its spread::
     Figure(..., ratio=ratio.median, ratio_spread_percent=ratio.spread_percent)
 
 A run returns either a number or any measurement object; pass ``measure`` to
-say which number of it a ratio is taken of (``pairs.ratio(lambda m: m.cpu)``).
+say which number of it a ratio is taken of (``pairs.ratio(lambda m: m.cpu)``),
+and ``baseline_measure`` too when the two sides return different types.
 ``interleave_async`` is the same for coroutine functions, on the caller's loop.
 Which side runs first alternates too (A B, B A, A B, ...), so neither side is
 always the one that finds the machine warmed up (caches, CPU frequency).
@@ -25,11 +26,12 @@ from __future__ import annotations
 import statistics
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 __all__ = ["Pairs", "Ratio", "interleave", "interleave_async"]
 
-T = TypeVar("T")
+B = TypeVar("B")  # what a baseline run returns
+S = TypeVar("S")  # what a subject run returns
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,25 +70,31 @@ def _identity(value: object) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class Pairs(Generic[T]):
+class Pairs(Generic[B, S]):
     """What each run returned, in run order: ``baseline[i]`` pairs with ``subject[i]``."""
 
-    baseline: tuple[T, ...]
-    subject: tuple[T, ...]
+    baseline: tuple[B, ...]
+    subject: tuple[S, ...]
 
-    def ratio(self, measure: Callable[[T], float] = _identity) -> Ratio:
-        """subject / baseline of ``measure``, pair by pair; a zero baseline is skipped."""
+    def ratio(
+        self,
+        measure: Callable[[S], float] = _identity,
+        baseline_measure: Callable[[B], float] | None = None,
+    ) -> Ratio:
+        """subject / baseline of ``measure`` (of ``baseline_measure`` on the baseline
+        side when given), pair by pair; a pair with a zero baseline is skipped."""
+        of_baseline = baseline_measure or cast(Callable[[B], float], measure)
         ratios = [
-            measure(s) / measure(b)
+            measure(s) / of_baseline(b)
             for b, s in zip(self.baseline, self.subject, strict=True)
-            if measure(b) != 0
+            if of_baseline(b) != 0
         ]
         return Ratio.of(ratios)
 
-    def baseline_median(self, measure: Callable[[T], float] = _identity) -> float:
+    def baseline_median(self, measure: Callable[[B], float] = _identity) -> float:
         return statistics.median(measure(b) for b in self.baseline)
 
-    def subject_median(self, measure: Callable[[T], float] = _identity) -> float:
+    def subject_median(self, measure: Callable[[S], float] = _identity) -> float:
         return statistics.median(measure(s) for s in self.subject)
 
 
@@ -95,11 +103,13 @@ def _check(rounds: int) -> None:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
 
 
-def interleave(baseline: Callable[[], T], subject: Callable[[], T], *, rounds: int = 3) -> Pairs[T]:
+def interleave(
+    baseline: Callable[[], B], subject: Callable[[], S], *, rounds: int = 3
+) -> Pairs[B, S]:
     """Run ``baseline`` and ``subject`` ``rounds`` times each, alternately."""
     _check(rounds)
-    base: list[T] = []
-    subj: list[T] = []
+    base: list[B] = []
+    subj: list[S] = []
     for number in range(rounds):
         if number % 2 == 0:
             base.append(baseline())
@@ -111,15 +121,15 @@ def interleave(baseline: Callable[[], T], subject: Callable[[], T], *, rounds: i
 
 
 async def interleave_async(
-    baseline: Callable[[], Awaitable[T]],
-    subject: Callable[[], Awaitable[T]],
+    baseline: Callable[[], Awaitable[B]],
+    subject: Callable[[], Awaitable[S]],
     *,
     rounds: int = 3,
-) -> Pairs[T]:
+) -> Pairs[B, S]:
     """:func:`interleave` for coroutine functions, awaited one at a time."""
     _check(rounds)
-    base: list[T] = []
-    subj: list[T] = []
+    base: list[B] = []
+    subj: list[S] = []
     for number in range(rounds):
         if number % 2 == 0:
             base.append(await baseline())

@@ -17,28 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from pymodbus.client import AsyncModbusTcpClient
 
 from actors import loop as actor_loop
+from edge.bench.line_process import memory_mb
 from edge.histogram import HistogramSnapshot
 from edge.plc.schedule import PollGrid
-
-
-def peak_rss_mb(pid: int | str = "self") -> tuple[float, float]:
-    """(current, peak) resident set size of a process in MB, from /proc."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) / 1024
-    return values["VmRSS"], values["VmHWM"]
 
 
 class _Poller:
@@ -73,7 +62,13 @@ def _lateness(pollers: Sequence[_Poller]) -> HistogramSnapshot:
 
 
 async def measure(
-    port: int, units: int, registers: int, interval_s: float, warmup_s: float, window_s: float
+    port: int,
+    units: int,
+    registers: int,
+    interval_s: float,
+    *,
+    warmup_s: float,
+    window_s: float,
 ) -> dict[str, float]:
     pollers = [_Poller(port, unit, registers, interval_s) for unit in range(1, units + 1)]
     for poller in pollers:
@@ -96,7 +91,7 @@ async def measure(
         for poller in pollers:
             poller.client.close()
     elapsed = wall1 - wall0
-    rss, peak = peak_rss_mb()
+    rss, peak = memory_mb()
     return {
         "cpu_percent": 100.0 * (cpu1 - cpu0) / elapsed,
         "polls_per_s": (polls1 - polls0) / elapsed,
@@ -117,7 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=5.0)
     args = parser.parse_args(argv)
     result = actor_loop.run(
-        measure(args.port, args.units, args.registers, args.interval, args.warmup, args.window)
+        measure(
+            args.port,
+            args.units,
+            args.registers,
+            args.interval,
+            warmup_s=args.warmup,
+            window_s=args.window,
+        )
     )
     json.dump(result, sys.stdout)
     print()

@@ -71,3 +71,8 @@ def test_bad_input_is_refused() -> None:
         interleave(lambda: 1.0, lambda: 1.0, rounds=0)
     with pytest.raises(ValueError, match="at least one pair"):
         Ratio.of([])
+
+
+def test_sides_of_different_types_take_a_measure_each() -> None:
+    pairs = interleave(lambda: 2.0, lambda: {"s": 5.0}, rounds=1)
+    assert pairs.ratio(lambda m: m["s"], baseline_measure=float).median == pytest.approx(2.5)
