@@ -44,7 +44,7 @@ from edge.plc.blocks import ReadBlock, ReadPlan, ReadPoint, plan_reads
 from edge.plc.codec import BlockDecoder, compile_decoder
 from edge.plc.delivery import SampleSink, SourceEvent
 from edge.plc.link import Backoff, LinkTracker
-from edge.plc.maps import Area, ModbusLocation, Protocol
+from edge.plc.maps import Area, ModbusLocation, Protocol, SignalDef
 from edge.plc.schedule import PollGrid
 
 if TYPE_CHECKING:
@@ -82,6 +82,7 @@ class _Point:
     block: int
     index: int
     width: int  # words or bits read
+    deadband: float  # engineering units a value must move to be delivered again
 
 
 def _plan(
@@ -89,7 +90,7 @@ def _plan(
 ) -> tuple[ReadPlan, list[_Point]]:
     problems: list[Problem] = []
     read_points: list[ReadPoint] = []
-    owners: list[tuple[str, str, BlockDecoder, int]] = []
+    owners: list[tuple[str, SignalDef, BlockDecoder]] = []
     seen: set[str] = set()
     if not bindings:
         problems.append(Problem("machines", "no machine is bound to this PLC"))
@@ -127,15 +128,21 @@ def _plan(
                 )
                 continue
             read_points.append(ReadPoint(binding.unit_id, loc.area, address, signal.width))
-            owners.append((binding.machine_id, signal.name, compile_decoder(signal), signal.width))
+            owners.append((binding.machine_id, signal, compile_decoder(signal)))
     if problems:
         raise ConfigError(f"plc {plc.id}", problems)
     plan = plan_reads(read_points, plc.max_gap)
     points = [
-        _Point(machine_id, name, decode, placement.block, placement.index, width)
-        for (machine_id, name, decode, width), placement in zip(
-            owners, plan.placements, strict=True
+        _Point(
+            machine_id,
+            signal.name,
+            decode,
+            placement.block,
+            placement.index,
+            signal.width,
+            signal.deadband,
         )
+        for (machine_id, signal, decode), placement in zip(owners, plan.placements, strict=True)
     ]
     return plan, points
 
@@ -277,7 +284,9 @@ class ModbusSource(SourceLifecycle):
         started = self._clock()
         t0 = time.perf_counter()
         try:
-            client = await self._connected_client()
+            client = self._client
+            if client is None or not client.connected:
+                client = await self._connected_client()
             results: list[BlockData | PlcDataError] = []
             for block in self._plan.blocks:
                 results.append(await self._read(client, block))
@@ -299,7 +308,8 @@ class ModbusSource(SourceLifecycle):
             self._forget_delivered()
             batch.extend(LinkChanged(m, up=True, ts=ts) for m in self._machine_ids)
         self._collect(results, ts, batch)
-        await self._deliver(batch)
+        if batch or self._pending:  # most polls of a line change nothing
+            await self._deliver(batch)
         return True
 
     def _collect(
@@ -325,10 +335,7 @@ class ModbusSource(SourceLifecycle):
             if previous is None or len(previous) != len(data):
                 dirty.extend(self._block_points[number])
             elif data == previous:
-                # The same words decode to the same values: nothing to deliver, but
-                # the values that cannot be decoded are still undecodable this poll.
-                self._data_errors += self._bad_in_block[number]
-                continue
+                continue  # the same words decode to the same values: nothing to deliver
             else:
                 dirty.extend(
                     set(
@@ -342,6 +349,8 @@ class ModbusSource(SourceLifecycle):
             if len(results) > 1:
                 dirty.sort()  # samples in the order of the points, whatever block they are in
             self._decode(dirty, results, ts, batch)
+        # Every value that cannot be decoded counts once per poll, decoded again or not.
+        self._data_errors += sum(self._bad_in_block)
 
     def _decode(
         self,
@@ -363,14 +372,12 @@ class ModbusSource(SourceLifecycle):
             quality = good
             if isinstance(data, PlcDataError):
                 value, quality = None, Quality.BAD
-                self._data_errors += 1
                 bad.add(i)
             else:
                 try:
                     value = point.decode(data, point.index)
                 except PlcDataError as exc:
                     value, quality = None, Quality.BAD
-                    self._data_errors += 1
                     if i not in bad:
                         bad.add(i)
                         _log.warning("%s: machine %s: %s", self._name, point.machine_id, exc)
@@ -388,8 +395,15 @@ class ModbusSource(SourceLifecycle):
             if (
                 previous is not None
                 and previous[1] is quality
-                and previous[0] == value
                 and type(previous[0]) is type(value)
+                and (
+                    previous[0] == value
+                    or (
+                        point.deadband
+                        and quality is good
+                        and abs(previous[0] - value) < point.deadband  # type: ignore[operator]
+                    )
+                )
             ):
                 continue
             last[i] = (value, quality)
