@@ -56,8 +56,11 @@ class Ports:
         return cls(free_port(), free_port(), free_port())
 
 
-def line_toml(machines: int, poll_s: float, ports: Ports, *, simulator: bool) -> str:
-    """An N-machine line on one simulator; ``simulator``: the config of ``edge simulate``."""
+def line_toml(
+    machines: int, poll_s: float, ports: Ports, *, simulator: bool, plc_map: str = "sim-line"
+) -> str:
+    """An N-machine line on one simulator; ``simulator``: the config of ``edge simulate``;
+    ``plc_map``: the map's name or path (one with the ``sim-line`` layout)."""
     plcs = "".join(
         textwrap.dedent(
             f"""
@@ -79,7 +82,7 @@ def line_toml(machines: int, poll_s: float, ports: Ports, *, simulator: bool) ->
             id = "M{n:03d}"
             ideal_cycle_s = {1.0 + (n % 5) * 0.25}
             plc = "plc{n:03d}"
-            plc_map = "sim-line"
+            plc_map = "{plc_map}"
             unit_id = {n}
             """
         )
@@ -213,11 +216,30 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 # ---------------------------------------------------------------------- processes
 
 
+def map_without_deadbands(directory: Path) -> Path:
+    """The ``sim-line`` map with its deadbands taken out: every change is delivered."""
+    from edge.config import BUILTIN_PLC_MAPS  # noqa: PLC0415
+    from edge.plc import find_plc_map  # noqa: PLC0415
+
+    found = find_plc_map("sim-line", [BUILTIN_PLC_MAPS])
+    if found is None:
+        raise RuntimeError(f"no sim-line map in {BUILTIN_PLC_MAPS}")
+    text = found.read_text(encoding="utf-8")
+    path = directory / "sim-line-no-deadband.toml"
+    lines = [line for line in text.splitlines() if not line.startswith("deadband")]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 @contextlib.contextmanager
-def simulator(work: Path, machines: int, poll_s: float, ports: Ports) -> Iterator[int]:
+def simulator(
+    work: Path, machines: int, poll_s: float, ports: Ports, plc_map: str = "sim-line"
+) -> Iterator[int]:
     """``edge simulate`` playing the line; yields its pid once it listens."""
     config = work / f"sim-{machines}.toml"
-    config.write_text(line_toml(machines, poll_s, ports, simulator=True), encoding="utf-8")
+    config.write_text(
+        line_toml(machines, poll_s, ports, simulator=True, plc_map=plc_map), encoding="utf-8"
+    )
     process = subprocess.Popen(
         [*SIMULATOR_COMMAND, str(config)],
         cwd=work,

@@ -46,6 +46,7 @@ from edge.bench.line_process import (
     Ports,
     cpu_seconds,
     line_toml,
+    map_without_deadbands,
     memory_mb,
     scrape,
     simulator,
@@ -60,6 +61,7 @@ class Load:
 
     machines: int
     poll_s: float
+    deadbands: bool = True  # the sim-line map's deadbands on its analog values
 
     @property
     def tags(self) -> int:
@@ -71,10 +73,19 @@ class Load:
 
     @property
     def label(self) -> str:
-        return f"{self.machines} x {POINTS_PER_MACHINE} @ {self.poll_s * 1000:g} ms"
+        label = f"{self.machines} x {POINTS_PER_MACHINE} @ {self.poll_s * 1000:g} ms"
+        return label if self.deadbands else f"{label}, no deadbands"
 
 
-CURVE = (Load(50, 0.1), Load(100, 0.1), Load(200, 0.1), Load(50, 0.02))
+# The last load: the first one with every noisy change delivered, to show what the
+# deadbands save.
+CURVE = (
+    Load(50, 0.1),
+    Load(100, 0.1),
+    Load(200, 0.1),
+    Load(50, 0.02),
+    Load(50, 0.1, deadbands=False),
+)
 ROUNDS = 3
 WARMUP_S = 4.0
 WINDOW_S = 6.0
@@ -193,13 +204,16 @@ def _service_run(
 def measure(load: Load, work: Path, rounds: int = ROUNDS) -> Measured:
     """Baseline and service alternately, ``rounds`` pairs, on one simulator."""
     ports = Ports.free()
-    work = work / f"line-{load.machines}-{load.poll_s * 1000:g}ms"
+    work = work / f"line-{load.machines}-{load.poll_s * 1000:g}ms-{load.deadbands}"
     work.mkdir(parents=True, exist_ok=True)
+    plc_map = "sim-line" if load.deadbands else str(map_without_deadbands(work))
     config = work / "line.toml"
-    config.write_text(line_toml(load.machines, load.poll_s, ports, simulator=False), "utf-8")
+    config.write_text(
+        line_toml(load.machines, load.poll_s, ports, simulator=False, plc_map=plc_map), "utf-8"
+    )
     notify = NotifySocket()
     try:
-        with simulator(work, load.machines, load.poll_s, ports) as simulator_pid:
+        with simulator(work, load.machines, load.poll_s, ports, plc_map) as simulator_pid:
             pairs = interleave(
                 lambda: _raw_run(load, ports),
                 lambda: _service_run(config, work, ports, simulator_pid, notify),
@@ -328,20 +342,19 @@ def figures(results: Sequence[Measured]) -> list[Figure | Table]:
                     meets_bar=cpu <= STRETCH_CPU_PERCENT,
                 )
             )
-    if len(results) > 1:
+    sized = [m for m in results if m.load.deadbands]
+    if len(sized) > 1:
         cpu_fixed, cpu_slope = _fit(
-            [(m.service("tag_values_per_s") / 1000.0, m.service("cpu_percent")) for m in results]
+            [(m.service("tag_values_per_s") / 1000.0, m.service("cpu_percent")) for m in sized]
         )
-        mb_fixed, mb_slope = _fit(
-            [(m.load.tags / 1000.0, m.service("rss_peak_mb")) for m in results]
-        )
+        mb_fixed, mb_slope = _fit([(m.load.tags / 1000.0, m.service("rss_peak_mb")) for m in sized])
         out.append(
             Figure(
                 name="sizing: CPU per 1,000 tag values/s",
                 value=cpu_slope,
                 unit="% of one core",
-                note=f"least-squares over the curve: CPU % = {cpu_fixed:.1f} + {cpu_slope:.2f} "
-                "x (tag values/s / 1000)",
+                note=f"least-squares over the curve (deadbands on): CPU % = {cpu_fixed:.1f} + "
+                f"{cpu_slope:.2f} x (tag values/s / 1000)",
             )
         )
         out.append(
@@ -349,7 +362,7 @@ def figures(results: Sequence[Measured]) -> list[Figure | Table]:
                 name="sizing: memory per 1,000 tags",
                 value=mb_slope,
                 unit="MB",
-                note=f"least-squares over the curve: RSS peak MB = {mb_fixed:.0f} + "
+                note=f"least-squares over the curve (deadbands on): RSS peak MB = {mb_fixed:.0f} + "
                 f"{mb_slope:.1f} x (tags / 1000), tags = machines x {POINTS_PER_MACHINE}",
             )
         )
