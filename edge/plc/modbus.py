@@ -45,6 +45,7 @@ from edge.plc.codec import BlockDecoder, compile_decoder
 from edge.plc.delivery import SampleSink, SourceEvent
 from edge.plc.link import Backoff, LinkTracker
 from edge.plc.maps import Area, ModbusLocation, Protocol, SignalDef
+from edge.plc.responses import BLOCK_RESPONSES
 from edge.plc.schedule import PollGrid
 
 if TYPE_CHECKING:
@@ -164,15 +165,6 @@ def _block_index(
     )
 
 
-def _raise_if_cancelling() -> None:
-    # pymodbus turns a CancelledError inside a request into ModbusIOException, and
-    # sometimes swallows it and returns the answer; give the cancellation back so a
-    # stopping source really stops.
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 class ModbusSource(SourceLifecycle):
     """Polls one Modbus TCP PLC for every machine bound to it.
 
@@ -207,6 +199,7 @@ class ModbusSource(SourceLifecycle):
         self._block_points, self._covering = _block_index(self._plan, self._points)
         self._bad_in_block = [0] * len(self._plan.blocks)
         self._grid = PollGrid(plc.poll_interval_s, self._rng)
+        self._poll_task: asyncio.Task[object] | None = None
         # Set once the first poll ended, read or failed (the service waits for it
         # before it starts the slow components).
         self.first_polled = asyncio.Event()
@@ -257,15 +250,25 @@ class ModbusSource(SourceLifecycle):
     async def _shutdown(self) -> None:
         self._close_client()
 
+    def _raise_if_cancelling(self) -> None:
+        # pymodbus turns a CancelledError inside a request into ModbusIOException, and
+        # sometimes swallows it and returns the answer; give the cancellation back so
+        # a stopping source really stops. (The poll task remembered, not current_task():
+        # cheaper on the hot path.)
+        task = self._poll_task
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
+
     # ------------------------------------------------------------------ poll loop
 
     async def _run(self) -> None:
+        self._poll_task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         grid = self._grid
         grid.begin(loop.time())
         sleep = asyncio.sleep
         while True:
-            _raise_if_cancelling()
+            self._raise_if_cancelling()
             delay = grid.due - loop.time()
             if delay > 0:
                 await sleep(delay)
@@ -456,11 +459,13 @@ class ModbusSource(SourceLifecycle):
             retries=self._plc.retries,
             reconnect_delay=0,
         )
+        for response_class in BLOCK_RESPONSES:
+            client.register(response_class)
         try:
             connected = await client.connect()
         except (ModbusException, OSError) as exc:
             client.close()
-            _raise_if_cancelling()
+            self._raise_if_cancelling()
             raise PlcConnectionError(f"cannot connect: {exc}") from exc
         if not connected:
             client.close()
@@ -495,16 +500,16 @@ class ModbusSource(SourceLifecycle):
                     address, count=count, device_id=device_id
                 )
         except (ModbusException, OSError) as exc:
-            _raise_if_cancelling()
+            self._raise_if_cancelling()
             raise PlcConnectionError(f"reading {block} failed: {exc}") from exc
         except Exception as exc:
             # Whatever else pymodbus raises on a garbled answer: the link is not
             # trustworthy, so treat it as down rather than let the poll loop die.
-            _raise_if_cancelling()
+            self._raise_if_cancelling()
             raise PlcConnectionError(
                 f"reading {block} failed: {type(exc).__name__}: {exc}"
             ) from exc
-        _raise_if_cancelling()
+        self._raise_if_cancelling()
         if response.isError():
             return PlcDataError(
                 f"reading {block} answered with Modbus exception {response.exception_code}"
