@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from actors.oee.params import (
+    DEFAULT_MAX_RATE_FACTOR,
     BreakDef,
     CalendarDef,
     LossBucket,
@@ -576,6 +577,7 @@ _MACHINE_KEYS = {
     "stop_after_s",
     "micro_stop_bucket",
     "counter_bits",
+    "max_rate_factor",
     "state_source",
     "reasons",
     "plc",
@@ -645,6 +647,14 @@ def _read_machines(
         explicit_bits = reader.get(
             raw, "counter_bits", path, int, default=None, check=_one_of(16, 32, 64)
         )
+        rate_factor = reader.get(
+            raw,
+            "max_rate_factor",
+            path,
+            float,
+            default=DEFAULT_MAX_RATE_FACTOR,
+            check=_between(1.0, 1000.0),
+        )
         source = reader.get(
             raw,
             "state_source",
@@ -683,6 +693,7 @@ def _read_machines(
             counter_bits=bits,
             reasons=reasons,
             state_source=StateSource(source) if source else None,
+            max_rate_factor=rate_factor or DEFAULT_MAX_RATE_FACTOR,
         )
         machines.append(
             MachineConfig(

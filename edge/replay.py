@@ -13,6 +13,11 @@
 - One entry per shift instance overlapping the span (with a length), in time
   order, clipped to the span. A stop still open at the end is classified by its
   length so far.
+- A line with ``"sensor": "link"`` is not a signal but the PLC link of its
+  machine: ``false`` (or 0) the link went down, ``true`` (or non-zero) it is back,
+  exactly as the live PLC sources report it. The machine is ``unknown`` in
+  between (``comm_loss``), and the first readings after it reveal what was made
+  meanwhile (OEE.md §5, time the edge did not see; ``docs/engine.md``).
 - Malformed lines (bad JSON, missing or non-numeric fields, a timestamp without
   a zone, an unknown machine, a sample older than the previous one of the same
   machine and sensor) are skipped and reported on ``err`` with their line
@@ -43,6 +48,8 @@ from edge.errors import TraceError
 from edge.trace import TraceParser
 
 MAX_REPORTED = 20
+# The trace "sensor" that carries a machine's PLC link state instead of a signal.
+LINK_SENSOR = "link"
 
 REPORT_FIELDS = (
     "scheduled_s",
@@ -198,7 +205,10 @@ class Replay:
                 self._note(other_id, self._shifts[other_id].pump())
         elif ts > last:
             self.last_ts = ts
-        core.apply(sample)
+        if sample.signal == LINK_SENSOR:
+            core.link_changed(bool(sample.value), ts)
+        else:
+            core.apply(sample)
         self._note(machine_id, self._shifts[machine_id].pump())
 
     def _note(self, machine_id: str, events: list[DomainEvent]) -> None:
