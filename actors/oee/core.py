@@ -86,8 +86,9 @@ Time the edge did not see (OEE.md §5)
     change is back-dated. The gap is settled when every counter has been read
     after it; until then the closed windows it touches are kept. A gap that
     crosses a shift end gives the earlier shift run time without the pieces:
-    the later shift's performance may exceed 1.0 by that much, which is not
-    reported as a wrong ideal cycle time.
+    the later shift's performance may exceed 1.0 by that much, and only whole
+    pieces are credited, so each gap may hide the cycle in progress at its end;
+    neither is reported as a wrong ideal cycle time.
 
 Stops and reasons (:mod:`actors.oee.stops`, :mod:`actors.oee.reasons`, :mod:`actors.oee.kpi`)
     Fault code > operator reason > PackML state name > ``unassigned``. Losing
@@ -870,6 +871,12 @@ class MachineCore:
         self._events.append(StateChanged(self.machine_id, t, _STATES[state], _STATES[previous]))
         if previous == UNKNOWN and self._gap is not None and self._gap.open:
             self._gap.open = False
+            if self._status == PRODUCTION:
+                # Only whole pieces are credited: the cycle in progress at the gap's
+                # end is run time nobody can prove, which shows as a surplus later.
+                ideal = self._order_ideal or self._ideal
+                for window in self._windows:
+                    window.perf_slack_s += ideal
             if not self._gap.pending:
                 self._drop_gap()
 
@@ -1096,7 +1103,7 @@ class MachineCore:
         gap.credited_s = target
         if self._status == PRODUCTION:
             for window in self._windows:
-                window.spill_s += increment - current[id(window)]
+                window.perf_slack_s += increment - current[id(window)]
         segments = gap.segments
         pieces = derive_counts(gap.tally, self._roles_seen)[0]
         self._events.append(
@@ -1176,9 +1183,8 @@ class MachineCore:
         # progress when it began. Only a surplus beyond that piece says the ideal
         # cycle time is wrong; otherwise every short window would cry wolf.
         surplus_s = (record.performance - 1.0) * record.run_s
-        # Pieces revealed after an unseen gap whose run time fell in an earlier window
-        # are not evidence of a wrong ideal cycle time either.
-        slack_s = max(self.params.ideal_cycle_s, self._order_ideal or 0.0) + window.spill_s
+        # What unseen gaps explain is no evidence of a wrong ideal cycle time either.
+        slack_s = max(self.params.ideal_cycle_s, self._order_ideal or 0.0) + window.perf_slack_s
         if surplus_s <= slack_s:
             return
         window.perf_warned = True

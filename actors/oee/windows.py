@@ -65,12 +65,12 @@ class Window:
         "length_s",
         "name",
         "outside",
+        "perf_slack_s",
         "perf_warned",
         "prod",
         "run_s",
         "scheduled_s",
         "slices",
-        "spill_s",
         "start",
         "track_refs",
         "unknown_s",
@@ -92,9 +92,10 @@ class Window:
         self.prod = Tally()
         self.outside = Tally()
         self.perf_warned = False
-        # Ideal seconds of pieces revealed here after an unseen gap whose run time was
-        # credited to an earlier window (core: time the edge did not see).
-        self.spill_s = 0.0
+        # Ideal seconds of performance surplus that an unseen gap explains: the cycle in
+        # progress when it ended, and pieces revealed here whose run time was credited
+        # to an earlier window (core: time the edge did not see).
+        self.perf_slack_s = 0.0
         self.track_refs = True  # False on what-if copies: they must not pin stops
 
     @property
@@ -145,7 +146,7 @@ class Window:
         twin.slices = {sid: piece.copy() for sid, piece in self.slices.items()}
         twin.prod, twin.outside = self.prod.copy(), self.outside.copy()
         twin.perf_warned = self.perf_warned
-        twin.spill_s = self.spill_s
+        twin.perf_slack_s = self.perf_slack_s
         twin.track_refs = False
         return twin
 
@@ -166,7 +167,7 @@ class Window:
             "prod": self.prod.to_data(),
             "outside": self.outside.to_data(),
             "perf_warned": self.perf_warned,
-            "spill_s": self.spill_s,
+            "perf_slack_s": self.perf_slack_s,
         }
 
     @classmethod
@@ -186,5 +187,5 @@ class Window:
         window.prod = Tally.from_data(data["prod"])
         window.outside = Tally.from_data(data["outside"])
         window.perf_warned = bool(data["perf_warned"])
-        window.spill_s = float(data.get("spill_s", 0.0))  # absent before this release
+        window.perf_slack_s = float(data.get("perf_slack_s", 0.0))  # absent before this release
         return window
