@@ -60,6 +60,7 @@ def line_toml(sim_port: int, *, simulator: bool = False) -> str:
         [[machines]]
         id = "M1"
         ideal_cycle_s = 1.0
+        max_rate_factor = 50.0  # the simulator runs 20 x faster than event time
         plc = "sim"
         plc_map = "generic-modbus"
         unit_id = 1
@@ -67,6 +68,7 @@ def line_toml(sim_port: int, *, simulator: bool = False) -> str:
         [[machines]]
         id = "M2"
         ideal_cycle_s = 0.8
+        max_rate_factor = 50.0  # the simulator runs 20 x faster than event time
         plc = "sim"
         plc_map = "packml-modbus"
         unit_id = 2

@@ -87,6 +87,14 @@ class Broker:
             proc.kill()
             proc.wait()
 
+    def kill(self) -> None:
+        """SIGKILL: no persistence written, every connection reset (a crashed broker)."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.kill()
+        proc.wait()
+
     def restart(self) -> None:
         self.stop()
         self.start()
