@@ -43,6 +43,7 @@ import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge import __version__
 from edge.errors import EdgeError, StateStoreError
@@ -121,6 +122,7 @@ class MqttComponent:
             commands=lambda: service.commands,
             rebirth=self._rebirth,
             set_stop_reason=self._set_stop_reason,
+            audit=service.bus.publish,
         )
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
@@ -173,6 +175,7 @@ class MqttComponent:
             self.state = MqttState.CLOSED
             return
         self.state = MqttState.CLOSED
+        self.commands.close()
         self._stopping.set()
         task, self._task = self._task, None
         if task is not None:
@@ -257,7 +260,7 @@ class MqttComponent:
                 )
             await self._publish_birth(client)
             if self.config.commands_enabled:
-                await client.subscribe(self.topics.commands, qos=1)
+                await self._subscribe_commands(client)
             stop = asyncio.ensure_future(self._stopping.wait())
             forwarding = asyncio.ensure_future(self.forwarder.run(self._publisher(client)))
             # The message loop also notices a dead connection at once, commands or not.
@@ -381,6 +384,15 @@ class MqttComponent:
                 correlation=correlation if isinstance(correlation, bytes) else None,
             )
             await self._send_reply(client, reply)
+
+    async def _subscribe_commands(self, client: aiomqtt.Client) -> None:
+        if self._protocol is ProtocolVersion.V5:
+            # Retain As Published: a retained command keeps its flag on a live
+            # subscription too, so it is recognised and never executed.
+            options = SubscribeOptions(qos=1, retainAsPublished=True)
+            await client.subscribe(self.topics.commands, options=options)
+        else:
+            await client.subscribe(self.topics.commands, qos=1)
 
     async def _send_reply(self, client: aiomqtt.Client, reply: Reply) -> None:
         properties = None
