@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench test-servers clean
+.PHONY: run test lint typecheck unit bench faults test-servers clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ test: $(STAMP) test-servers lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/edge bench
+
+# The long fault campaign (docs/faults.md): >= 20 edge kills, >= 5 broker kills,
+# 50 machines, real processes; prints the table, writes faults-report.json.
+faults: $(STAMP) test-servers
+	$(BIN)/python -m tests.faults.campaign --long --json faults-report.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
