@@ -79,6 +79,7 @@ SITE, LINE = "FC", "L1"
 BASE = f"edge/{SITE}/{LINE}"
 READY_LINE = "status      a line per machine"
 MQTT_BAR_S = 2.0  # offline <= broker downtime + this, per broker crash
+STEADY_S = 2.0  # after a fault has been recovered from, the least time before the next
 FIRST_COUNTER = 5_000_000  # the first simulator's counters; later ones lower (re-baselined)
 
 
@@ -535,8 +536,11 @@ class Campaign:
                     self.sim.send(signal.SIGUSR2)
                     segment_first = first
                     production = time.time()
+                    steady = time.time()
                     for offset, kind in plan.faults():
-                        wait = production + offset - time.time()
+                        # At the drawn moment, but never before the line was steady again
+                        # for a while after the previous fault.
+                        wait = max(production + offset, steady + STEADY_S) - time.time()
                         if wait > 0:
                             await asyncio.sleep(wait)
                         self.say(f"{time.time() - started:7.1f} s  {kind}")
@@ -544,7 +548,9 @@ class Campaign:
                             segment_first = await self._link_cut(segment_first)
                         else:
                             await getattr(self, f"_{kind}")()
-                        await self._settled(self.faults[-1])
+                        if kind != "link_cut":  # the edge stayed connected to the broker
+                            await self._settled(self.faults[-1])
+                        steady = time.time()
                     wait = production + plan.duration_s - time.time()
                     if wait > 0:
                         await asyncio.sleep(wait)
