@@ -438,8 +438,9 @@ class Truth:
                         )
                     self._last[machine] = reading
             except (ModbusException, OSError, CampaignError):
-                # The simulator is down (a link cut): what it did meanwhile is not seen.
-                self._last.clear()
+                # A read that failed (a loaded machine, or the simulator is down): the
+                # next reading compares with the last one seen, so a change meanwhile
+                # is a transition over the wider window. A new simulator: forget().
                 await asyncio.sleep(0.1)
                 continue
             await asyncio.sleep(self.poll_s)
@@ -866,6 +867,7 @@ def _check_stops(view: _View) -> dict[str, int]:
     tolerance = plan.poll_s + plan.truth_poll_s + 0.3
     names = ("true", "observable", "once", "missed", "start_off", "duplicated", "unmatched")
     stops = dict.fromkeys(names, 0)
+    unmatched: list[str] = []
     for machine in view.campaign.machines:
         spans = view.spans(machine)
         reported = [e.data["ts"] for e in view.of("StopStarted", machine)]
@@ -893,9 +895,11 @@ def _check_stops(view: _View) -> dict[str, int]:
             resumed = any(abs(at - b) <= tolerance for _, b in spans)
             if index not in matched and not resumed and not _overlaps(at, at, spans, tolerance):
                 stops["unmatched"] += 1
+                unmatched.append(f"{machine} at {at:.2f}")
     for name in ("missed", "start_off", "duplicated", "unmatched"):
         if stops[name]:
-            view.failures.append(f"stops: {stops[name]} {name}")
+            detail = f" ({', '.join(unmatched[:5])})" if name == "unmatched" else ""
+            view.failures.append(f"stops: {stops[name]} {name}{detail}")
     return stops
 
 
@@ -1043,6 +1047,11 @@ def analyse(campaign: Campaign, seconds: float) -> Report:
     with (campaign.dir / "mes-events.jsonl").open("w") as out:
         for event in events:
             out.write(json.dumps({"seq": event.seq, "type": event.type, **event.data}) + "\n")
+    with (campaign.dir / "truth.jsonl").open("w") as out:
+        for machine, transitions in campaign.truth.transitions.items():
+            for low, high, running, initial in transitions:
+                row = {"machine": machine, "low": low, "high": high, "running": running}
+                out.write(json.dumps({**row, "initial": initial}) + "\n")
     return Report(
         plan=campaign.plan,
         seconds=seconds,
