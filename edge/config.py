@@ -126,11 +126,16 @@ class SimulatorConfig:
 
 @dataclass(frozen=True, slots=True)
 class OpcUaUser:
-    """A user of the line's OPC UA server; ``roles`` decide which methods it may call."""
+    """A user of the line: of its OPC UA server and of the line display (edge.web).
+
+    ``roles`` decide which commands it may give (``[opcua.method_roles]``, the same
+    rule for both, edge.access); ``pin`` is a short secret for the line display only.
+    """
 
     name: str
     password: Secret
     roles: frozenset[str]
+    pin: Secret | None = None
 
 
 # Roles of OPC UA users, and the methods each may call unless [opcua.method_roles]
@@ -221,6 +226,26 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebConfig:
+    """``[web]``: the line display (pages, JSON API, live feed) served by edge.web.
+
+    The limits apply to the ``[metrics]`` listener too.
+    """
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9713
+    tls_cert_file: Path | None = None  # both set: HTTPS
+    tls_key_file: Path | None = None
+    max_connections: int = 64  # per listener, WebSockets included; one more gets a 503
+    max_body_bytes: int = 65_536  # a larger request body gets a 413
+    request_timeout_s: float = 10.0  # a connection's first request head must arrive within it
+    idle_timeout_s: float = 60.0  # an idle keep-alive connection is closed after it
+    session_idle_s: float = 900.0  # a login expires after this long without a request
+    session_max_s: float = 43_200.0  # and after this long in any case
+
+
+@dataclass(frozen=True, slots=True)
 class QmibConfig:
     enabled: bool = False
     base_url: str = ""
@@ -303,6 +328,7 @@ class LineConfig:
     opcua: OpcUaServerConfig = field(default_factory=OpcUaServerConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     qmib: QmibConfig = field(default_factory=QmibConfig)
     storage: StorageConfig = field(default_factory=lambda: StorageConfig(Path("var")))
     outbox: OutboxConfig = field(default_factory=lambda: OutboxConfig(Path("var/outbox.db")))
@@ -1023,7 +1049,7 @@ def _read_opcua_users(
     seen: set[str] = set()
     for index, raw in enumerate(reader.array_of_tables(table, "users", path)):
         where = f"{path}.users[{index}]"
-        reader.known_keys(raw, where, {"name", "password", "roles"})
+        reader.known_keys(raw, where, {"name", "password", "roles", "pin"})
         name = reader.get(raw, "name", where, str, check=_non_empty)
         if name is not None:
             if name in seen:
@@ -1043,8 +1069,12 @@ def _read_opcua_users(
             if roles is not None and not roles:
                 reader.problem(f"{where}.roles", "must name at least one role")
                 roles = None
+        pin = reader.secret(raw, "pin", where)
+        if pin is not None and not re.fullmatch(r"[0-9]{4,12}", pin.reveal()):
+            reader.problem(f"{where}.pin", "must be 4 to 12 digits")
+            pin = None
         if name is not None and password is not None and roles:
-            users.append(OpcUaUser(name, password, roles))
+            users.append(OpcUaUser(name, password, roles, pin))
     return tuple(users)
 
 
@@ -1194,6 +1224,38 @@ def _read_metrics(reader: _Reader, doc: Mapping[str, Any]) -> MetricsConfig:
             reader.get(table, "host", "metrics", str, default=d.host, check=_non_empty), d.host
         ),
         port=_or(reader.get(table, "port", "metrics", int, default=d.port, check=_port), d.port),
+    )
+
+
+def _read_web(reader: _Reader, doc: Mapping[str, Any]) -> WebConfig:
+    table = reader.table(doc, "web", "")
+    path = "web"
+    reader.known_keys(table, path, set(WebConfig.__dataclass_fields__))
+    d = WebConfig()
+
+    def num(key: str, kind: type, default: Any, check: Callable[[Any], str | None]) -> Any:
+        return _or(reader.get(table, key, path, kind, default=default, check=check), default)
+
+    cert = _file_path(reader, table, "tls_cert_file", path)
+    key = _file_path(reader, table, "tls_key_file", path)
+    if (cert is None) != (key is None):
+        reader.problem(f"{path}.tls_key_file", "tls_cert_file and tls_key_file go together")
+    idle = num("session_idle_s", float, d.session_idle_s, _between(10, 86_400))
+    longest = num("session_max_s", float, d.session_max_s, _between(10, 7 * 86_400))
+    if longest < idle:
+        reader.problem(f"{path}.session_max_s", "must be >= session_idle_s")
+    return WebConfig(
+        enabled=_or(reader.get(table, "enabled", path, bool, default=True), True),
+        host=_or(reader.get(table, "host", path, str, default=d.host, check=_non_empty), d.host),
+        port=num("port", int, d.port, _port),
+        tls_cert_file=cert,
+        tls_key_file=key,
+        max_connections=num("max_connections", int, d.max_connections, _between(1, 10_000)),
+        max_body_bytes=num("max_body_bytes", int, d.max_body_bytes, _between(1024, 16 << 20)),
+        request_timeout_s=num("request_timeout_s", float, d.request_timeout_s, _between(0.1, 600)),
+        idle_timeout_s=num("idle_timeout_s", float, d.idle_timeout_s, _between(0.1, 3600)),
+        session_idle_s=idle,
+        session_max_s=longest,
     )
 
 
@@ -1689,6 +1751,7 @@ _TOP_LEVEL = {
     "opcua",
     "mqtt",
     "metrics",
+    "web",
     "qmib",
     "storage",
     "outbox",
@@ -1728,6 +1791,7 @@ def parse_config(doc: Mapping[str, Any], source: str, base_dir: Path) -> LineCon
         opcua=_read_opcua(reader, doc),
         mqtt=_read_mqtt(reader, doc),
         metrics=_read_metrics(reader, doc),
+        web=_read_web(reader, doc),
         qmib=_read_qmib(reader, doc),
         storage=storage,
         outbox=_read_outbox(reader, doc, storage),
