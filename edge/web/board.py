@@ -126,6 +126,7 @@ class Board:
         return {
             "v": views.API_VERSION,
             "line": {"id": ident.id, "name": ident.name, "site": ident.site, "area": ident.area},
+            "timezone": self._service.config.calendar.timezone,
             "time": now,
             "shift": views.shift_item(self._service.calendar.instance_at(now)),
             "machines": [
@@ -145,7 +146,9 @@ class Board:
         self._statuses[machine_id] = status
         stops = await self.shift_stops(machine_id, now)
         instance = self._service.calendar.instance_at(now)
-        start = instance.start if instance is not None else now - 8 * 3600.0
+        # From when this machine's shift was first observed: hours before it are unknown.
+        shift = status.current_shift if status is not None else None
+        start = shift.start if shift is not None else now
         unknown = self._history.unknown_spans(machine_id, start, now)
         self._timelines[machine_id] = views.timeline(stops, unknown)
         stations = [s for s in self._stations.values() if s.params.machine_id == machine_id]
@@ -157,8 +160,11 @@ class Board:
                     for chart in await queries.station_charts(station.id):
                         charts.append(views.chart_item(station.id, station.name, chart))
         station_ids = {s.id for s in stations}
+        ident = self._service.config.line
         return {
             "v": views.API_VERSION,
+            "line": {"id": ident.id, "name": ident.name, "site": ident.site, "area": ident.area},
+            "timezone": self._service.config.calendar.timezone,
             "time": now,
             "shift": views.shift_item(instance),
             "machine": views.machine_summary(machine, status),
