@@ -245,14 +245,15 @@ class LineApi:
         who: Principal = NOBODY
         body: dict[str, Any] = {}
         reached_line = False
+        session = self._session(request)
+        if session is not None:
+            who = session.user
         try:
             self._same_origin(request)
             body = await self._json(request)
             arguments = arguments | {k: v for k, v in body.items() if isinstance(k, str)}
-            session = self._session(request)
             if session is None:
                 raise _Rejected(401, "unauthorized", f"{command}: log in first (no session)")
-            who = session.user
             if not session.csrf_ok(request.headers.get(CSRF_HEADER)):
                 raise _Rejected(403, "csrf", f"missing or wrong {CSRF_HEADER} header")
             refusal = self._policy.refusal(ROLE_KEYS[command], who)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 
 import pytest
 from aiohttp import web
@@ -64,6 +66,13 @@ async def send(port: int, data: bytes) -> tuple[asyncio.StreamReader, asyncio.St
 async def closed_by_server(reader: asyncio.StreamReader) -> bool:
     async with asyncio.timeout(2.0):
         return await reader.read() == b""
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
 
 
 def get(path: str, *extra: str) -> bytes:
@@ -197,18 +206,14 @@ async def test_connections_beyond_the_limit_get_503() -> None:
     async with make_server(max_connections=2) as server:
         _, port = server.address
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-        async with asyncio.timeout(2):
-            while server.connections < 2:
-                await asyncio.sleep(0.01)
+        await until(lambda: server.connections == 2)
         reader, writer = await send(port, get("/hello"))
         assert (await read_response(reader))[0] == 503
         assert await closed_by_server(reader)
         writer.close()
         for _, w in held:
             w.close()
-        async with asyncio.timeout(2):
-            while server.connections:
-                await asyncio.sleep(0.01)
+        await until(lambda: server.connections == 0)
         reader, writer = await send(port, get("/hello", "Connection: close"))
         assert (await read_response(reader))[0] == 200
         writer.close()
