@@ -260,7 +260,7 @@ class WebComponent:
         if "web" in self._servers:
             url = self.display_url
             lines.append(f"display     {url}/ (the line board; {url}/?kiosk=1 without controls)")
-            lines.append(f"            machine pages {url}/machines/<id>; JSON API {url}/api/v1/line")
+            lines.append(f"            machine pages {url}/machines/<id>; JSON API {url}/api/v1/")
         elif not self._display_on:
             lines.append("display     disabled ([web] enabled = false)")
         if self._metrics_on and self._servers:

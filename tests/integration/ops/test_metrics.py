@@ -34,8 +34,8 @@ from actors.machine import GetStatus, MachineStatus, SampleBatch
 from actors.messages import Sample
 from actors.oee.state import MachineState
 from edge import __version__
-from edge.web import WebComponent
 from edge.service import LineService
+from edge.web import WebComponent
 from tests.integration.ops.lines import simulated_line_toml, write_config
 
 # ---------------------------------------------------------------------- helpers
