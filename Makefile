@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench test-servers clean
+.PHONY: run test lint typecheck unit bench test-servers screenshots clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ test: $(STAMP) test-servers lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/edge bench
+
+# The README's pictures of the line display (docs/line-board.png, docs/machine-page.png):
+# a demo shift played by the simulator's model, photographed by headless chromium.
+screenshots: $(STAMP) test-servers
+	$(BIN)/python -m tests.integration.web.screenshots docs
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

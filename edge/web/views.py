@@ -21,7 +21,8 @@ from edge.config import MachineConfig
 from edge.web.history import HourCounts
 
 API_VERSION = 1
-PARETO_TOP = 8
+PARETO_TOP = 7
+OTHER_REASONS = "other reasons"
 OPEN_ORDERS = frozenset(
     {OrderStatus.CREATED, OrderStatus.RELEASED, OrderStatus.RUNNING, OrderStatus.HELD}
 )
@@ -103,7 +104,7 @@ def pareto(statuses: Iterable[MachineStatus | None], top: int = PARETO_TOP) -> l
     """The line's downtime of the current shift by reason, largest first: each machine's
     ``downtime_by_reason`` summed over the machines (OEE.md §6), with each reason's
     share of the line's downtime and the cumulative share. Reasons past ``top`` are
-    summed into one ``other reasons`` entry."""
+    summed into one ``other reasons`` entry (``"other": true``)."""
     totals: dict[str, float] = {}
     for status in statuses:
         shift = status.current_shift if status is not None else None
@@ -111,14 +112,16 @@ def pareto(statuses: Iterable[MachineStatus | None], top: int = PARETO_TOP) -> l
             continue
         for reason, seconds in shift.downtime_by_reason.items():
             totals[reason] = totals.get(reason, 0.0) + seconds
-    ranked = sorted(((r, s) for r, s in totals.items() if s > 0), key=lambda x: (-x[1], x[0]))
+    ranked = sorted(
+        ((r, s, False) for r, s in totals.items() if s > 0), key=lambda x: (-x[1], x[0])
+    )
     if len(ranked) > top:
-        rest = sum(s for _, s in ranked[top - 1 :])
-        ranked = [*ranked[: top - 1], ("other reasons", rest)]
-    whole = sum(s for _, s in ranked)
+        rest = sum(s for _, s, _ in ranked[top - 1 :])
+        ranked = [*ranked[: top - 1], (OTHER_REASONS, rest, True)]
+    whole = sum(s for _, s, _ in ranked)
     items: list[dict[str, Any]] = []
     running = 0.0
-    for reason, seconds in ranked:
+    for reason, seconds, other in ranked:
         running += seconds
         items.append(
             {
@@ -126,6 +129,7 @@ def pareto(statuses: Iterable[MachineStatus | None], top: int = PARETO_TOP) -> l
                 "seconds": seconds,
                 "share": seconds / whole,
                 "cumulative": running / whole,
+                "other": other,
             }
         )
     return items

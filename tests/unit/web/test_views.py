@@ -45,10 +45,10 @@ def test_pareto_sums_the_machines_and_ranks_the_reasons() -> None:
 def test_pareto_sums_the_tail_into_other_reasons() -> None:
     items = pareto([_Status({f"r{n}": float(n) for n in range(1, 6)})], top=3)  # type: ignore[list-item]
     # r5 5 s, r4 4 s, the rest 3 + 2 + 1 = 6 s
-    assert [(i["reason"], i["seconds"]) for i in items] == [
-        ("r5", 5.0),
-        ("r4", 4.0),
-        ("other reasons", 6.0),
+    assert [(i["reason"], i["seconds"], i["other"]) for i in items] == [
+        ("r5", 5.0, False),
+        ("r4", 4.0, False),
+        ("other reasons", 6.0, True),
     ]
     assert pareto([]) == []
 

@@ -61,7 +61,7 @@ function render() {
     line.pareto.length ? pareto(line.pareto) : h("div", { class: "empty" }, "no downtime this shift"));
   document.getElementById("alarms").replaceChildren(
     ...(line.alarms.length
-      ? line.alarms.map((a) => h("div", { class: "alarm" }, h("div", { class: "what" }, `${a.station} ${a.characteristic}: ${a.description}`, h("small", {}, `rule ${a.rule} · ${a.count}× · last ${clock(a.last)}`))))
+      ? line.alarms.slice(0, 3).map((a) => h("div", { class: "alarm" }, h("div", { class: "what" }, a.description, h("small", {}, `rule ${a.rule} · ${a.count}× · last ${clock(a.last)}`))))
       : [h("div", { class: "empty" }, "no active alarm")]));
   const rows = line.machines.map((m) => ({ name: m.name, segments: timelines[m.id] || [], observed: m.shift && m.shift.start }));
   document.getElementById("timeline").replaceChildren(timeline(rows, shift, now));

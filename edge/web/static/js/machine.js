@@ -115,11 +115,12 @@ function qualityPanel(charts, alarms) {
   if (!charts.length) return null;
   return h("div", { class: "panel chart" }, h("h2", {}, "SPC"),
     alarms.map((a) => h("div", { class: "alarm", "data-alarm": a.id },
-      h("div", { class: "what" }, `${a.characteristic}: ${a.description}`, h("small", {}, `rule ${a.rule} · ${a.count}× · last ${clock(a.last)} · value ${a.last_value}`)),
+      h("div", { class: "what" }, a.description, h("small", {}, `rule ${a.rule} · ${a.count}× · last ${clock(a.last)} · value ${a.last_value == null ? "–" : a.last_value.toPrecision(4)}`)),
       h("button", { class: "control", disabled: !may("acknowledge_alarm"), onclick: () => acknowledge(a) }, "Acknowledge"))),
     charts.map((c) => h("div", {},
       h("div", { class: "counts" }, h("b", {}, `${c.station_name} · ${c.characteristic}`),
-        h("span", { class: "empty" }, c.limits ? `${c.subgroup_size > 1 ? "X̄-R" : "I-MR"}, limits from ${c.limits.source}` : "warming up: no control limits yet")),
+        h("span", { class: "empty" }, c.limits ? `${c.subgroup_size > 1 ? "X̄-R" : "I-MR"}, limits from ${c.limits.source}` : "warming up: no control limits yet"),
+        h("span", { class: "empty" }, `spec ${c.lsl ?? "–"} … ${c.usl ?? "–"} ${c.unit}`)),
       spc(c))));
 }
 

@@ -83,12 +83,16 @@ export function pareto(items) {
   const gap = 8;
   const height = Math.max(items.length, 1) * (barH + gap);
   const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
-  const most = Math.max(...items.map((i) => i.seconds), 1);
+  // The summed tail is a line of text, not a bar: it is no single reason to act on.
+  const named = items.filter((i) => !i.other);
+  const most = Math.max(...named.map((i) => i.seconds), 1);
   items.forEach((item, n) => {
     const y = n * (barH + gap);
-    const w = (item.seconds / most) * (width - 230);
-    svg.append(s("rect", { x: 0, y, width: Math.max(w, 2), height: barH, fill: n === 0 ? "var(--downtime)" : "#b53a34", rx: 3 }, title(`${item.reason}: ${duration(item.seconds)}`)));
-    svg.append(s("text", { x: 8, y: y + barH * 0.68, "font-size": 21, "font-weight": 700 }, item.reason));
+    if (!item.other) {
+      const w = (item.seconds / most) * (width - 230);
+      svg.append(s("rect", { x: 0, y, width: Math.max(w, 2), height: barH, fill: n === 0 ? "var(--downtime)" : "#b53a34", rx: 3 }, title(`${item.reason}: ${duration(item.seconds)}`)));
+    }
+    svg.append(s("text", { x: 8, y: y + barH * 0.68, "font-size": 21, "font-weight": 700, class: item.other ? "muted" : null }, item.reason));
     svg.append(
       s("text", { x: width, y: y + barH * 0.68, "font-size": 21, "text-anchor": "end" },
         `${duration(item.seconds)} · ${(item.cumulative * 100).toFixed(0)}%`),
@@ -132,13 +136,15 @@ export function spc(chart) {
   const points = chart.points;
   const limits = chart.limits;
   const values = points.map((p) => p.value);
-  const marks = [];
-  if (limits) marks.push(limits.ucl, limits.lcl, limits.center);
-  if (chart.lsl != null) marks.push(chart.lsl);
-  if (chart.usl != null) marks.push(chart.usl);
+  // The scale is the process's: points and control limits. Specification limits far
+  // outside them would squash the chart; they are drawn only when they fall inside.
+  const marks = limits ? [limits.ucl, limits.lcl, limits.center] : [];
   let lo = Math.min(...values, ...marks);
   let hi = Math.max(...values, ...marks);
-  if (!isFinite(lo) || !isFinite(hi)) { lo = 0; hi = 1; }
+  if (!isFinite(lo) || !isFinite(hi)) {
+    lo = chart.lsl ?? 0;
+    hi = chart.usl ?? 1;
+  }
   const pad = (hi - lo || 1) * 0.08;
   lo -= pad;
   hi += pad;
@@ -157,8 +163,9 @@ export function spc(chart) {
     line(limits.lcl, "LCL", "#ff8a84");
     line(limits.center, "CL", "#9af5b7");
   }
-  line(chart.usl, "USL", "#8ab4ff", "8 6");
-  line(chart.lsl, "LSL", "#8ab4ff", "8 6");
+  const inside = (v) => v != null && v >= lo && v <= hi;
+  if (inside(chart.usl)) line(chart.usl, "USL", "#8ab4ff", "8 6");
+  if (inside(chart.lsl)) line(chart.lsl, "LSL", "#8ab4ff", "8 6");
   if (points.length) {
     svg.append(s("polyline", { points: points.map((p, i) => `${x(i)},${y(p.value)}`).join(" "), fill: "none", stroke: "var(--accent)", "stroke-width": 2 }));
   }
