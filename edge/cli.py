@@ -84,7 +84,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Feed a hot-log trace (one JSON sample per line, '-' for standard input) through "
             "the OEE engine and print the per-machine, per-shift report as one JSON document "
-            "(OEE.md section 7). Malformed lines are skipped and reported on stderr."
+            "(docs/OEE.md section 7). Malformed lines are skipped and reported on stderr; a "
+            "trace with no usable line at all prints no report and exits 65."
         ),
     )
     replay.add_argument("trace", metavar="TRACE.jsonl", help="trace file, or - for stdin")
@@ -118,7 +119,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "bench",
         help="run the performance benchmarks and print their figures",
         description=(
-            "Run the benchmarks of DESIGN.md section 7; each measures its in-run baseline "
+            "Run the benchmarks of docs/performance.md; each measures its in-run baseline "
             "and prints the ratio. Prints a table and one JSON document."
         ),
     )
