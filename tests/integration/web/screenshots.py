@@ -41,7 +41,8 @@ def _config_text(web_port: int, state_dir: Path) -> str:
     text = re.sub(r"^\[\[plcs\]\].*?(?=^\[\[machines\]\])", "", text, flags=re.S | re.M)
     text = re.sub(r"^(plc|plc_map|unit_id|signal) = .*\n", "", text, flags=re.M)
     text = re.sub(r"^\[simulator\].*?(?=^\[opcua\])", "", text, flags=re.S | re.M)
-    text = text.replace('[opcua]\nendpoint = "opc.tcp://127.0.0.1:4840/edge/"', "[opcua]\nenabled = false")
+    opcua = '[opcua]\nendpoint = "opc.tcp://127.0.0.1:4840/edge/"'
+    text = text.replace(opcua, "[opcua]\nenabled = false")
     text = text.replace("[mqtt]\nenabled = true", "[mqtt]\nenabled = false")
     text = text.replace("[metrics]\n", "[metrics]\nenabled = false\n")
     text = text.replace("port = 9713", f"port = {web_port}")

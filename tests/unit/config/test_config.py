@@ -328,7 +328,8 @@ def test_the_web_section_and_user_pins_are_checked(tmp_path: Path) -> None:
         "opcua.users[0].pin: must be 4 to 12 digits",
     ):
         assert any(p.startswith(expected) for p in problems), (expected, problems)
-    ok = MINIMAL + '\n[[opcua.users]]\nname = "op"\npassword = "pw"\npin = "0042"\nroles = ["operator"]\n'
+    user = '[[opcua.users]]\nname = "op"\npassword = "pw"\npin = "0042"\nroles = ["operator"]\n'
+    ok = MINIMAL + "\n" + user
     config = load_config(write(tmp_path, ok))
     assert config.web.port == 9713 and config.web.enabled
     [user] = config.opcua.users
