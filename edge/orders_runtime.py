@@ -103,6 +103,7 @@ from actors.quality.actor import (
     AcknowledgeAlarm,
     Dispose,
     ForgetOrder,
+    GetCharts,
     GetOrderQuality,
     GetStationSnapshot,
     GetStationStatus,
@@ -112,7 +113,7 @@ from actors.quality.actor import (
     StationMessage,
     StationSamples,
 )
-from actors.quality.core import Alarm, StationStatus
+from actors.quality.core import Alarm, ChartView, StationStatus
 from actors.quality.events import QualityEvent
 from actors.supervisor import ChildSpec, RestartPolicy
 from actors.traceability import LotLedger, LotScan
@@ -1342,6 +1343,10 @@ class OrdersRuntime:
         view: OrderView = await ref.ask(GetOrderView())
         return view
 
+    async def open_orders(self) -> list[OrderView]:
+        """The full views of the orders not finished, oldest first (the line display)."""
+        return [await ref.ask(GetOrderView()) for ref in list(self._orders.values())]
+
     async def orders(self) -> list[OrderInfo]:
         """Open orders, then finished ones (oldest first)."""
         infos = [_info(await ref.ask(GetOrderView())) for ref in list(self._orders.values())]
@@ -1354,6 +1359,11 @@ class OrdersRuntime:
     async def station_status(self, station_id: str) -> StationStatus:
         status: StationStatus = await self._station_ref(station_id).ask(GetStationStatus())
         return status
+
+    async def station_charts(self, station_id: str) -> list[ChartView]:
+        """A station's SPC charts with their latest points (the line display)."""
+        charts: list[ChartView] = await self._station_ref(station_id).ask(GetCharts())
+        return charts
 
     async def active_alarms(self) -> list[Alarm]:
         alarms: list[Alarm] = []

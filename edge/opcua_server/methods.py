@@ -36,6 +36,7 @@ from typing import Any, cast
 from asyncua import ua
 
 from actors.machine import SetStopReason
+from edge.access import refusal
 from edge.commands import CommandAudit, LineCommands, OrderInfo
 from edge.config import OpcUaServerConfig
 from edge.errors import CommandError, EdgeError
@@ -232,19 +233,10 @@ class MethodHandler:
         return result
 
     def _authorize(self, method: str, caller: Caller) -> None:
-        allowed = self._config.roles_for(method)
-        if caller.anonymous:
-            raise _Refusal(
-                StatusCodes.BadUserAccessDenied,
-                f"{method}: anonymous sessions are read-only; log in as a user with one of "
-                f"the roles {', '.join(sorted(allowed))}",
-            )
-        if not caller.roles & allowed:
-            raise _Refusal(
-                StatusCodes.BadUserAccessDenied,
-                f"{method}: user {caller.name!r} (roles {', '.join(sorted(caller.roles))}) "
-                f"may not call it; allowed roles: {', '.join(sorted(allowed))}",
-            )
+        # The line's one role rule, shared with the line display (edge.access).
+        message = refusal(method, caller, self._config.roles_for(method))
+        if message is not None:
+            raise _Refusal(StatusCodes.BadUserAccessDenied, message)
 
     def _validate(self, definition: MethodDef, args: Sequence[ua.Variant]) -> list[object]:
         expected = definition.inputs

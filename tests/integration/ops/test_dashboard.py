@@ -92,7 +92,7 @@ async def test_every_metric_the_dashboard_queries_is_exported(
         await service.machine_ref("M1").tell(LinkChanged("M1", up=False, ts=time.time()))
         await asyncio.sleep(0.3)
         async with httpx.AsyncClient() as client:
-            text = (await client.get(service.components[0].url + "/metrics")).text
+            text = (await client.get(service.components[0].metrics_url + "/metrics")).text
     exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
     queried = {name for expr in expressions() for name in METRIC.findall(expr)}
     assert queried, "no metric found in the dashboard"
