@@ -15,7 +15,11 @@ caller's roles (BadUserAccessDenied; anonymous never calls a method), each
 argument's type (BadTypeMismatch) and value (BadInvalidArgument), then the line
 itself (a refused command: BadInvalidState; no order runtime:
 BadResourceUnavailable; no answer in time: BadTimeout). An argument's problem
-is also told in words in that argument's DiagnosticInfo (AdditionalInfo).
+and every refusal are also told in words: the call's DiagnosticInfo and the
+argument's, with the text in the response's StringTable, when the client asks
+for diagnostics (``RequestHeader.ReturnDiagnostics``; see
+:mod:`edge.opcua_server.sessions`). ``UserExecutable`` of each method node
+reads True only for a session whose user may call it.
 Nothing raises out of a method: an unexpected error answers BadInternalError and
 is logged.
 
@@ -34,6 +38,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from asyncua import ua
+from asyncua.crypto.permission_rules import User
 
 from actors.machine import SetStopReason
 from edge.commands import CommandAudit, LineCommands, OrderInfo
@@ -41,6 +46,7 @@ from edge.config import OpcUaServerConfig
 from edge.errors import CommandError, EdgeError
 from edge.event_bus import BusEvent
 from edge.opcua_server.security import Caller
+from edge.opcua_server.sessions import current_user, explain
 from edge.opcua_server.uaids import StatusCodes, numeric, status
 
 log = logging.getLogger("edge.opcua_server.methods")
@@ -148,7 +154,7 @@ class MethodHandler:
         commands: Callable[[], LineCommands | None],
         machine_ask: Callable[[str, SetStopReason], Awaitable[Any]],
         publish: Callable[[Sequence[BusEvent]], None],
-        caller: Callable[[], Caller],
+        caller: Callable[[User | None], Caller],
         audit_event: Callable[..., Awaitable[None]],
         on_order: Callable[[OrderInfo], None],
     ) -> None:
@@ -161,6 +167,24 @@ class MethodHandler:
         self._on_order = on_order
         self.calls = 0
         self.refused = 0
+        self._names: dict[ua.NodeId, str] = {}
+        self._not_executable: set[ua.NodeId] = set()
+
+    def not_executable(self, method_id: ua.NodeId) -> None:
+        """A method node nobody calls (an InstanceDeclaration on a type)."""
+        self._not_executable.add(method_id)
+
+    def user_executable(self, method_id: ua.NodeId, user: User | None) -> bool | None:
+        """:class:`~edge.opcua_server.sessions.AccessRules`: may ``user`` call it?"""
+        if method_id in self._not_executable:
+            return False
+        name = self._names.get(method_id)
+        if name is None:
+            return None
+        return self.may_call(name, self._caller(user))
+
+    def may_call(self, method: str, caller: Caller) -> bool:
+        return not caller.anonymous and bool(caller.roles & self._config.roles_for(method))
 
     def callback(
         self, name: str, method_id: ua.NodeId, machine_id: str | None = None
@@ -168,6 +192,7 @@ class MethodHandler:
         """The asyncua callback of method node ``method_id`` (on ``machine_id`` for
         SetStopReason)."""
         definition = METHODS[name]
+        self._names[method_id] = name
 
         async def call(_parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
             return await self._call(definition, machine_id, method_id, args)
@@ -183,7 +208,7 @@ class MethodHandler:
     ) -> ua.CallMethodResult:
         self.calls += 1
         ts = time.time()
-        caller = self._caller()
+        caller = self._caller(current_user())
         names = [a.name for a in definition.inputs]
         arguments: dict[str, object] = {
             n: _text(v.Value) for n, v in zip(names, args, strict=False)
@@ -200,6 +225,7 @@ class MethodHandler:
         except _Refusal as refusal:
             self.refused += 1
             result.StatusCode = status(refusal.code)
+            explain(result, refusal.message)
             if refusal.argument is not None and refusal.argument < len(args):
                 result.InputArgumentResults[refusal.argument] = status(refusal.code)
                 result.InputArgumentDiagnosticInfos = [ua.DiagnosticInfo() for _ in args]
@@ -233,18 +259,19 @@ class MethodHandler:
 
     def _authorize(self, method: str, caller: Caller) -> None:
         allowed = self._config.roles_for(method)
+        if self.may_call(method, caller):
+            return
         if caller.anonymous:
             raise _Refusal(
                 StatusCodes.BadUserAccessDenied,
                 f"{method}: anonymous sessions are read-only; log in as a user with one of "
                 f"the roles {', '.join(sorted(allowed))}",
             )
-        if not caller.roles & allowed:
-            raise _Refusal(
-                StatusCodes.BadUserAccessDenied,
-                f"{method}: user {caller.name!r} (roles {', '.join(sorted(caller.roles))}) "
-                f"may not call it; allowed roles: {', '.join(sorted(allowed))}",
-            )
+        raise _Refusal(
+            StatusCodes.BadUserAccessDenied,
+            f"{method}: user {caller.name!r} (roles {', '.join(sorted(caller.roles))}) "
+            f"may not call it; allowed roles: {', '.join(sorted(allowed))}",
+        )
 
     def _validate(self, definition: MethodDef, args: Sequence[ua.Variant]) -> list[object]:
         expected = definition.inputs

@@ -38,8 +38,6 @@ from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
 from asyncua import ua
-from asyncua.crypto.permission_rules import User
-from asyncua.server.server import Server
 
 from actors.machine import GetStatus, MachineStatus, SetStopReason
 from actors.messages import LinkChanged, Sample
@@ -79,13 +77,13 @@ from edge.opcua_server.security import (
     EdgeUserManager,
     Pki,
     TrustList,
-    current_user,
     endpoint_labels,
     ensure_certificate,
     security_policies,
 )
+from edge.opcua_server.sessions import EdgeServer
 from edge.opcua_server.stations import StationView
-from edge.opcua_server.uaids import ObjectIds, StatusCodes, numeric, ua_time
+from edge.opcua_server.uaids import AttributeIds, ObjectIds, StatusCodes, numeric, ua_time
 from edge.opcua_server.writer import LiveValueWriter, WriterStatistics
 from edge.plc import load_plc_map
 
@@ -154,7 +152,7 @@ class OpcUaServer:
         self._config: LineConfig = service.config
         self.state = ServerState.NEW
         self.idx = 0
-        self._server: Server | None = None
+        self._server: EdgeServer | None = None
         self._space: AddressSpace | None = None
         self._writer: LiveValueWriter | None = None
         self._emitter: EventEmitter | None = None
@@ -205,7 +203,7 @@ class OpcUaServer:
         self._check_ids()
         config = self._config
         opcua = config.opcua
-        server = Server(user_manager=self._users)
+        server = EdgeServer(self._users)
         self._server = server
         await server.init()
         server.set_endpoint(opcua.endpoint)
@@ -234,7 +232,7 @@ class OpcUaServer:
         if opcua.users:
             tokens.append(ua.UserNameIdentityToken)
         server.set_identity_tokens(tokens)
-        server.set_certificate_validator(TrustList(self.pki, enforce=not opcua.security_none))
+        server.set_certificate_validator(TrustList(self.pki))
 
         self.idx = await server.register_namespace(config.namespace_uri)
         space = self._space = AddressSpace(server, self.idx)
@@ -245,10 +243,11 @@ class OpcUaServer:
             commands=lambda: self._service.commands,
             machine_ask=self._ask_machine,
             publish=self._service.bus.publish,
-            caller=lambda: self._users.caller(_user()),
+            caller=self._users.caller,
             audit_event=emitter.audit,
             on_order=self._order_result,
         )
+        server.set_access_rules(self._methods)
         await space.build_types()
         await emitter.build_types()
         await self._build_line()
@@ -437,7 +436,7 @@ class OpcUaServer:
         async def not_on_a_type(_parent: ua.NodeId, *_args: ua.Variant) -> ua.StatusCode:
             return ua.StatusCode(ua.UInt32(StatusCodes.BadNotExecutable))
 
-        await space.add_method(
+        node = await space.add_method(
             space.type_ids[MACHINE_TYPE],
             f"Types.{MACHINE_TYPE}.SetStopReason",
             "SetStopReason",
@@ -447,6 +446,10 @@ class OpcUaServer:
             description=definition.description,
             mandatory=True,
         )
+        await node.write_attribute(
+            AttributeIds.Executable, ua.DataValue(ua.Variant(False, ua.VariantType.Boolean))
+        )
+        self._require_methods().not_executable(node.nodeid)
 
     def _mark_waiting(self) -> None:
         """Every value not known yet reads BadWaitingForInitialData, not a made-up zero."""
@@ -823,7 +826,7 @@ class OpcUaServer:
         return self._require_space().handle(node_id)
 
     @property
-    def server(self) -> Server:
+    def server(self) -> EdgeServer:
         if self._server is None:
             raise EdgeError("the OPC UA server is not started")
         return self._server
@@ -859,10 +862,6 @@ class OpcUaServer:
             f"  PKI       {self.pki.root}: trust a client by copying its certificate "
             "into trusted/ (refused ones land in rejected/)",
         ]
-
-
-def _user() -> User | None:
-    return current_user()
 
 
 def component(service: LineService) -> OpcUaServer:

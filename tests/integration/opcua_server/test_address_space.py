@@ -156,11 +156,38 @@ async def test_values_have_their_data_types_units_and_descriptions(line: Line) -
 
 
 async def test_clients_cannot_write(line: Line) -> None:
+    """Each item of a Write is answered on its own (no ServiceFault for the request)."""
     async with client(line.port, "lead") as c:
-        node = c.get_node(await node_of(c, "L1.M1.State"))
-        with pytest.raises(ua.UaStatusCodeError) as info:
-            await node.write_value(ua.Variant("running", ua.VariantType.String))
-        assert info.value.code == ua.StatusCodes.BadUserAccessDenied
+        state = await node_of(c, "L1.M1.State")
+        items = []
+        for node_id, attribute, value in (
+            (state, ua.AttributeIds.Value, ua.Variant("running", ua.VariantType.String)),
+            (state, ua.AttributeIds.DisplayName, ua.Variant(ua.LocalizedText("x"))),
+            (
+                ua.NodeId("L1.M1.NoSuchNode", state.NamespaceIndex),
+                ua.AttributeIds.Value,
+                ua.Variant(1),
+            ),
+            # a standard node a client could write in asyncua's default address space
+            (
+                ua.NodeId(ua.ObjectIds.Server_ServerStatus_BuildInfo_ProductName),
+                ua.AttributeIds.Value,
+                ua.Variant("x"),
+            ),
+        ):
+            item = ua.WriteValue()
+            item.NodeId, item.AttributeId, item.Value = node_id, attribute, ua.DataValue(value)
+            items.append(item)
+        params = ua.WriteParameters()
+        params.NodesToWrite = items
+        results = await c.uaclient.write(params)
+        assert [r.value for r in results] == [
+            ua.StatusCodes.BadNotWritable,
+            ua.StatusCodes.BadNotWritable,
+            ua.StatusCodes.BadNodeIdUnknown,
+            ua.StatusCodes.BadNotWritable,
+        ]
+        assert (await read(c, "L1.M1.State")).Value.Value != "x"
 
 
 class Changes:
