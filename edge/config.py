@@ -108,6 +108,12 @@ class MachineConfig:
     plc_map: str | None = None
     unit_id: int = 1
     address_offset: int = 0
+    # Identification on the OPC UA server (OPC 40001-1 Machinery); empty: not given.
+    manufacturer: str = ""
+    model: str = ""
+    serial_number: str = ""
+    product_instance_uri: str = ""  # empty: <namespace_uri>:<machine id>
+    year_of_construction: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -582,6 +588,11 @@ _MACHINE_KEYS = {
     "plc_map",
     "unit_id",
     "address_offset",
+    "manufacturer",
+    "model",
+    "serial_number",
+    "product_instance_uri",
+    "year_of_construction",
 }
 
 
@@ -693,6 +704,15 @@ def _read_machines(
                 plc_map=plc_map,
                 unit_id=unit_id if unit_id is not None else 1,
                 address_offset=offset or 0,
+                manufacturer=reader.get(raw, "manufacturer", path, str, default="") or "",
+                model=reader.get(raw, "model", path, str, default="") or "",
+                serial_number=reader.get(raw, "serial_number", path, str, default="") or "",
+                product_instance_uri=(
+                    reader.get(raw, "product_instance_uri", path, str, default="") or ""
+                ),
+                year_of_construction=reader.get(
+                    raw, "year_of_construction", path, int, default=None, check=_between(1900, 2200)
+                ),
             )
         )
     return tuple(machines)

@@ -49,6 +49,7 @@ class NodeSpec:
     type_definition: ua.NodeId
     display_name: str
     attributes: tuple[tuple[AttributeIds, ua.Variant], ...]
+    constant: bool = False  # its Value never changes: shared like the other attributes
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,8 @@ class NodeLoader:
     def __init__(self, aspace: AddressSpace) -> None:
         self._aspace = aspace
         self._shared: dict[Hashable, ua.DataValue] = {}
+        # constant values by the identity of their Variant (one Variant, one DataValue)
+        self._constants: dict[int, tuple[ua.Variant, ua.DataValue]] = {}
         self._type_definitions: dict[ua.NodeId, ua.NodeId] = {}
 
     def shared(self, key: Hashable, variant: ua.Variant) -> ua.DataValue:
@@ -127,7 +130,13 @@ class NodeLoader:
             self.shared(("display", spec.display_name), ua.Variant(display_name))
         )
         for attribute, variant in spec.attributes:
-            if attribute is AttributeIds.Value:
+            if attribute is AttributeIds.Value and spec.constant:
+                entry = self._constants.get(id(variant))
+                if entry is None or entry[0] is not variant:
+                    entry = (variant, ua.DataValue(variant, SourceTimestamp=now))
+                    self._constants[id(variant)] = entry  # holds the Variant: its id stays its
+                value = entry[1]
+            elif attribute is AttributeIds.Value:
                 # Stamped like AddNodes stamps a new value; replaced by the first write.
                 value = ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now)
             else:

@@ -4,7 +4,8 @@ objects, and an audit event for every method call.
 Each event is raised on its machine object and on the Server object, so a client
 watching one machine and a SCADA alarm list watching the whole server (the usual
 setup) both see it. Event types are subtypes of BaseEventType with stable
-string NodeIds (``Types.StopEventType``), so event filters survive restarts.
+string NodeIds in the fixed types namespace (``StopEventType``), so event filters
+survive restarts and work on every line.
 
 - MachineStateChangedEventType: every state change; severity 100 running,
   300 stopped, 500 unknown.

@@ -41,10 +41,11 @@ from asyncua import ua
 from asyncua.crypto.permission_rules import User
 
 from actors.machine import SetStopReason
-from edge.commands import CommandAudit, LineCommands, OrderInfo
+from edge.commands import CommandAudit, LineCommands, OrderInfo, register_alarm_owner
 from edge.config import OpcUaServerConfig
 from edge.errors import CommandError, EdgeError
 from edge.event_bus import BusEvent
+from edge.opcua_server.alarms import AlarmBook, ConditionRefused
 from edge.opcua_server.security import Caller
 from edge.opcua_server.sessions import current_user, explain
 from edge.opcua_server.uaids import StatusCodes, numeric, status
@@ -124,8 +125,27 @@ METHODS: dict[str, MethodDef] = {
             "Acknowledge an alarm by its id (the AlarmId of the alarm event)",
             (Arg("AlarmId", Vt.String, "The alarm's id"),),
         ),
+        # The standard condition methods (OPC UA Part 9), on every condition of the line.
+        MethodDef(
+            "Acknowledge",
+            "Acknowledge a condition's notification",
+            (
+                Arg("EventId", Vt.ByteString, "The EventId of the notification"),
+                Arg("Comment", Vt.LocalizedText, "A comment", True),
+            ),
+        ),
+        MethodDef(
+            "Confirm",
+            "Confirm an acknowledged condition: its cause is dealt with",
+            (
+                Arg("EventId", Vt.ByteString, "The EventId of the notification"),
+                Arg("Comment", Vt.LocalizedText, "A comment", True),
+            ),
+        ),
     )
 }
+# Acknowledge and Confirm are what AcknowledgeAlarm is: the same roles.
+_ROLES_OF = {"Acknowledge": "AcknowledgeAlarm", "Confirm": "AcknowledgeAlarm"}
 
 
 class _Refusal(Exception):
@@ -141,6 +161,10 @@ class _Refusal(Exception):
 def _text(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, ua.LocalizedText):
+        return value.Text or ""
     return str(value)
 
 
@@ -169,6 +193,7 @@ class MethodHandler:
         self.refused = 0
         self._names: dict[ua.NodeId, str] = {}
         self._not_executable: set[ua.NodeId] = set()
+        self.alarms: AlarmBook | None = None  # the line's conditions (Acknowledge, Confirm)
 
     def not_executable(self, method_id: ua.NodeId) -> None:
         """A method node nobody calls (an InstanceDeclaration on a type)."""
@@ -184,7 +209,8 @@ class MethodHandler:
         return self.may_call(name, self._caller(user))
 
     def may_call(self, method: str, caller: Caller) -> bool:
-        return not caller.anonymous and bool(caller.roles & self._config.roles_for(method))
+        allowed = self._config.roles_for(_ROLES_OF.get(method, method))
+        return not caller.anonymous and bool(caller.roles & allowed)
 
     def callback(
         self, name: str, method_id: ua.NodeId, machine_id: str | None = None
@@ -194,8 +220,8 @@ class MethodHandler:
         definition = METHODS[name]
         self._names[method_id] = name
 
-        async def call(_parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
-            return await self._call(definition, machine_id, method_id, args)
+        async def call(parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
+            return await self._call(definition, machine_id, method_id, args, parent)
 
         return call
 
@@ -205,6 +231,7 @@ class MethodHandler:
         machine_id: str | None,
         method_id: ua.NodeId,
         args: Sequence[ua.Variant],
+        object_id: ua.NodeId,
     ) -> ua.CallMethodResult:
         self.calls += 1
         ts = time.time()
@@ -215,13 +242,17 @@ class MethodHandler:
         }
         if machine_id is not None:
             arguments = {"MachineId": machine_id} | arguments
+        if definition.name in _ROLES_OF:
+            arguments = {"ConditionId": object_id.to_string()} | arguments
         result = ua.CallMethodResult()
         result.InputArgumentResults = [status(StatusCodes.Good) for _ in args]
         result.InputArgumentDiagnosticInfos = []
         try:
             self._authorize(definition.name, caller)
             values = self._validate(definition, args)
-            outputs, outcome = await self._run(definition.name, machine_id, values, caller)
+            outputs, outcome = await self._run(
+                definition.name, machine_id, object_id, values, caller
+            )
         except _Refusal as refusal:
             self.refused += 1
             result.StatusCode = status(refusal.code)
@@ -258,7 +289,7 @@ class MethodHandler:
         return result
 
     def _authorize(self, method: str, caller: Caller) -> None:
-        allowed = self._config.roles_for(method)
+        allowed = self._config.roles_for(_ROLES_OF.get(method, method))
         if self.may_call(method, caller):
             return
         if caller.anonymous:
@@ -328,14 +359,21 @@ class MethodHandler:
             return ts
         if spec.vtype is Vt.UInt32:
             return int(value) if isinstance(value, int) and value > 0 else None
+        if spec.vtype is Vt.ByteString and not isinstance(value, bytes):
+            raise _Refusal(StatusCodes.BadInvalidArgument, f"{spec.name}: must not be null", index)
         return value
 
     async def _run(
-        self, method: str, machine_id: str | None, values: list[object], caller: Caller
+        self,
+        method: str,
+        machine_id: str | None,
+        object_id: ua.NodeId,
+        values: list[object],
+        caller: Caller,
     ) -> tuple[list[ua.Variant], str]:
         try:
             return await asyncio.wait_for(
-                self._dispatch(method, machine_id, values, caller), COMMAND_TIMEOUT_S
+                self._dispatch(method, machine_id, object_id, values, caller), COMMAND_TIMEOUT_S
             )
         except CommandError as exc:
             raise _Refusal(StatusCodes.BadInvalidState, f"{method}: {exc}") from exc
@@ -354,10 +392,17 @@ class MethodHandler:
             ) from exc
 
     async def _dispatch(
-        self, method: str, machine_id: str | None, values: list[object], caller: Caller
+        self,
+        method: str,
+        machine_id: str | None,
+        object_id: ua.NodeId,
+        values: list[object],
+        caller: Caller,
     ) -> tuple[list[ua.Variant], str]:
         who = {"source": SOURCE, "user": caller.name}
         commands = self._commands()
+        if method in _ROLES_OF:
+            return await self._condition(method, object_id, values, caller, commands)
         if method == "SetStopReason":
             assert machine_id is not None
             reason, stop_id, ts = values
@@ -397,6 +442,43 @@ class MethodHandler:
             info = await commands.complete_order(order_id, **who)
         self._on_order(info)
         return [ua.Variant(info.status, Vt.String)], f"order {order_id!r} is {info.status}"
+
+    async def _condition(
+        self,
+        method: str,
+        condition_id: ua.NodeId,
+        values: list[object],
+        caller: Caller,
+        commands: LineCommands | None,
+    ) -> tuple[list[ua.Variant], str]:
+        """Acknowledge or Confirm one of the line's conditions."""
+        book = self.alarms
+        if book is None:
+            raise _Refusal(StatusCodes.BadNodeIdUnknown, f"{method}: this line has no conditions")
+        event_id, comment = values
+        note = (comment.Text or "") if isinstance(comment, ua.LocalizedText) else ""
+        try:
+            condition = book.check(condition_id, event_id, confirming=method == "Confirm")
+        except ConditionRefused as refused:
+            raise _Refusal(refused.code, f"{method}: {refused.message}") from refused
+        if method == "Confirm":
+            book.confirm(condition, time.time(), caller.name, note)
+            return [], f"{condition.text} confirmed"
+        if commands is None:
+            raise _Refusal(
+                StatusCodes.BadResourceUnavailable,
+                f"{method}: the line's order runtime, which acknowledges alarms, is not running",
+            )
+        register_alarm_owner(commands, book)
+        # The comment waits for the acknowledgement: this book's own (machine conditions)
+        # or the station's AlarmAcknowledged event (SPC).
+        condition.pending_comment = note
+        try:
+            await commands.acknowledge_alarm(condition.key, source=SOURCE, user=caller.name)
+        except BaseException:
+            condition.pending_comment = ""
+            raise
+        return [], f"{condition.text} ({condition.key}) acknowledged"
 
     async def _audit(
         self,

@@ -19,6 +19,7 @@ per server, never by patching the library:
   user (:class:`AccessRules`); every Write is answered node by node
   (``BadNotWritable``, ``BadUserAccessDenied``, ``BadNodeIdUnknown``) and
   changes nothing; Call runs with the session's user in :func:`current_user`;
+  event filters' OfType matches subtypes (:class:`SubtypeWhereClause`);
 - **the server** (:class:`EdgeServer`): knows its open sessions.
 """
 
@@ -36,6 +37,7 @@ from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.internal_session import InternalSession, SessionState
+from asyncua.server.monitored_item_service import WhereClauseEvaluator
 from asyncua.server.server import Server
 from asyncua.server.uaprocessor import UaProcessor
 
@@ -43,6 +45,7 @@ from edge.opcua_server.uaids import AttributeIds, ObjectIds, StatusCodes, numeri
 
 log = logging.getLogger("edge.opcua_server")
 
+_HAS_SUBTYPE = numeric(ObjectIds.HasSubtype)
 _CREATE_SESSION = numeric(ObjectIds.CreateSessionRequest_Encoding_DefaultBinary)
 _CALL = numeric(ObjectIds.CallRequest_Encoding_DefaultBinary)
 
@@ -66,6 +69,9 @@ _CHANNEL_MODE: contextvars.ContextVar[ua.MessageSecurityMode | None] = contextva
     "opcua_channel_mode", default=None
 )
 _USER: contextvars.ContextVar[User | None] = contextvars.ContextVar("opcua_user", default=None)
+_SESSION: contextvars.ContextVar[InternalSession | None] = contextvars.ContextVar(
+    "opcua_session", default=None
+)
 
 
 @dataclass(slots=True)
@@ -89,6 +95,11 @@ def channel_security_mode() -> ua.MessageSecurityMode | None:
 def current_user() -> User | None:
     """The user of the session whose Call is being handled (None outside one)."""
     return _USER.get()
+
+
+def current_session() -> InternalSession | None:
+    """The session whose Call is being handled (None outside one)."""
+    return _SESSION.get()
 
 
 def explain(result: ua.CallMethodResult, text: str) -> None:
@@ -226,15 +237,65 @@ class EdgeSession(InternalSession):
         return results
 
     async def call(self, params: list[ua.CallMethodRequest]) -> list[ua.CallMethodResult]:
-        token = _USER.set(self.user)
+        token, session_token = _USER.set(self.user), _SESSION.set(self)
         try:
             return await super().call(params)
         finally:
             _USER.reset(token)
+            _SESSION.reset(session_token)
+
+    async def create_monitored_items(
+        self, params: ua.CreateMonitoredItemsParameters
+    ) -> list[ua.MonitoredItemCreateResult]:
+        results = await super().create_monitored_items(params)
+        subscription = self.subscription_service.subscriptions.get(params.SubscriptionId)
+        if subscription is not None:
+            # asyncua keeps its monitored items here; their where clauses get OfType right.
+            for item in subscription.monitored_item_srv._monitored_items.values():
+                evaluator = item.where_clause_evaluator
+                if type(evaluator) is WhereClauseEvaluator:
+                    item.where_clause_evaluator = SubtypeWhereClause(
+                        evaluator.logger, self.aspace, item.filter.WhereClause
+                    )
+        return results
 
     async def close_session(self, delete_subs: bool = True) -> None:
         await super().close_session(delete_subs)
         self._on_close(self)
+
+
+class SubtypeWhereClause(WhereClauseEvaluator):
+    """An event filter's where clause with OfType as Part 4 §7.7.3 defines it: the
+    event's type *or a subtype of it* (asyncua compares the types for equality, so
+    ``OfType(AcknowledgeableConditionType)``, which alarm clients send, would
+    match no alarm)."""
+
+    def _eval_el(self, index: int, event: Any) -> Any:
+        element = self.elements[index]
+        if element.FilterOperator == ua.FilterOperator.OfType:
+            wanted = self._eval_op(element.FilterOperands[0], event)
+            return is_subtype(self._aspace, event.EventType, wanted)
+        return super()._eval_el(index, event)
+
+
+def is_subtype(aspace: Any, type_id: ua.NodeId, of: object) -> bool:
+    """``type_id`` is ``of`` or one of its subtypes (HasSubtype, walked upwards)."""
+    current: ua.NodeId | None = type_id
+    while current is not None:
+        if current == of:
+            return True
+        data = aspace.get(current)
+        if data is None:
+            return False
+        current = next(
+            (
+                r.NodeId
+                for r in data.references
+                if r.ReferenceTypeId == _HAS_SUBTYPE and not r.IsForward
+            ),
+            None,
+        )
+    return False
 
 
 class EdgeInternalServer(InternalServer):

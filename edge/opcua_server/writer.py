@@ -94,6 +94,10 @@ class LiveValueWriter:
         self._wake.set()
         return True
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     def last(self, handle: VarHandle) -> tuple[object, int] | None:
         """The last staged (value, status) of a node, None if never staged."""
         return self._last.get(handle.node_id)
