@@ -19,8 +19,8 @@ A machine whose plc_map delivers a PackML state word also carries
 ``PackML:BaseStateMachine`` (PackMLBaseStateMachineType, OPC 30050) with its
 nested MachineState and ExecuteState machines: each CurrentState (and its Id,
 the state object in the type) follows the PLC's state code; a nested machine
-that is not active (MachineState while Aborted) has no current state (a null
-value, Good).
+that is not active (MachineState while Aborted) has no current state: an empty
+CurrentState and a null Id, Good.
 
 The same members are InstanceDeclarations of MachineType (the PackML state
 machine Optional), so the type describes its instances.
@@ -219,17 +219,18 @@ class Companions:
             f"{PACKML_EXECUTE}.AvailableStates": list(execute.values()),
         }
 
-    def packml_values(
-        self, state_name: str
-    ) -> list[tuple[str, ua.LocalizedText | None, ua.NodeId | None]]:
+    def packml_values(self, state_name: str) -> list[tuple[str, ua.LocalizedText, ua.NodeId]]:
         """``(<machine>.<path>.CurrentState relative path, text, Id)`` of the three
-        PackML state machines for a PLC state name; unknown names: all null."""
+        PackML state machines for a PLC state name; not active (or an unknown
+        name): an empty text and a null NodeId."""
         paths = _PACKML_PATHS.get(state_name, (None, None, None))
-        out: list[tuple[str, ua.LocalizedText | None, ua.NodeId | None]] = []
+        out: list[tuple[str, ua.LocalizedText, ua.NodeId]] = []
         for prefix, name, states in zip(
             (PACKML, PACKML_MACHINE, PACKML_EXECUTE), paths, self.packml_states, strict=True
         ):
             state_id = states.get(name) if name is not None else None
-            text = ua.LocalizedText(name) if state_id is not None else None
-            out.append((f"{prefix}.CurrentState", text, state_id))
+            if state_id is None:
+                out.append((f"{prefix}.CurrentState", ua.LocalizedText(""), ua.NodeId()))
+            else:
+                out.append((f"{prefix}.CurrentState", ua.LocalizedText(name), state_id))
         return out

@@ -615,7 +615,13 @@ class OpcUaServer:
         for event in events:
             view = self._machines.get(getattr(event, "machine_id", ""))
             if view is not None and isinstance(
-                event, PiecesCounted | StateChanged | StopStarted | StopEnded | OrderWindowClosed
+                event,
+                PiecesCounted
+                | StateChanged
+                | StopStarted
+                | StopEnded
+                | StopReasonChanged
+                | OrderWindowClosed,
             ):
                 view.on_event(event)
                 self._dirty.add(view.machine_id)
@@ -1003,6 +1009,10 @@ class OpcUaServer:
         if self._methods is None:
             raise EdgeError("the OPC UA server is not started")
         return self._methods
+
+    @property
+    def alarms(self) -> AlarmBook:
+        return self._require_alarms()
 
     @property
     def writer(self) -> LiveValueWriter:

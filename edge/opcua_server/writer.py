@@ -3,8 +3,8 @@
 ``stage`` is synchronous and O(1): it only records the newest value of a node,
 so a burst of changes (an event storm, a KPI refresh of 50 machines) never
 blocks the event loop and never queues more than one pending write per node.
-The writer task drains the pending set with ``server.write_attribute_value``
-(about 5x faster than ``node.write_value``), each with an explicit VariantType,
+The writer task drains the pending set with the node store's
+``write_attribute_value`` (about 5x faster than ``node.write_value``), each with an explicit VariantType,
 SourceTimestamp = the value's event time and ServerTimestamp = the write time,
 and yields to the loop every few hundred writes.
 
@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from asyncua import ua
 from asyncua.server.server import Server
 
+from edge.errors import EdgeError
 from edge.logs import OutageLog
 from edge.opcua_server.address_space import VarHandle
-from edge.opcua_server.uaids import StatusCodes, status, ua_time
+from edge.opcua_server.uaids import AttributeIds, StatusCodes, status, ua_time
 
 log = logging.getLogger("edge.opcua_server")
 
@@ -133,26 +134,31 @@ class LiveValueWriter:
 
     async def _write_pending(self) -> None:
         pending, self._pending = self._pending, {}
-        write = self._server.write_attribute_value
+        # The node store's own write: it answers with a status (the server's wrapper
+        # drops it), so a refused write (a type mismatch) is counted as one.
+        write = self._server.iserver.aspace.write_attribute_value
+        value_attribute = AttributeIds.Value
         now = ua_time(time.time())
         for count, (node, (handle, value, code, source_ts)) in enumerate(pending.items(), 1):
-            # A Bad status carries no value (OPC UA Part 4, 7.7.1).
-            variant = (
-                ua.Variant(None)
-                if code & BAD_MASK
-                else ua.Variant(value, handle.vtype, is_array=handle.array)
-            )
-            data = ua.DataValue(
-                Value=variant,
-                StatusCode=status(code),
-                SourceTimestamp=ua_time(source_ts) if source_ts is not None else now,
-                ServerTimestamp=now,
-            )
             try:
-                await write(node, data)
+                # A Bad status carries no value (OPC UA Part 4, 7.7.1); None is a null value.
+                variant = (
+                    None
+                    if code & BAD_MASK or value is None
+                    else ua.Variant(value, handle.vtype, is_array=handle.array)
+                )
+                data = ua.DataValue(
+                    Value=variant,
+                    StatusCode=status(code),
+                    SourceTimestamp=ua_time(source_ts) if source_ts is not None else now,
+                    ServerTimestamp=now,
+                )
+                result = await write(node, value_attribute, data)
+                if not result.is_good():
+                    raise EdgeError(f"refused with {result.name}")
             except Exception as exc:  # one bad value must not stop the others
                 self._failed += 1
-                self._outage.failed(f"{node.to_string()}: {exc!r}")
+                self._outage.failed(f"{node.to_string()}: {exc}")
             else:
                 self._written += 1
                 if self._outage.is_down:
