@@ -15,7 +15,8 @@ nothing. Endpoints:
   machine actor are running, every PLC source is polling and every check a
   component reports is "ok" (named checks from ``health_checks()``: ``opcua
   server``, ``metrics endpoint``...; or a ``ready`` attribute); 503 otherwise. A
-  JSON body names each check by what it checks. A PLC whose link is down does not make the edge unready: its values go
+  JSON body names each check by what it checks. A PLC whose link is down does
+  not make the edge unready: its values go
   Bad and everything else keeps serving (``edge_plc_link_up`` shows it).
 
 Naming: one prefix ``edge_``, base units (seconds, bytes, ratios 0..1),

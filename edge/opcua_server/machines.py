@@ -272,6 +272,7 @@ class MachineView:
         else:
             self._link_up_at = None
             self.link_lost(ts)
+        self.link_alarm(not up, ts)
 
     def _unknown_since(self, ts: float) -> None:
         """The actor shows ``unknown`` since ``ts``: it is not watching the PLC (the
@@ -291,9 +292,10 @@ class MachineView:
         for name, handle in self._handles.items():
             if self._is_live(name):
                 self._stage_degraded(name, handle)
-        self._link_alarm(True, ts)
 
-    def _link_alarm(self, down: bool, ts: float) -> None:
+    def link_alarm(self, down: bool, ts: float) -> None:
+        """The PLC source's own word on its link (never an inference from the
+        actor's state, which is unknown after every start too): the PlcLinkAlarm."""
         alarms = self._alarms
         if alarms is None or alarms.plc_link is None:
             return
@@ -308,7 +310,6 @@ class MachineView:
             return
         self.down_since = None
         self.stage("PlcLinkUp", True, ts)
-        self._link_alarm(False, ts)
         # Last good values are Good again, with the time they were sampled, until the
         # next sample or status replaces them.
         for name, (value, sampled) in list(self._last_good.items()):

@@ -980,8 +980,11 @@ class OpcUaServer:
                 view = self._machines[machine_id]
                 if not stats.link_up and stats.consecutive_failures > 0:
                     view.link_lost(now)
-                elif stats.link_up and view.down_since is None:
-                    view.stage("PlcLinkUp", True, now)
+                    view.link_alarm(True, now)
+                elif stats.link_up:
+                    view.link_alarm(False, now)
+                    if view.down_since is None:
+                        view.stage("PlcLinkUp", True, now)
 
     # ------------------------------------------------------------------ reporting
 

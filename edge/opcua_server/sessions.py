@@ -139,7 +139,10 @@ def _diagnostic(
     if mask & OPERATION_SYMBOLIC_ID:
         info.SymbolicId = ua.Int32(table.index(code.name))
     if mask & OPERATION_LOCALIZED_TEXT:
-        info.LocalizedText = ua.Int32(table.index(text))
+        # asyncua numbers the encoding-mask bits in field order, which swaps Locale
+        # (0x08 in Part 6 §5.2.2.12) and LocalizedText (0x04): with the same index in
+        # both, every decoder finds the text where it looks.
+        info.LocalizedText = info.Locale = ua.Int32(table.index(text))
     if mask & OPERATION_ADDITIONAL_INFO:
         info.AdditionalInfo = ua.String(text)
     return info

@@ -4,7 +4,8 @@
 so a burst of changes (an event storm, a KPI refresh of 50 machines) never
 blocks the event loop and never queues more than one pending write per node.
 The writer task drains the pending set with the node store's
-``write_attribute_value`` (about 5x faster than ``node.write_value``), each with an explicit VariantType,
+``write_attribute_value`` (about 5x faster than ``node.write_value``), each with
+an explicit VariantType,
 SourceTimestamp = the value's event time and ServerTimestamp = the write time,
 and yields to the loop every few hundred writes.
 
