@@ -16,8 +16,8 @@ nothing. Endpoints:
   component reports is "ok" (named checks from ``health_checks()``: ``opcua
   server``, ``metrics endpoint``...; or a ``ready`` attribute); 503 otherwise. A
   JSON body names each check by what it checks. A PLC whose link is down does
-  not make the edge unready: its values go
-  Bad and everything else keeps serving (``edge_plc_link_up`` shows it).
+  not make the edge unready: its values go Bad and everything else keeps
+  serving (``edge_plc_link_up`` shows it).
 
 Naming: one prefix ``edge_``, base units (seconds, bytes, ratios 0..1),
 ``_total`` only on counters, labels only ``line``, ``machine``, ``station``,

@@ -37,6 +37,23 @@ BAD_MASK = 0x80000000
 WRITES_PER_SLICE = 500
 
 
+class WrittenValue(ua.DataValue):
+    """A DataValue nothing changes after it is written, so it is its own deep copy.
+
+    asyncua deep-copies every value into every monitored item that watches its
+    node (``MonitoredItemValues.set_current_datavalue``), in case the writer
+    changes the value later; that copy was most of what a value change cost. The
+    writer builds a new DataValue for every write and never touches it again,
+    asyncua replaces stored values and never mutates them, and the values staged
+    here are handed over (nobody changes a list or an object after staging it).
+    """
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict[int, object]) -> WrittenValue:
+        return self
+
+
 @dataclass(frozen=True, slots=True)
 class WriterStatistics:
     staged: int  # stage() calls that changed a node
@@ -97,6 +114,11 @@ class LiveValueWriter:
         return True
 
     @property
+    def pending(self) -> int:
+        """Values staged and not written yet."""
+        return len(self._pending)
+
+    @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
@@ -148,7 +170,7 @@ class LiveValueWriter:
                     if code & BAD_MASK or value is None
                     else ua.Variant(value, handle.vtype, is_array=handle.array)
                 )
-                data = ua.DataValue(
+                data = WrittenValue(
                     Value=variant,
                     StatusCode=status(code),
                     SourceTimestamp=ua_time(source_ts) if source_ts is not None else now,
