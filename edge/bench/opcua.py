@@ -256,8 +256,7 @@ class _Edge:
     async def change_all(self, n: int) -> None:
         # As fast as the server takes them: the next round once the writer wrote
         # this one (staging more would only coalesce values nobody sees).
-        while self.writer.pending:
-            await asyncio.sleep(0)
+        await self.writer.drained()
         now = time.time()
         stage = self.writer.stage
         for i, handle in enumerate(self.handles):

@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asyncua import ua
-from asyncua.server.address_space import AddressSpace, AttributeValue, NodeData
+from asyncua.server.address_space import AddressSpace, NodeData
 from asyncua.ua.uaerrors import UaError
 
 from edge.errors import EdgeError
+from edge.opcua_server.bulk import stored
 from edge.opcua_server.uaids import AttributeIds, ObjectIds, numeric
 
 NODESET_DIR = Path(__file__).parent / "nodesets"
@@ -376,16 +377,16 @@ class NodesetLoader:
     def _store(self, node: _Node) -> None:
         data = NodeData(node.node_id)
         attributes = data.attributes
-        attributes[AttributeIds.NodeId] = AttributeValue(
+        attributes[AttributeIds.NodeId] = stored(
             ua.DataValue(ua.Variant(node.node_id, ua.VariantType.NodeId))
         )
-        attributes[AttributeIds.NodeClass] = AttributeValue(
+        attributes[AttributeIds.NodeClass] = stored(
             ua.DataValue(ua.Variant(node.node_class, ua.VariantType.Int32))
         )
-        attributes[AttributeIds.BrowseName] = AttributeValue(
+        attributes[AttributeIds.BrowseName] = stored(
             ua.DataValue(ua.Variant(node.browse_name, ua.VariantType.QualifiedName))
         )
-        attributes[AttributeIds.DisplayName] = AttributeValue(
+        attributes[AttributeIds.DisplayName] = stored(
             ua.DataValue(ua.Variant(node.display_name, ua.VariantType.LocalizedText))
         )
         now = ua.DateTime.now(dt.UTC)
@@ -399,7 +400,7 @@ class NodesetLoader:
                 value = self._shared.get(key) or self._shared.setdefault(key, ua.DataValue(variant))
             else:
                 value = ua.DataValue(variant)
-            attributes[attribute] = AttributeValue(value)
+            attributes[attribute] = stored(value)
         self._aspace[node.node_id] = data
 
     def _definition(self, file: _File, node: _Node) -> None:
@@ -439,7 +440,7 @@ class NodesetLoader:
                 struct_field.Description = _localized(item.find(f"{_NS}Description"))
                 structure.Fields.append(struct_field)
             value = structure
-        self._aspace[node.node_id].attributes[AttributeIds.DataTypeDefinition] = AttributeValue(
+        self._aspace[node.node_id].attributes[AttributeIds.DataTypeDefinition] = stored(
             ua.DataValue(ua.Variant(value, ua.VariantType.ExtensionObject))
         )
 

@@ -60,6 +60,7 @@ from edge.errors import ActorError, ConfigError, ConnectorError, EdgeError, Prob
 from edge.event_bus import BusEvent
 from edge.opcua_server.address_space import AddressSpace, VarHandle
 from edge.opcua_server.alarms import FAULT_ALARM, PLC_LINK_ALARM, AlarmBook, Condition
+from edge.opcua_server.bulk import compact
 from edge.opcua_server.companions import Companions, Identification
 from edge.opcua_server.events import ALARM_EVENT, STATE_EVENT, STOP_EVENT, EventEmitter, EventSpec
 from edge.opcua_server.machines import MachineAlarms, MachineView, process_variable
@@ -265,6 +266,7 @@ class OpcUaServer:
             uri: await server.register_namespace(uri)
             for uri in (DI_URI, IA_URI, MACHINERY_URI, PACKML_URI)
         }
+        compact(server.iserver.aspace)  # asyncua's standard nodes, before ours are added
         NodesetLoader(server.iserver.aspace, namespaces.__getitem__).load(
             [NODESET_DIR / name for name in COMPANION_NODESETS]
         )

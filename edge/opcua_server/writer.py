@@ -73,6 +73,8 @@ class LiveValueWriter:
         self._pending: dict[ua.NodeId, tuple[VarHandle, object, int, float | None]] = {}
         self._last: dict[ua.NodeId, tuple[object, int]] = {}
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
         self._task: asyncio.Task[None] | None = None
         self._outage = OutageLog(log, "OPC UA value writes")
         self._staged = self._unchanged = self._coalesced = self._written = self._failed = 0
@@ -111,12 +113,8 @@ class LiveValueWriter:
         self._pending[node] = (handle, value, status, source_ts)
         self._staged += 1
         self._wake.set()
+        self._drained.clear()
         return True
-
-    @property
-    def pending(self) -> int:
-        """Values staged and not written yet."""
-        return len(self._pending)
 
     @property
     def running(self) -> bool:
@@ -149,11 +147,17 @@ class LiveValueWriter:
 
     # -- the writer task ---------------------------------------------------------
 
+    async def drained(self) -> None:
+        """Until everything staged so far is written (benchmarks pace themselves by it)."""
+        await self._drained.wait()
+
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             await self._write_pending()
+            if not self._pending:
+                self._drained.set()
 
     async def _write_pending(self) -> None:
         pending, self._pending = self._pending, {}
