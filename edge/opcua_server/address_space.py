@@ -16,8 +16,9 @@ its AddNodes service take seconds for the same tree (see that module).
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -95,10 +96,22 @@ def _range_variant(low: float, high: float) -> ua.Variant:
     return ua.Variant(ua.Range(low, high), ua.VariantType.ExtensionObject)
 
 
+@functools.cache
 def _description(text: str) -> _Attributes:
     if not text:
         return ()
     return ((AttributeIds.Description, ua.Variant(ua.LocalizedText(text))),)
+
+
+@functools.cache
+def _notifier(subscribe: bool) -> tuple[AttributeIds, ua.Variant]:
+    notifier = ua.EventNotifier.SubscribeToEvents.mask if subscribe else 0
+    return (AttributeIds.EventNotifier, ua.Variant(notifier, ua.VariantType.Byte))
+
+
+@functools.cache
+def _data_type(vtype: ua.VariantType) -> tuple[AttributeIds, ua.Variant]:
+    return (AttributeIds.DataType, ua.Variant(numeric(vtype.value)))
 
 
 class _Batch:
@@ -134,7 +147,6 @@ class _Batch:
     ) -> ua.NodeId:
         """``member``: a type's member (its BrowseName in the types namespace)."""
         created = self.node_id(node_id)
-        notifier = ua.EventNotifier.SubscribeToEvents.mask if event_notifier else 0
         self.nodes.append(
             NodeSpec(
                 node_id=created,
@@ -144,10 +156,7 @@ class _Batch:
                 reference_type=numeric(reference),
                 type_definition=type_id,
                 display_name=name,
-                attributes=(
-                    *_description(description),
-                    (AttributeIds.EventNotifier, ua.Variant(notifier, ua.VariantType.Byte)),
-                ),
+                attributes=(*_description(description), _notifier(event_notifier)),
             )
         )
         return created
@@ -203,7 +212,7 @@ class _Batch:
                 attributes=(
                     *_description(var.description),
                     (AttributeIds.Value, value),
-                    (AttributeIds.DataType, ua.Variant(numeric(var.vtype.value))),
+                    _data_type(var.vtype),
                     *(_READ_ONLY_ARRAY if var.array else _READ_ONLY_VARIABLE),
                 ),
             )
@@ -263,10 +272,11 @@ class _Batch:
         members: Sequence[Declaration],
         *,
         reference: int,
-        handles: dict[str, VarHandle] | None,
+        handles: Callable[[str, VarHandle], None] | None,
     ) -> ua.NodeId:
-        """An object of a standard or companion type with its members' nodes
-        (``handles`` None: declarations on one of our types, each Mandatory)."""
+        """An object of a standard or companion type with its members' nodes, each
+        variable's handle given to ``handles`` (None: declarations on one of our
+        types, each Mandatory)."""
         created = self.node_id(node_id)
         self.nodes.append(
             NodeSpec(
@@ -277,7 +287,7 @@ class _Batch:
                 reference_type=numeric(reference),
                 type_definition=type_id,
                 display_name=str(name.Name),
-                attributes=((AttributeIds.EventNotifier, ua.Variant(0, ua.VariantType.Byte)),),
+                attributes=(_notifier(False),),
             )
         )
         self._declared(node_id, created, members, handles)
@@ -288,7 +298,7 @@ class _Batch:
         text: str,
         parent: ua.NodeId,
         members: Sequence[Declaration],
-        handles: dict[str, VarHandle] | None,
+        handles: Callable[[str, VarHandle], None] | None,
     ) -> None:
         for member in members:
             if member.node_class is ua.NodeClass.Method:
@@ -319,7 +329,7 @@ class _Batch:
             elif member.node_class is ua.NodeClass.Variable:
                 rank = dict(member.attributes).get(AttributeIds.ValueRank)
                 array = rank is not None and isinstance(rank.Value, int) and rank.Value >= 1
-                handles[child_text] = VarHandle(child, member.vtype, array)
+                handles(child_text, VarHandle(child, member.vtype, array))
             self._declared(child_text, child, member.children, handles)
 
     def mandatory(self, node_id: ua.NodeId) -> None:
@@ -352,6 +362,7 @@ class AddressSpace:
         self.idx = idx
         self.types_idx = idx if types_idx is None else types_idx
         self.handles: dict[str, VarHandle] = {}
+        self._recorders: list[dict[str, VarHandle]] = []
         self.type_ids: dict[str, ua.NodeId] = {}
         self._loader = loader or NodeLoader(server.iserver.aspace)
         self.declarations = Declarations(server.iserver.aspace)
@@ -364,6 +375,21 @@ class AddressSpace:
 
     def handle(self, text: str) -> VarHandle:
         return self.handles[text]
+
+    def _keep(self, text: str, handle: VarHandle) -> None:
+        self.handles[text] = handle
+        for recorded in self._recorders:
+            recorded[text] = handle
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[dict[str, VarHandle]]:
+        """The handles added while the block runs (one object's, without scanning all)."""
+        recorded: dict[str, VarHandle] = {}
+        self._recorders.append(recorded)
+        try:
+            yield recorded
+        finally:
+            self._recorders.remove(recorded)
 
     def _batch(self) -> _Batch:
         return _Batch(self.idx, self.types_idx)
@@ -481,7 +507,7 @@ class AddressSpace:
         )
         for var in variables:
             text = f"{node_id}.{var.name}"
-            self.handles[text] = batch.add_variable(text, var, created, member=False)
+            self._keep(text, batch.add_variable(text, var, created, member=False))
         await self._send(batch)
         return created
 
@@ -517,7 +543,7 @@ class AddressSpace:
         for member in members:
             text = f"{node_id}.{member.name}"
             if isinstance(member, Var):
-                self.handles[text] = batch.add_variable(text, member, parent)
+                self._keep(text, batch.add_variable(text, member, parent))
             elif isinstance(member, Obj):
                 child = batch.add_object(
                     text,
@@ -553,7 +579,7 @@ class AddressSpace:
             type_id,
             self.declarations.of(type_id, optional),
             reference=reference,
-            handles=self.handles,
+            handles=self._keep,
         )
         batch.references.extend(extra)
         await self._send(batch)
@@ -574,7 +600,7 @@ class AddressSpace:
         parent = self.node_id(parent_text)
         for var in variables:
             text = f"{parent_text}.{var.name}"
-            self.handles[text] = batch.add_variable(text, var, parent, member=False)
+            self._keep(text, batch.add_variable(text, var, parent, member=False))
         if batch.nodes:
             await self._send(batch)
 

@@ -212,13 +212,14 @@ class AlarmBook:
     ) -> Condition:
         """A machine's FaultAlarm or PlcLinkAlarm (an OffNormalAlarmType instance)."""
         text = f"{machine_text}.{kind}"
-        node_id = await self._space.add_declared(
-            text,
-            ua.QualifiedName(kind, self._space.types_idx),
-            machine,
-            _OFF_NORMAL,
-            optional=("ConfirmedState",),
-        )
+        with self._space.recording() as handles:
+            node_id = await self._space.add_declared(
+                text,
+                ua.QualifiedName(kind, self._space.types_idx),
+                machine,
+                _OFF_NORMAL,
+                optional=("ConfirmedState",),
+            )
         cls = _SYSTEM_CLASS if kind == PLC_LINK_ALARM else _PROCESS_CLASS
         severity = PLC_LINK_SEVERITY if kind == PLC_LINK_ALARM else FAULT_SEVERITY
         key = f"{MACHINE_PREFIX}{machine_id}/{'plc_link' if kind == PLC_LINK_ALARM else 'fault'}"
@@ -226,6 +227,7 @@ class AlarmBook:
             key=key,
             text=text,
             node_id=node_id,
+            handles=handles,
             name=kind,
             source=machine,
             source_name=machine_id,
@@ -237,17 +239,19 @@ class AlarmBook:
         self, alarm_id: str, station_id: str, station_text: str, station: ua.NodeId
     ) -> Condition:
         text = f"{station_text}.{alarm_id}"
-        node_id = await self._space.add_declared(
-            text,
-            ua.QualifiedName(alarm_id, self._space.idx),
-            station,
-            _ALARM_CONDITION,
-            optional=("ConfirmedState",),
-        )
+        with self._space.recording() as handles:
+            node_id = await self._space.add_declared(
+                text,
+                ua.QualifiedName(alarm_id, self._space.idx),
+                station,
+                _ALARM_CONDITION,
+                optional=("ConfirmedState",),
+            )
         return self._add(
             key=alarm_id,
             text=text,
             node_id=node_id,
+            handles=handles,
             name=SPC_ALARM,
             source=station,
             source_name=station_id,
@@ -261,6 +265,7 @@ class AlarmBook:
         key: str,
         text: str,
         node_id: ua.NodeId,
+        handles: dict[str, VarHandle],
         name: str,
         source: ua.NodeId,
         source_name: str,
@@ -288,9 +293,7 @@ class AlarmBook:
             source=source,
             source_name=source_name,
             event=event,
-            handles={
-                t[len(prefix) :]: h for t, h in self._space.handles.items() if t.startswith(prefix)
-            },
+            handles={t[len(prefix) :]: h for t, h in handles.items() if t.startswith(prefix)},
             severity=severity,
         )
         self._conditions[node_id] = condition

@@ -64,10 +64,9 @@ class StoredAttribute:
         return f"StoredAttribute({self.value})"
 
 
-def stored(value: ua.DataValue | None) -> AttributeValue:
-    """A node attribute for asyncua's node store (a :class:`StoredAttribute`, which
-    asyncua uses exactly like its own AttributeValue)."""
-    return cast(AttributeValue, StoredAttribute(value))
+# A node attribute for asyncua's node store: a StoredAttribute, which asyncua uses
+# exactly like its own AttributeValue (typed as one for the NodeData it goes into).
+stored = cast(Callable[[ua.DataValue | None], AttributeValue], StoredAttribute)
 
 
 def compact(aspace: AddressSpace) -> int:
@@ -124,6 +123,7 @@ class NodeLoader:
         self._shared: dict[Hashable, ua.DataValue] = {}
         # constant values by the identity of their Variant (one Variant, one DataValue)
         self._constants: dict[int, tuple[ua.Variant, ua.DataValue]] = {}
+        self._by_variant: dict[int, tuple[ua.Variant, AttributeIds, ua.DataValue]] = {}
         self._type_definitions: dict[ua.NodeId, ua.NodeId] = {}
         self._descriptions: dict[tuple[ua.NodeId, ua.NodeId, bool], ua.ReferenceDescription] = {}
 
@@ -151,6 +151,16 @@ class NodeLoader:
                 f"{node_id.to_string()} does not exist"
             )
         return data
+
+    def _shared_attribute(self, attribute: AttributeIds, variant: ua.Variant) -> ua.DataValue:
+        """The shared DataValue of an attribute; found by the Variant's identity first
+        (most come from the same constant or cached Variant), else by its value."""
+        entry = self._by_variant.get(id(variant))
+        if entry is not None and entry[0] is variant and entry[1] is attribute:
+            return entry[2]
+        value = self.shared((attribute, variant.VariantType, _key(variant.Value)), variant)
+        self._by_variant[id(variant)] = (variant, attribute, value)  # holds the Variant
+        return value
 
     def _add_node(self, spec: NodeSpec, now: ua.DateTime) -> None:
         if spec.node_id in self._aspace:
@@ -199,7 +209,7 @@ class NodeLoader:
                 # Stamped like AddNodes stamps a new value; replaced by the first write.
                 value = ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now)
             else:
-                value = self.shared((attribute, variant.VariantType, _key(variant.Value)), variant)
+                value = self._shared_attribute(attribute, variant)
             attributes[attribute] = stored(value)
         self._aspace[spec.node_id] = data
         if type_node is not None:

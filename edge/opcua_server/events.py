@@ -132,7 +132,10 @@ class EventEmitter:
         self._audit.event.data_types["ActionTimeStamp"] = Vt.DateTime
 
     async def _generator(self, type_name: str, emitting: ua.NodeId) -> EventGenerator:
-        event = copy.deepcopy(self._templates[type_name])
+        # A shallow copy: a generator rebinds fields (setattr), never mutates the
+        # template's values in place; only the field table is its own.
+        event = copy.copy(self._templates[type_name])
+        event.data_types = dict(event.data_types)
         return await self._server.get_event_generator(event, emitting)
 
     async def add_machine(self, machine_id: str, node_id: ua.NodeId) -> None:

@@ -405,38 +405,39 @@ class OpcUaServer:
         space, config = self._require_space(), self._config
         line = config.line.id
         node_id = machine_node_id(line, machine_id)
-        created = await space.add_instance(
-            node_id, machine_id, MACHINE_TYPE, parent, description=f"Machine {name}"
-        )
         machine = config.machine(machine_id)
         plc_map = load_plc_map(machine.plc_map, config.plc_map_dirs) if machine.plc_map else None
         roles = {s.role for s in plc_map.signals} if plc_map is not None else set()
-        if plc_map is not None:
-            await space.add_variables(
-                f"{node_id}.ProcessValues",
-                [process_variable(s) for s in plc_map.signals if s.role is None],
-            )
         companions = self._companions
         assert companions is not None
-        await companions.add_to_machine(node_id, created, packml="state" in roles)
         book = self._require_alarms()
-        alarms = MachineAlarms(
-            book,
-            fault=(
-                await book.add_machine_condition(FAULT_ALARM, machine_id, node_id, created)
-                if "fault_code" in roles
-                else None
-            ),
-            plc_link=(
-                await book.add_machine_condition(PLC_LINK_ALARM, machine_id, node_id, created)
-                if machine.plc is not None
-                else None
-            ),
-        )
+        with space.recording() as handles:
+            created = await space.add_instance(
+                node_id, machine_id, MACHINE_TYPE, parent, description=f"Machine {name}"
+            )
+            if plc_map is not None:
+                await space.add_variables(
+                    f"{node_id}.ProcessValues",
+                    [process_variable(s) for s in plc_map.signals if s.role is None],
+                )
+            await companions.add_to_machine(node_id, created, packml="state" in roles)
+            alarms = MachineAlarms(
+                book,
+                fault=(
+                    await book.add_machine_condition(FAULT_ALARM, machine_id, node_id, created)
+                    if "fault_code" in roles
+                    else None
+                ),
+                plc_link=(
+                    await book.add_machine_condition(PLC_LINK_ALARM, machine_id, node_id, created)
+                    if machine.plc is not None
+                    else None
+                ),
+            )
         view = MachineView(
             machine_id,
             node_id,
-            space.handles,
+            handles,
             self._require_writer(),
             plc_map,
             companions=companions,
