@@ -1,5 +1,5 @@
 """The OPC Foundation's companion specifications the address space uses, loaded from
-the published NodeSet2 XML files shipped in this package (``nodesets/``).
+the published NodeSet2 XML files shipped in this package (``nodeset_files/``).
 
 - OPC 10000-100 Devices (DI): the base of Machinery;
 - OPC 10000-200 Industrial Automation (IA): Machinery refers to its types;
@@ -7,7 +7,7 @@ the published NodeSet2 XML files shipped in this package (``nodesets/``).
 - OPC 30050 PackML: the PackML state machine.
 
 The files are the OPC Foundation's, unchanged, with their MIT licence header
-(``nodesets/README.md`` says where each comes from).
+(``nodeset_files/README.md`` says where each comes from).
 
 Why not asyncua's ``import_xml``: it adds every node through the AddNodes
 service and generates Python classes for every structure, which costs seconds
@@ -41,7 +41,7 @@ from edge.errors import EdgeError
 from edge.opcua_server.bulk import stored
 from edge.opcua_server.uaids import AttributeIds, ObjectIds, numeric
 
-NODESET_DIR = Path(__file__).parent / "nodesets"
+NODESET_DIR = Path(__file__).parent / "nodeset_files"
 DI_URI = "http://opcfoundation.org/UA/DI/"
 IA_URI = "http://opcfoundation.org/UA/IA/"
 MACHINERY_URI = "http://opcfoundation.org/UA/Machinery/"

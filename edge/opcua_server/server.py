@@ -55,7 +55,7 @@ from actors.orders.events import OrderStatusChanged
 from actors.quality.events import AlarmAcknowledged, SpcViolation
 from edge import __version__
 from edge.commands import OrderInfo, register_alarm_owner
-from edge.config import LineConfig
+from edge.config import LineConfig, OpcUaServerConfig
 from edge.errors import ActorError, ConfigError, ConnectorError, EdgeError, Problem
 from edge.event_bus import BusEvent
 from edge.opcua_server.address_space import AddressSpace, VarHandle
@@ -1091,16 +1091,35 @@ class OpcUaServer:
             )
             if part
         )
-        return [
+        lines = [
             f"OPC UA      {opcua.endpoint} namespace {config.namespace_uri} (ns={self.idx}), "
-            f"NodeIds like ns={self.idx};s={config.line.id}.<machine>.OEE.Availability",
+            f"NodeIds like ns={self.idx};s={config.line.id}.<machine>.OEE.Availability; "
+            f"types in {TYPES_NAMESPACE} (ns={self.types_idx})",
             f"  security  {', '.join(endpoint_labels(opcua))}; login: {login}",
-            f"  PKI       {self.pki.root}: trust a client by copying its certificate "
-            "into trusted/ (refused ones land in rejected/)",
+            f"  PKI       {self.pki.root}: secured endpoints accept only client certificates "
+            "in trusted/ (refused ones land in rejected/: move one to trusted/, no restart)",
         ]
+        if opcua.security_none:
+            lines.append(f"  None      {none_endpoint_allows(opcua)}")
+        return lines
 
 
 _Pending = EventSpec | OrderUpdate | Condition | SpcViolation | AlarmAcknowledged
+
+
+def none_endpoint_allows(opcua: OpcUaServerConfig) -> str:
+    """What the unsecured endpoint lets through, in words (banner, docs)."""
+    who = []
+    if opcua.anonymous:
+        who.append("anyone who reaches the port browses, reads and subscribes anonymously")
+    if opcua.users:
+        who.append("users log in (password encrypted) and call the methods of their roles")
+    return (
+        "unsigned, unencrypted: "
+        + "; ".join(who)
+        + "; its traffic can be read and altered on the way - "
+        "set [opcua] security_none = false where the network is not trusted"
+    )
 
 
 def _refused(result: ua.CallMethodResult, code: int, message: str) -> ua.CallMethodResult:
