@@ -69,6 +69,16 @@ _SYSTEM_CLASS = numeric(ObjectIds.SystemConditionClassType)
 _SERVER = numeric(ObjectIds.Server)
 
 
+def fault_key(machine_id: str) -> str:
+    """The alarm id of a machine's FaultAlarm (LineCommands.acknowledge_alarm)."""
+    return f"{MACHINE_PREFIX}{machine_id}/fault"
+
+
+def plc_link_key(machine_id: str) -> str:
+    """The alarm id of a machine's PlcLinkAlarm."""
+    return f"{MACHINE_PREFIX}{machine_id}/plc_link"
+
+
 class ConditionRefused(Exception):
     """A condition method refused; ``code`` is the status to answer."""
 
@@ -222,7 +232,7 @@ class AlarmBook:
             )
         cls = _SYSTEM_CLASS if kind == PLC_LINK_ALARM else _PROCESS_CLASS
         severity = PLC_LINK_SEVERITY if kind == PLC_LINK_ALARM else FAULT_SEVERITY
-        key = f"{MACHINE_PREFIX}{machine_id}/{'plc_link' if kind == PLC_LINK_ALARM else 'fault'}"
+        key = plc_link_key(machine_id) if kind == PLC_LINK_ALARM else fault_key(machine_id)
         return self._add(
             key=key,
             text=text,

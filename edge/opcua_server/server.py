@@ -59,7 +59,13 @@ from edge.config import LineConfig, OpcUaServerConfig
 from edge.errors import ActorError, ConfigError, ConnectorError, EdgeError, Problem
 from edge.event_bus import BusEvent
 from edge.opcua_server.address_space import AddressSpace, VarHandle
-from edge.opcua_server.alarms import FAULT_ALARM, PLC_LINK_ALARM, AlarmBook, Condition
+from edge.opcua_server.alarms import (
+    FAULT_ALARM,
+    PLC_LINK_ALARM,
+    AlarmBook,
+    Condition,
+    plc_link_key,
+)
 from edge.opcua_server.bulk import compact
 from edge.opcua_server.companions import Companions, Identification
 from edge.opcua_server.events import ALARM_EVENT, STATE_EVENT, STOP_EVENT, EventEmitter, EventSpec
@@ -809,13 +815,15 @@ class OpcUaServer:
                 view.link_seen(True, item.ts)
             else:
                 view.link_seen(False, item.ts)
+                # The AlarmId of the machine's PlcLinkAlarm: AcknowledgeAlarm takes it.
+                link = self._alarms.by_key(plc_link_key(item.machine_id)) if self._alarms else None
                 self._queue(
                     self._alarm_spec(
                         item.machine_id,
                         item.ts,
                         "comm_loss",
                         f"{item.machine_id}: PLC link lost {item.detail}".strip(),
-                        None,
+                        link.key if link is not None else None,
                     )
                 )
 
