@@ -13,11 +13,12 @@ and on the line display's address. Endpoints:
   supervisor has not given up (that it answers at all shows the event loop
   runs), 503 otherwise;
 - ``/readyz``: 200 when the service is running, its supervisor and every
-  machine actor are running, every PLC source is polling and every component
-  that says whether it is ready (a ``ready`` attribute or method: the OPC UA
-  server, the MQTT forwarder...) is; 503 otherwise. A JSON body names each
-  check. A PLC whose link is down does not make the edge unready: its values go
-  Bad and everything else keeps serving (``edge_plc_link_up`` shows it).
+  machine actor are running, every PLC source is polling and every check a
+  component reports is "ok" (named checks from ``health_checks()``: ``opcua
+  server``, ``metrics endpoint``...; or a ``ready`` attribute); 503 otherwise. A
+  JSON body names each check by what it checks. A PLC whose link is down does
+  not make the edge unready: its values go Bad and everything else keeps
+  serving (``edge_plc_link_up`` shows it).
 
 Naming: one prefix ``edge_``, base units (seconds, bytes, ratios 0..1),
 ``_total`` only on counters, labels only ``line``, ``machine``, ``station``,
@@ -415,17 +416,24 @@ class Readiness:
         return json.dumps({"ready": self.ready, "checks": dict(self.checks)}, indent=1).encode()
 
 
-def _component_ready(item: object) -> str | None:
-    """ "ok", why not, or None when the component does not say."""
+def component_checks(item: object) -> dict[str, str]:
+    """A component's named checks for ``/readyz``, each "ok" or why not: its
+    ``health_checks()`` (name -> "ok" or the reason), else its ``ready`` (a bool
+    attribute or method), named by its ``health_name`` or its class; none when it
+    says nothing."""
+    name = str(getattr(item, "health_name", "") or f"component {type(item).__name__}")
     try:
+        checks = getattr(item, "health_checks", None)
+        if callable(checks):
+            return {str(k): str(v) for k, v in checks().items()}
         ready = getattr(item, "ready", None)
         if ready is None:
-            return None
+            return {}
         if callable(ready):
             ready = ready()
     except Exception as exc:
-        return f"readiness check failed: {exc!r}"
-    return "ok" if ready else "not ready"
+        return {name: f"readiness check failed: {exc!r}"}
+    return {name: "ok" if ready else "not ready"}
 
 
 # ---------------------------------------------------------------------- the collector
@@ -584,9 +592,7 @@ class LineMetrics(Collector):
         ]
         checks["plc sources"] = "ok" if not idle else "not polling: " + ", ".join(idle)
         for item in service.components:
-            ready = _component_ready(item)
-            if ready is not None:
-                checks[f"component {type(item).__name__}"] = ready
+            checks.update(component_checks(item))
         return Readiness(all(v == "ok" for v in checks.values()), checks)
 
     def alive(self) -> bool:

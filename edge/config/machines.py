@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 UnitId = Annotated[int, between(0, 255)]
 AddressOffset = Annotated[int, between(0, 65535)]
 CounterBits = Literal[16, 32, 64]
+YearOfConstruction = Annotated[int, between(1900, 2200)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,12 @@ class MachineConfig:
     plc_map: str | None = None
     unit_id: int = 1
     address_offset: int = 0
+    # Identification on the OPC UA server (OPC 40001-1 Machinery); empty: not given.
+    manufacturer: str = ""
+    model: str = ""
+    serial_number: str = ""
+    product_instance_uri: str = ""  # empty: <namespace_uri>:<machine id>
+    year_of_construction: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,11 @@ class MachineEntry:
     plc_map: Annotated[str, NonEmpty] | None = None
     unit_id: UnitId = 1
     address_offset: AddressOffset = 0
+    manufacturer: str = ""
+    model: str = ""
+    serial_number: str = ""
+    product_instance_uri: str = ""
+    year_of_construction: YearOfConstruction | None = None
 
 
 def unknown_reference(reader: Reader, path: str, what: str, name: str, known: set[str]) -> None:
@@ -132,7 +144,20 @@ def read_machines(
             state_source=entry.state_source,
         )
         name, plc_id, offset = entry.name or entry.id, entry.plc, entry.address_offset
-        config = MachineConfig(entry.id, name, params, plc_id, entry.plc_map, entry.unit_id, offset)
+        config = MachineConfig(
+            entry.id,
+            name,
+            params,
+            plc_id,
+            entry.plc_map,
+            entry.unit_id,
+            offset,
+            manufacturer=entry.manufacturer,
+            model=entry.model,
+            serial_number=entry.serial_number,
+            product_instance_uri=entry.product_instance_uri,
+            year_of_construction=entry.year_of_construction,
+        )
         machines.configs.append(config)
         if plc_map:
             machines.maps[entry.id] = plc_map

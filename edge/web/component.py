@@ -123,6 +123,16 @@ class WebComponent:
     def ready(self) -> bool:
         return self._state is ComponentState.RUNNING
 
+    def health_checks(self) -> dict[str, str]:
+        """``/readyz``'s checks of what this component serves, named by what they are."""
+        status = "ok" if self.ready() else f"not serving ({self._state.value})"
+        checks: dict[str, str] = {}
+        if self._display_on:
+            checks["line display"] = status
+        if self._metrics_on:
+            checks["metrics endpoint"] = status
+        return checks
+
     @property
     def display_url(self) -> str:
         server = self._servers.get("web")

@@ -27,13 +27,14 @@ from typing import Any
 
 import httpx
 import pytest
+from asyncua import Client
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample as PromSample
 
 from actors.machine import GetStatus, MachineStatus, SampleBatch
 from actors.messages import Sample
 from actors.oee.state import MachineState
-from edge import __version__
+from edge import __version__, opcua_server
 from edge.service import LineService
 from edge.web import WebComponent
 from tests.integration.ops.lines import simulated_line_toml, write_config
@@ -693,3 +694,44 @@ async def test_openmetrics_is_negotiated_and_gzip_given_when_accepted(
     assert plain.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     assert "content-encoding" not in plain.headers
     assert "# EOF" not in plain.text and "edge_machine_pieces_total" in plain.text
+
+
+async def test_the_opcua_server_exports_sessions_subscriptions_nodes_and_a_named_check(
+    tmp_path: Path, free_port_factory: Any
+) -> None:
+    metrics_port, opc_port = free_port_factory(), free_port_factory()
+    text = hand_line_toml(metrics_port).replace(
+        "[opcua]\nenabled = false\n",
+        f'[opcua]\nendpoint = "opc.tcp://127.0.0.1:{opc_port}/edge/"\nsecurity_policies = []\n',
+    )
+    config = write_config(tmp_path, text)
+    components = [metrics_factory(metrics_port), opcua_server.component]
+    async with (
+        LineService(config, components=components) as service,
+        httpx.AsyncClient() as http,
+    ):
+        base = service.components[0].metrics_url
+
+        async def scrape() -> Any:
+            return parse((await http.get(base + "/metrics")).text)
+
+        before = await scrape()
+        assert before.value("edge_opcua_sessions") == 0.0
+        assert before.value("edge_opcua_subscriptions") == 0.0
+        server = next(c for c in service.components if isinstance(c, opcua_server.OpcUaServer))
+        nodes = before.value("edge_opcua_nodes")
+        # every node of the line's namespace, counted in the node store itself
+        every = server.server.iserver.aspace.keys()
+        assert nodes == sum(1 for n in every if n.NamespaceIndex == server.idx) > 100
+        async with Client(f"opc.tcp://127.0.0.1:{opc_port}/edge/", timeout=5) as c:
+            subscription = await c.create_subscription(100, None)
+            during = await scrape()
+            assert during.value("edge_opcua_sessions") == 1.0
+            assert during.value("edge_opcua_subscriptions") == 1.0
+            await subscription.delete()
+        after = await scrape()
+        assert after.value("edge_opcua_sessions") == 0.0
+        ready = (await http.get(base + "/readyz")).json()
+    assert ready["checks"]["opcua server"] == "ok"
+    assert ready["checks"]["metrics endpoint"] == "ok"
+    assert not [name for name in ready["checks"] if name.startswith("component ")]

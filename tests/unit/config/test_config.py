@@ -80,6 +80,21 @@ def test_full_machine_keys_are_parsed(tmp_path: Path) -> None:
     assert params.reasons[1].category is ReasonCategory.PLANNED
 
 
+def test_machine_identification_keys(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "ideal_cycle_s = 2.0",
+        'ideal_cycle_s = 2.0\nmanufacturer = "Acme"\nmodel = "X-1"\nserial_number = "X1-7"\n'
+        'product_instance_uri = "urn:acme:X1-7"\nyear_of_construction = 2020',
+    )
+    machine = load_config(write(tmp_path, text)).machine("SMT01")
+    assert (machine.manufacturer, machine.model, machine.serial_number) == ("Acme", "X-1", "X1-7")
+    assert machine.product_instance_uri == "urn:acme:X1-7"
+    assert machine.year_of_construction == 2020
+    # none given: empty, no year
+    bare = load_config(write(tmp_path, MINIMAL)).machine("SMT01")
+    assert (bare.manufacturer, bare.serial_number, bare.year_of_construction) == ("", "", None)
+
+
 def test_demo_config_is_valid() -> None:
     config = load_config(DEFAULT_CONFIG)
     assert config.simulator.enabled
@@ -180,6 +195,11 @@ BAD_CONFIGS = [
         "[line\nsite=1",
         "invalid TOML",
         id="invalid-toml",
+    ),
+    pytest.param(
+        MINIMAL.replace("ideal_cycle_s = 2.0", "ideal_cycle_s = 2.0\nyear_of_construction = 20"),
+        "machines[0].year_of_construction: must be between 1900 and 2200, got 20",
+        id="bad-year-of-construction",
     ),
 ]
 
