@@ -91,6 +91,11 @@ class GetStationStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class GetCharts:
+    """Ask: the station's charts (a list of :class:`~actors.quality.core.ChartView`)."""
+
+
+@dataclass(frozen=True, slots=True)
 class GetStationSnapshot:
     """Ask: the state to persist (plain data)."""
 
@@ -105,6 +110,7 @@ StationMessage = (
     | GetOrderQuality
     | ForgetOrder
     | GetStationStatus
+    | GetCharts
     | GetStationSnapshot
 )
 
@@ -172,6 +178,8 @@ class QualityStationActor(Actor[StationMessage, Any]):
                     core.forget_order(order_id)
                 case GetStationStatus():
                     reply = core.status()
+                case GetCharts():
+                    reply = core.charts()
                 case GetStationSnapshot():
                     reply = core.snapshot()
         finally:
