@@ -477,6 +477,7 @@ class Campaign:
         self._counter_start = FIRST_COUNTER
         self._sims = 0
         self._config: Path | None = None
+        self.sim_listening_at = 0.0
 
     # -- processes ---------------------------------------------------------------
 
@@ -493,6 +494,7 @@ class Campaign:
         args = ["simulate", "--config", str(config), "--paused"]
         sim = Process(args, self.dir / "sim.log", self.dir)
         await _listening(self.sim_port, 30)
+        self.sim_listening_at = time.time()
         self._config = config
         first = await self.truth.read_all() if hasattr(self, "truth") else None
         if first is not None and any(
@@ -649,7 +651,7 @@ class Campaign:
         fault.detail["counter_start"] = start
         self.truth.forget()
         self.sim = await self._start_sim(start)
-        fault.back = time.time()
+        fault.back = self.sim_listening_at
         first = await self.truth.read_all()
         read = await self._until(lambda: self.mes.edge_has_read(first), 60, "the new PLC read")
         fault.detail["read"] = read
@@ -877,10 +879,13 @@ def _check_stops(view: _View) -> dict[str, int]:
             if running or initial:
                 continue  # a start of running, or the first state a simulator showed
             stops["true"] += 1
-            if _overlaps(low, high, spans, tolerance):
-                continue  # it started while the edge could not see the machine
-            stops["observable"] += 1
             hits = [i for i, at in enumerate(reported) if low - tolerance <= at <= high + tolerance]
+            if _overlaps(low, high, spans, tolerance):
+                # It started while (or just as) the edge could not see the machine: not
+                # checked, but what the edge reported for it is no phantom either.
+                matched.update(hits)
+                continue
+            stops["observable"] += 1
             if not hits:
                 near = any(low - 5 <= at <= high + 5 for at in reported)
                 stops["start_off" if near else "missed"] += 1
