@@ -721,10 +721,12 @@ class Report:
             f"resends dropped {self.seq['resends']}",
         ]
         for cut in self.link_cuts:
+            how = "re-baselined" if cut["counter_start"] else "reset"
             rows.append(
                 f"link cut             down {cut['outage_s']:.2f} s: unknown starts +"
                 f"{cut['start_off_max_s']:.2f} s, ends +{cut['end_off_max_s']:.2f} s "
-                f"(poll {self.plan.poll_s:g} s); comm_loss off by {cut['comm_loss_off_s']:.3f} s"
+                f"(poll {self.plan.poll_s:g} s); comm_loss off by {cut['comm_loss_off_s']:.3f} s;"
+                f" new counters at {cut['counter_start']}: {cut['counters_told']:.0f} {how}"
             )
         for gap in self.edge_gaps:
             what = "edge kill -9" if gap["kill"] else "edge SIGTERM"
@@ -949,12 +951,23 @@ def _check_link_cuts(view: _View, credits: list[Event]) -> list[dict[str, float]
             if not -0.05 <= b - fault.back <= 2 * plan.poll_s + 0.5:
                 view.failures.append(f"link cut: {machine} unknown until {b - fault.back:+.2f} s")
             credited = max(credited, _credited(credits, machine, a, b))
+        start = fault.detail.get("counter_start", 0)
+        kind = "CounterRebaselined" if start else "Warning"
+        told = sum(
+            1
+            for e in view.events
+            if e.type == kind
+            and fault.at <= e.data["ts"] <= fault.back + 30
+            and (start or e.data["kind"] == "counter_reset")
+        )
         rows.append(
             {
                 "outage_s": fault.back - fault.at,
                 "start_off_max_s": start_off,
                 "end_off_max_s": end_off,
                 "comm_loss_off_s": credited,
+                "counter_start": start,
+                "counters_told": told,
             }
         )
         if credited > 0:
