@@ -74,6 +74,7 @@ __all__ = [
     "encode_kpi_snapshot",
     "encode_status",
     "envelope",
+    "envelope_packer",
     "event_body",
     "json_safe",
     "pack_event",
@@ -226,6 +227,52 @@ def pack_event(event: object) -> tuple[str, bytes]:
         packer.reset()
         raise WireError(f"cannot encode {cls.__name__}: {exc}") from exc
     return cls.__name__, packed
+
+
+# (event, seq) -> the envelope as a dict, one generated function per event class: a
+# dict display of attribute loads costs about half of dict(zip(names, getter(event))),
+# and this is the outbox's per-event cost (edge bench outbox).
+_BUILDERS: dict[type, Callable[[Any, int], dict[str, Any]]] = {}
+
+
+def _envelope_builder(cls: type) -> Callable[[Any, int], dict[str, Any]]:
+    names = _field_names(cls)
+    if names is None:
+        raise WireError(f"an event must be a dataclass, got {cls.__name__}")
+    # Field names are Python identifiers (dataclass fields), the type name goes in as
+    # a literal: the generated source holds nothing else.
+    body = ", ".join(f"{name!r}: event.{name}" for name in names)
+    source = (
+        "def build(event, seq):\n"
+        f"    return {{'seq': seq, 'type': {cls.__name__!r}, 'data': {{{body}}}}}\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)
+    build: Callable[[Any, int], dict[str, Any]] = namespace["build"]
+    _BUILDERS[cls] = build
+    return build
+
+
+def envelope_packer() -> Callable[[object, int], bytes]:
+    """A function packing ``(event, seq)`` into its envelope, for the calling thread.
+
+    The same bytes as ``envelope(seq, *pack_event(event))``, in one msgpack call.
+    """
+    packer = _packers()[0]
+    pack = packer.pack
+    builders = _BUILDERS
+
+    def pack_envelope(event: object, seq: int) -> bytes:
+        cls = type(event)
+        build = builders.get(cls) or _envelope_builder(cls)
+        try:
+            packed: bytes = pack(build(event, seq))
+        except (TypeError, ValueError, OverflowError) as exc:
+            packer.reset()
+            raise WireError(f"cannot encode {cls.__name__}: {exc}") from exc
+        return packed
+
+    return pack_envelope
 
 
 _ENVELOPE_HEAD: bytes = msgpack.packb("seq")

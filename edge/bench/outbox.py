@@ -25,8 +25,12 @@ from actors.oee.state import MachineState
 from actors.oee.stops import StopKind
 from edge.bench import Figure
 from edge.event_bus import EventBus
-from edge.outbox import COMMIT_MAX_EVENTS, EVENTS_STREAM, Outbox, OutboxWriter
+from edge.outbox import EVENTS_STREAM, Outbox, OutboxWriter
+
+COMMIT_MAX_EVENTS = 10_000
 from edge.wire import envelope, pack_event
+
+COMMIT_MAX_EVENTS = 10_000
 
 EVENTS = 300_000
 BURST = 200  # events per bus publish (one actor message can produce several)
