@@ -335,8 +335,11 @@ class StateStore:
 
     def _note_reset(self, path: Path, moved: Path, problem: str) -> None:
         log.error(
-            "state database cannot be read; moved aside, starting from the PLC counters",
-            extra={"path": str(path), "moved_to": str(moved), "problem": problem},
+            "state database %s cannot be read (%s); moved aside to %s, starting from the "
+            "PLC counters",
+            path,
+            problem,
+            moved,
         )
         self.resets.append(
             StateReset(

@@ -26,8 +26,6 @@ from actors.oee.stops import StopKind
 from edge.bench import Figure
 from edge.event_bus import EventBus
 from edge.outbox import EVENTS_STREAM, Outbox, OutboxWriter
-
-COMMIT_MAX_EVENTS = 10_000
 from edge.wire import envelope, pack_event
 
 COMMIT_MAX_EVENTS = 10_000
