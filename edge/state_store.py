@@ -406,9 +406,10 @@ class StateStore:
                 self._move_aside_exact(path)
         self.migrated = [p.name for p in found]
         log.warning(
-            "state migrated from the previous layout into %s; old files kept as *.migrated",
-            self.path.name,
-            extra={"path": str(self.path), **{f"{k}_rows": v for k, v in copied.items()}},
+            "state migrated from the previous layout (%s) into %s; old files kept as *.migrated",
+            ", ".join(str(p) for p in found),
+            self.path,
+            extra={f"{k}_rows": v for k, v in copied.items()},
         )
 
     def _move_aside_exact(self, path: Path) -> None:
