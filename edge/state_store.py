@@ -50,7 +50,7 @@ from typing import Any, Literal, Self, TypeVar
 
 import msgpack
 
-from edge.errors import StateStoreError
+from edge.errors import StateDirError, StateStoreError
 
 log = logging.getLogger("edge.state_store")
 
@@ -110,10 +110,6 @@ DELETE_SNAPSHOT = "DELETE FROM snapshots WHERE key = ?"
 
 # What a cut writes per key: (version, data, pending) packed, or None to delete it.
 SnapshotRow = tuple[int, bytes, bytes | None] | None
-
-
-class StateDirError(StateStoreError):
-    """The state directory cannot be used (missing rights, not a directory)."""
 
 
 @dataclass(frozen=True, slots=True)

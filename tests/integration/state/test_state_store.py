@@ -10,9 +10,9 @@ import pytest
 
 from actors.oee.events import PiecesCounted
 from edge.cut import CutSources, Saved
-from edge.errors import StateStoreError
+from edge.errors import StateDirError, StateStoreError
 from edge.outbox import EVENTS_STREAM, Outbox
-from edge.state_store import StateDirError, StateStore, pack_row
+from edge.state_store import StateStore, pack_row
 
 
 async def save(path: Path, rows: dict[str, object | None], **kwargs: object) -> None:
