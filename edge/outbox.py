@@ -47,7 +47,6 @@ import asyncio
 import collections
 import contextlib
 import enum
-import itertools
 import logging
 import math
 import sqlite3
@@ -831,6 +830,7 @@ class OutboxWriter:
         self.persist_interval_s = persist_interval_s
         self._clock = clock
         self._pending: collections.deque[object] = collections.deque()
+        self._inflight = 0  # events taken from the buffer by the commit under way
         self._unsaved: dict[str, SnapshotRow] = {}  # state cut but not yet committed
         self._waiters: list[asyncio.Future[None]] = []  # commit_now callers
         self._wake = asyncio.Event()
@@ -848,7 +848,8 @@ class OutboxWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Events in memory: buffered, or in the commit under way."""
+        return len(self._pending) + self._inflight
 
     async def __aenter__(self) -> Self:
         if self._task is not None:
@@ -926,13 +927,13 @@ class OutboxWriter:
                 if self.outbox.state is not OutboxState.OPEN or self._task is None:
                     raise
                 continue
-            if not self._pending:
+            if not self.pending:
                 return
 
     # -- the synchronous bus callback: never blocks, never loses what it took ----------
 
     def _on_events(self, events: Sequence[object]) -> None:
-        room = self.max_pending - len(self._pending)
+        room = self.max_pending - len(self._pending) - self._inflight
         pending = self._pending
         if len(events) <= room:
             pending.extend(events)
@@ -997,12 +998,17 @@ class OutboxWriter:
         if not count and not self._unsaved:
             _resolve(waiters)
             return True
-        events = list(itertools.islice(self._pending, count))
+        # The events of this cut leave the buffer for the commit; new ones gather anew.
+        events, self._pending = self._pending, collections.deque()
+        self._inflight = count
         snapshots, self._unsaved = self._unsaved, {}
         try:
             outcome = await self.outbox.commit_cut(events, snapshots, self.routes)
         except StateStoreError as exc:
-            # Kept for the next try (newer state for a key replaces what is kept).
+            # Kept for the next try, in order (newer state for a key replaces the kept one).
+            events.extend(self._pending)
+            self._pending = events
+            self._inflight = 0
             self._unsaved = {**snapshots, **self._unsaved}
             _fail(waiters, exc)
             if self.outbox.state is not OutboxState.OPEN:
@@ -1010,9 +1016,7 @@ class OutboxWriter:
             self._outage.failed(exc)
             return False
         self._outage.recovered()
-        popleft = self._pending.popleft
-        for _ in range(count):
-            popleft()
+        self._inflight = 0
         _resolve(waiters)
         self._note_outcome(outcome)
         self._emit_report()

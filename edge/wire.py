@@ -46,6 +46,7 @@ import json
 import math
 import operator
 import threading
+import typing
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -240,8 +241,13 @@ def _envelope_builder(cls: type) -> Callable[[Any, int], dict[str, Any]]:
     if names is None:
         raise WireError(f"an event must be a dataclass, got {cls.__name__}")
     # Field names are Python identifiers (dataclass fields), the type name goes in as
-    # a literal: the generated source holds nothing else.
-    body = ", ".join(f"{name!r}: event.{name}" for name in names)
+    # a literal: the generated source holds nothing else. A field declared as an Enum
+    # is sent as its value without the default hook's round trip through Python.
+    enums = _enum_fields(cls)
+    body = ", ".join(
+        f"{name!r}: event.{name}.value" if name in enums else f"{name!r}: event.{name}"
+        for name in names
+    )
     source = (
         "def build(event, seq):\n"
         f"    return {{'seq': seq, 'type': {cls.__name__!r}, 'data': {{{body}}}}}\n"
@@ -251,6 +257,17 @@ def _envelope_builder(cls: type) -> Callable[[Any, int], dict[str, Any]]:
     build: Callable[[Any, int], dict[str, Any]] = namespace["build"]
     _BUILDERS[cls] = build
     return build
+
+
+def _enum_fields(cls: type) -> frozenset[str]:
+    """The fields of ``cls`` whose declared type is exactly an Enum class."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError):
+        return frozenset()
+    return frozenset(
+        name for name, hint in hints.items() if isinstance(hint, type) and issubclass(hint, Enum)
+    )
 
 
 def envelope_packer() -> Callable[[object, int], bytes]:
@@ -267,6 +284,10 @@ def envelope_packer() -> Callable[[object, int], bytes]:
         build = builders.get(cls) or _envelope_builder(cls)
         try:
             packed: bytes = pack(build(event, seq))
+        except AttributeError:
+            # A field declared as an Enum holding something else: the generic rules.
+            packer.reset()
+            return envelope(seq, *pack_event(event))
         except (TypeError, ValueError, OverflowError) as exc:
             packer.reset()
             raise WireError(f"cannot encode {cls.__name__}: {exc}") from exc
