@@ -72,19 +72,8 @@ class GetOrderView:
     """Ask: an :class:`~actors.orders.core.OrderView`."""
 
 
-@dataclass(frozen=True, slots=True)
-class GetOrderSnapshot:
-    """Ask: the state to persist (plain data)."""
-
-
 OrderMessage = (
-    CheckAction
-    | ApplyAction
-    | AttributePieces
-    | SegmentKpis
-    | BuildBatchRecord
-    | GetOrderView
-    | GetOrderSnapshot
+    CheckAction | ApplyAction | AttributePieces | SegmentKpis | BuildBatchRecord | GetOrderView
 )
 
 
@@ -136,6 +125,4 @@ class OrderActor(Actor[OrderMessage, Any]):
                 return core.batch_record(quality=quality, genealogy=genealogy)
             case GetOrderView():
                 return core.view()
-            case GetOrderSnapshot():
-                return core.snapshot()
         return None

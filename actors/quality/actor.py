@@ -92,11 +92,6 @@ class GetStationStatus:
     """Ask: a :class:`~actors.quality.core.StationStatus`."""
 
 
-@dataclass(frozen=True, slots=True)
-class GetStationSnapshot:
-    """Ask: the state to persist (plain data)."""
-
-
 StationMessage = (
     StationSamples
     | LinkChanged
@@ -107,7 +102,6 @@ StationMessage = (
     | GetOrderQuality
     | ForgetOrder
     | GetStationStatus
-    | GetStationSnapshot
 )
 
 
@@ -174,8 +168,6 @@ class QualityStationActor(Actor[StationMessage, Any]):
                     core.forget_order(order_id)
                 case GetStationStatus():
                     reply = core.status()
-                case GetStationSnapshot():
-                    reply = core.snapshot()
         finally:
             self._flush()
         return reply
