@@ -132,3 +132,34 @@ async def test_a_state_directory_that_cannot_be_used_is_named(tmp_path: Path) ->
     with pytest.raises(StateDirError, match=str(blocker / "sub")):
         async with StateStore(blocker / "sub" / "state.db"):
             pass
+
+
+async def test_the_line_tells_the_mes_its_state_was_reset_and_starts_afresh(
+    tmp_path: Path, free_port: int
+) -> None:
+    from edge import outbox as outbox_module  # noqa: PLC0415
+    from edge.service import LineService  # noqa: PLC0415
+    from edge.wire import decode_envelope  # noqa: PLC0415
+    from tests.integration.line.test_line_service import make_config  # noqa: PLC0415
+
+    config = make_config(tmp_path, free_port)
+    state = config.storage.state_dir
+    async with LineService(config, components=[outbox_module.component]):
+        pass
+    async with StateStore(state / "state.db") as store:
+        assert store.record("machine/M1") is not None
+    write_garbage(state / "state.db")
+    async with LineService(config, components=[outbox_module.component]) as service:
+        assert service.store.record("machine/M1") is None, "no saved state: PLC counters rule"
+        await service.persist_now()
+        (first, *_) = await service.outbox.read(EVENTS_STREAM, 0, 10)
+    event = decode_envelope(first.payload)
+    assert (first.seq, event.type) == (1, "StateReset")
+    assert "state.db could not be read" in event.data["reason"]
+    assert event.data["moved_to"].startswith(str(state / "state.db.corrupt-"))
+
+
+def write_garbage(path: Path) -> None:
+    path.write_bytes(b"\x13\x37 not a database " * 300)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
