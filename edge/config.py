@@ -244,7 +244,7 @@ class QmibConfig:
 
 @dataclass(frozen=True, slots=True)
 class OutboxConfig:
-    path: Path  # default <state_dir>/outbox.db
+    path: Path  # the previous release's outbox, migrated into state.db (<state_dir>/outbox.db)
     # FULL survives power loss; NORMAL survives a process crash only.
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     max_bytes: int = 1_073_741_824  # stored event bytes; then the policy applies
