@@ -8,32 +8,60 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench test-servers clean
+# No package registry reachable (README "Without network"): `make test OFFLINE=1
+# WHEELHOUSE=DIR` installs the Python packages from DIR only, installs no system
+# package, and the tests that need something not installed skip, saying so.
+ifdef OFFLINE
+PIP_FROM := --no-index $(if $(WHEELHOUSE),--find-links $(abspath $(WHEELHOUSE)))
+export EDGE_TEST_OFFLINE := 1
+else
+PIP_FROM :=
+endif
+
+.PHONY: run test lint typecheck unit bench test-servers install-runtime screenshots clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(if $(OFFLINE),,$(BIN)/python -m pip install --quiet --upgrade pip)
+	$(BIN)/python -m pip install --quiet $(PIP_FROM) -e '.[test]'
 	@touch $@
 
-run: $(STAMP)
-	$(BIN)/edge run $(if $(CONFIG),--config $(CONFIG))
+# A line PC (systemd/README.md): the service and its runtime dependencies only, no
+# test tools, byte-compiled now because the unit makes the tree read-only to it.
+install-runtime:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(if $(OFFLINE),,$(BIN)/python -m pip install --quiet --upgrade pip)
+	$(BIN)/python -m pip install --quiet $(PIP_FROM) -e .
+	$(BIN)/python -m compileall -q edge actors
 
-# Test-time servers: mosquitto (MQTT) is installed from apt when running as root.
+# tools/foreground.py: Ctrl-C reaches only the service, so make exits with its status (0).
+run: $(STAMP)
+	@$(BIN)/python tools/foreground.py $(BIN)/edge run $(if $(CONFIG),--config $(CONFIG))
+
+# Test-time servers: mosquitto (MQTT) and chromium (the line display's browser tests)
+# are installed from apt when running as root.
 # promtool (for `promtool check metrics`) comes from Debian's prometheus package,
 # unpacked into $(BIN) rather than installed, so no Prometheus server is set up.
 test-servers: $(STAMP)
 	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  if [ -z "$(OFFLINE)" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing mosquitto (test-time MQTT broker) via apt-get"; \
 	    (apt-get install -y -qq mosquitto >/dev/null 2>&1 || \
 	     (apt-get update -qq >/dev/null && apt-get install -y -qq mosquitto >/dev/null)) ; \
 	  else \
 	    echo "mosquitto not found: install it (e.g. 'sudo apt-get install mosquitto'); MQTT tests will be skipped"; \
 	  fi; }
+	@test -x /usr/bin/chromium || { \
+	  if [ -z "$(OFFLINE)" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (headless browser for the line display tests) via apt-get"; \
+	    (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null)) ; \
+	  else \
+	    echo "chromium not found: install it (e.g. 'sudo apt-get install chromium'); browser tests will be skipped"; \
+	  fi; }
 	@command -v promtool >/dev/null 2>&1 || test -x $(BIN)/promtool || { \
 	  tmp=$$(mktemp -d); \
-	  if command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then \
+	  if [ -z "$(OFFLINE)" ] && command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then \
 	    echo "fetching promtool (Debian package prometheus, unpacked into $(BIN))"; \
 	    (cd $$tmp && (apt-get download prometheus >/dev/null 2>&1 || \
 	      ([ "$$(id -u)" = 0 ] && apt-get update -qq >/dev/null && apt-get download prometheus >/dev/null 2>&1))) && \
@@ -43,8 +71,8 @@ test-servers: $(STAMP)
 	  test -x $(BIN)/promtool || echo "promtool not found: the 'promtool check metrics' test will be skipped"; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check edge actors tests
-	$(BIN)/ruff format --check edge actors tests
+	$(BIN)/ruff check edge actors tests tools
+	$(BIN)/ruff format --check edge actors tests tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -57,6 +85,11 @@ test: $(STAMP) test-servers lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/edge bench
+
+# The README's pictures of the line display (docs/line-board.png, docs/machine-page.png):
+# a demo shift played by the simulator's model, photographed by headless chromium.
+screenshots: $(STAMP) test-servers
+	$(BIN)/python -m tests.integration.web.screenshots docs
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

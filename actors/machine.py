@@ -86,6 +86,14 @@ class GetStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class GetShiftStops:
+    """Ask for the stops of the current shift instance as of event time ``now``
+    (a list of :class:`~actors.oee.stops.StopRecord`, oldest first)."""
+
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
 class GetSnapshot:
     """Ask for the state to persist (plain data)."""
 
@@ -99,6 +107,7 @@ MachineMessage = (
     | SetStopReason
     | AddRejects
     | GetStatus
+    | GetShiftStops
     | GetSnapshot
 )
 
@@ -202,6 +211,9 @@ class MachineActor(Actor[MachineMessage, Any]):
             case GetStatus(now=now):
                 self._flush()
                 return self.status(now)
+            case GetShiftStops(now=now):
+                self._flush()
+                return core.shift_stops(now)
             case GetSnapshot():
                 return self.snapshot()
             case _:

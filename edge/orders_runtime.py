@@ -103,6 +103,7 @@ from actors.quality.actor import (
     AcknowledgeAlarm,
     Dispose,
     ForgetOrder,
+    GetCharts,
     GetOrderQuality,
     GetStationStatus,
     QualityStationActor,
@@ -111,10 +112,10 @@ from actors.quality.actor import (
     StationMessage,
     StationSamples,
 )
-from actors.quality.core import Alarm, StationStatus
+from actors.quality.core import Alarm, ChartView, StationStatus
 from actors.supervisor import ChildSpec, RestartPolicy
 from actors.traceability import LotLedger, LotScan
-from edge.commands import CommandAudit, OrderInfo, OrderSpec
+from edge.commands import AlarmOwner, CommandAudit, OrderInfo, OrderSpec
 from edge.config import LineConfig, QualityStationConfig
 from edge.cut import Saved, decode_pending, encode_pending
 from edge.errors import ActorError, CommandError, EdgeError, StateStoreError
@@ -300,6 +301,7 @@ class OrdersRuntime:
         self._machine_stations: dict[str, list[tuple[str, frozenset[str]]]] = {}
         self._unsubscribe_samples: Callable[[], None] | None = None
         self._lock = asyncio.Lock()
+        self._alarm_owners: list[AlarmOwner] = []  # alarms acknowledged elsewhere (OPC UA)
         self._stack = AsyncExitStack()
         self._tasks: set[asyncio.Task[None]] = set()
         self._commands_running: set[asyncio.Future[Any]] = set()
@@ -1094,8 +1096,16 @@ class OrdersRuntime:
         }
         await self._command("set_stop_reason", arguments, _Who(source, user), run, lambda _: "ok")
 
+    def add_alarm_owner(self, owner: AlarmOwner) -> None:
+        """Acknowledge ``owner``'s alarms here too (edge.commands.AlarmOwners)."""
+        if owner not in self._alarm_owners:
+            self._alarm_owners.append(owner)
+
     async def acknowledge_alarm(self, alarm_id: str, *, source: str, user: str) -> None:
         async def run(ts: float) -> bool:
+            owner = next((o for o in self._alarm_owners if o.owns(alarm_id)), None)
+            if owner is not None:
+                return await owner.acknowledge(alarm_id, ts=ts, user=user)
             ref = self._station_for_alarm(alarm_id)
             acknowledged: bool = await ref.ask(AcknowledgeAlarm(alarm_id, ts, user))
             return acknowledged
@@ -1304,6 +1314,10 @@ class OrdersRuntime:
         view: OrderView = await ref.ask(GetOrderView())
         return view
 
+    async def open_orders(self) -> list[OrderView]:
+        """The full views of the orders not finished, oldest first (the line display)."""
+        return [await ref.ask(GetOrderView()) for ref in list(self._orders.values())]
+
     async def orders(self) -> list[OrderInfo]:
         """Open orders, then finished ones (oldest first)."""
         infos = [_info(await ref.ask(GetOrderView())) for ref in list(self._orders.values())]
@@ -1316,6 +1330,11 @@ class OrdersRuntime:
     async def station_status(self, station_id: str) -> StationStatus:
         status: StationStatus = await self._station_ref(station_id).ask(GetStationStatus())
         return status
+
+    async def station_charts(self, station_id: str) -> list[ChartView]:
+        """A station's SPC charts with their latest points (the line display)."""
+        charts: list[ChartView] = await self._station_ref(station_id).ask(GetCharts())
+        return charts
 
     async def active_alarms(self) -> list[Alarm]:
         alarms: list[Alarm] = []

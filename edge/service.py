@@ -86,8 +86,9 @@ def default_components(config: LineConfig) -> list[ComponentFactory]:
     """The parts ``edge run`` starts besides the actors, in start order.
 
     The outbox comes first so it sees every event from the first sample on; the
-    order runtime sets ``service.commands`` before the front ends (OPC UA, MQTT)
-    that call it; metrics come last and read everything else.
+    order runtime sets ``service.commands`` before the front ends (OPC UA, MQTT,
+    the line display) that call it; the HTTP component (the line display and the
+    metrics) comes last and reads everything else.
     """
     # Each imported only when enabled: they pull in heavy libraries (asyncua,
     # aiomqtt, httpx, numpy), and a line pays the start time and memory of what it runs.
@@ -109,10 +110,10 @@ def default_components(config: LineConfig) -> list[ComponentFactory]:
         from edge import qmib  # noqa: PLC0415
 
         components.append(qmib.component)
-    if config.metrics.enabled:
-        from edge import metrics  # noqa: PLC0415
+    if config.metrics.enabled or config.web.enabled:
+        from edge import web  # noqa: PLC0415
 
-        components.append(metrics.component)
+        components.append(web.component)
     return components
 
 

@@ -33,6 +33,11 @@ here. The rules, which are the schema (``SCHEMA_VERSION`` = 1):
   a msgpack map ``{"v", "edge_id", "ts", ...}`` plus the fields of the machine's
   status (state, counters, ``current_shift`` and ``last_closed_shift`` KPIs).
 
+Events are encoded by msgspec where it follows these rules exactly (scalars,
+str/int Enums, tuples, str-keyed maps, nested dataclasses: nearly every event
+type), by msgpack with a default hook otherwise (sets, times, ``Any``);
+``tests/unit/mqtt/test_wire_golden.py`` holds both to the same bytes.
+
 Adding a field to an event is compatible (consumers ignore what they do not
 know); renaming or removing one, or changing these rules, bumps
 ``SCHEMA_VERSION``.
@@ -46,6 +51,7 @@ import json
 import math
 import operator
 import threading
+import types
 import typing
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -53,9 +59,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 from pathlib import PurePath
-from typing import Any, TypeGuard
+from typing import Any, Literal, TypeGuard
 
 import msgpack
+import msgspec
 
 from edge.errors import EdgeError
 
@@ -79,6 +86,7 @@ __all__ = [
     "event_body",
     "json_safe",
     "pack_event",
+    "pack_event_generic",
     "to_plain",
 ]
 
@@ -186,12 +194,16 @@ _local = threading.local()  # msgpack Packers are not thread-safe: one per threa
 _GETTERS: dict[type, tuple[tuple[str, ...], Callable[[object], tuple[Any, ...]]]] = {}
 
 
-def _packers() -> tuple[msgpack.Packer, msgpack.Packer]:
-    """(event packer with the wire's default hook, plain packer) of this thread."""
+def _packers() -> tuple[msgpack.Packer, msgpack.Packer, msgspec.msgpack.Encoder]:
+    """(event packer with the wire's default hook, plain packer, msgspec encoder) of this thread."""
     try:
-        packers: tuple[msgpack.Packer, msgpack.Packer] = _local.packers
+        packers: tuple[msgpack.Packer, msgpack.Packer, msgspec.msgpack.Encoder] = _local.packers
     except AttributeError:
-        packers = (msgpack.Packer(**_PACKER_OPTIONS), msgpack.Packer(use_bin_type=True))
+        packers = (
+            msgpack.Packer(**_PACKER_OPTIONS),
+            msgpack.Packer(use_bin_type=True),
+            msgspec.msgpack.Encoder(),
+        )
         _local.packers = packers
     return packers
 
@@ -210,10 +222,11 @@ def _getter(cls: type) -> tuple[tuple[str, ...], Callable[[object], tuple[Any, .
     return found
 
 
-def pack_event(event: object) -> tuple[str, bytes]:
-    """An event's wire ``type`` and its ``data`` map packed (msgpack), mostly in C.
+def pack_event_generic(event: object) -> tuple[str, bytes]:
+    """:func:`pack_event` by the rules alone (msgpack and the default hook): the reference.
 
-    The hot path of the outbox; equal to packing :func:`event_body`'s data.
+    Slower; what pack_event falls back to for a type msgspec would encode
+    differently, and the baseline of ``edge bench wire``.
     """
     cls = type(event)
     getter = _getter(cls)
@@ -230,70 +243,60 @@ def pack_event(event: object) -> tuple[str, bytes]:
     return cls.__name__, packed
 
 
-# (event, seq) -> the envelope as a dict, one generated function per event class: a
-# dict display of attribute loads costs about half of dict(zip(names, getter(event))),
-# and this is the outbox's per-event cost (edge bench outbox).
-_BUILDERS: dict[type, Callable[[Any, int], dict[str, Any]]] = {}
+_NATIVE: dict[type, bool] = {}
+_PLAIN_TYPES = (str, int, float, bool, bytes, type(None))
 
 
-def _envelope_builder(cls: type) -> Callable[[Any, int], dict[str, Any]]:
-    names = _field_names(cls)
-    if names is None:
-        raise WireError(f"an event must be a dataclass, got {cls.__name__}")
-    # Field names are Python identifiers (dataclass fields), the type name goes in as
-    # a literal: the generated source holds nothing else. A field declared as an Enum
-    # is sent as its value without the default hook's round trip through Python.
-    enums = _enum_fields(cls)
-    body = ", ".join(
-        f"{name!r}: event.{name}.value" if name in enums else f"{name!r}: event.{name}"
-        for name in names
-    )
-    source = (
-        "def build(event, seq):\n"
-        f"    return {{'seq': seq, 'type': {cls.__name__!r}, 'data': {{{body}}}}}\n"
-    )
-    namespace: dict[str, Any] = {}
-    exec(source, namespace)
-    build: Callable[[Any, int], dict[str, Any]] = namespace["build"]
-    _BUILDERS[cls] = build
-    return build
+def _encodes_natively(hint: Any, seen: set[type]) -> bool:
+    """Whether msgspec encodes values of ``hint`` exactly as the rules say.
 
-
-def _enum_fields(cls: type) -> frozenset[str]:
-    """The fields of ``cls`` whose declared type is exactly an Enum class."""
-    try:
-        hints = typing.get_type_hints(cls)
-    except (NameError, TypeError):
-        return frozenset()
-    return frozenset(
-        name for name, hint in hints.items() if isinstance(hint, type) and issubclass(hint, Enum)
-    )
-
-
-def envelope_packer() -> Callable[[object, int], bytes]:
-    """A function packing ``(event, seq)`` into its envelope, for the calling thread.
-
-    The same bytes as ``envelope(seq, *pack_event(event))``, in one msgpack call.
+    It does for scalars, str/int Enums, tuples, lists, str-keyed dicts and
+    dataclasses of those; not for sets (the rules sort them), dates and times
+    (ISO strings here, msgpack timestamps there), init=False fields (msgspec
+    skips them) or anything unannotated.
     """
-    packer = _packers()[0]
-    pack = packer.pack
-    builders = _BUILDERS
-
-    def pack_envelope(event: object, seq: int) -> bytes:
-        cls = type(event)
-        build = builders.get(cls) or _envelope_builder(cls)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint in _PLAIN_TYPES:
+        return True
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return all(type(m.value) in (str, int) for m in hint)
+    if origin is Literal:
+        return all(type(arg) in _PLAIN_TYPES for arg in args)
+    if origin in (typing.Union, types.UnionType, tuple, list):
+        return all(arg is Ellipsis or _encodes_natively(arg, seen) for arg in args)
+    if origin is dict:
+        return args[0] is str and _encodes_natively(args[1], seen)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if hint in seen:
+            return True
         try:
-            packed: bytes = pack(build(event, seq))
-        except AttributeError:
-            # A field declared as an Enum holding something else: the generic rules.
-            packer.reset()
-            return envelope(seq, *pack_event(event))
-        except (TypeError, ValueError, OverflowError) as exc:
-            packer.reset()
-            raise WireError(f"cannot encode {cls.__name__}: {exc}") from exc
-        return packed
+            hints = typing.get_type_hints(hint)
+        except (NameError, TypeError):
+            return False
+        fields = dataclasses.fields(hint)
+        seen.add(hint)
+        return all(f.init and _encodes_natively(hints[f.name], seen) for f in fields)
+    return False
 
-    return pack_envelope
+
+def pack_event(event: object) -> tuple[str, bytes]:
+    """An event's wire ``type`` and its ``data`` map packed (msgpack), in C.
+
+    The hot path of the outbox; byte for byte what :func:`pack_event_generic`
+    gives (a test holds them to it for every event type). msgspec encodes an
+    event type whose annotations it follows exactly; any other type, or a value
+    that does not fit its annotation, takes the generic path.
+    """
+    cls = type(event)
+    native = _NATIVE.get(cls)
+    if native is None:
+        native = _NATIVE[cls] = dataclasses.is_dataclass(cls) and _encodes_natively(cls, set())
+    if native:
+        try:
+            return cls.__name__, _packers()[2].encode(event)
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+            pass  # a value outside its annotation: the generic path encodes it, or says why
+    return pack_event_generic(event)
 
 
 _ENVELOPE_HEAD: bytes = msgpack.packb("seq")
@@ -306,8 +309,34 @@ def envelope(seq: int, type_name: str, packed_data: bytes) -> bytes:
     if middle is None:
         middle = b"".join(msgpack.packb(part) for part in ("type", type_name, "data"))
         _TYPE_PARTS[type_name] = middle
-    head: bytes = _packers()[1].pack(seq)
+    head: bytes = _packers()[2].encode(seq)
     return b"\x83" + _ENVELOPE_HEAD + head + middle + packed_data
+
+
+def envelope_packer() -> Callable[[object, int], bytes]:
+    """A function packing ``(event, seq)`` into its envelope, for the calling thread.
+
+    The same bytes as ``envelope(seq, *pack_event(event))``; for an event type
+    msgspec encodes natively, the whole envelope is one C call (the outbox's
+    per-event cost, edge bench outbox).
+    """
+    encode = _packers()[2].encode
+    native = _NATIVE
+
+    def pack_envelope(event: object, seq: int) -> bytes:
+        cls = type(event)
+        if native.get(cls) is None:
+            pack_event(event)  # decides, once per type, whether msgspec follows the rules
+        if native[cls]:
+            try:
+                packed: bytes = encode({"seq": seq, "type": cls.__name__, "data": event})
+            except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+                pass  # a value outside its annotation: the generic path
+            else:
+                return packed
+        return envelope(seq, *pack_event(event))
+
+    return pack_envelope
 
 
 def encode_envelope(seq: int, type_name: str, data: Mapping[str, Any]) -> bytes:
@@ -388,12 +417,13 @@ def encode_batch(header: BatchHeader, envelopes: Sequence[bytes]) -> bytes:
         "historical": header.historical,
         "sent_at": header.sent_at,
     }
+    encode = _packers()[2].encode
     packer = msgpack.Packer(use_bin_type=True)
     parts = [packer.pack_map_header(len(fields) + 1)]
     for key, value in fields.items():
-        parts.append(packer.pack(key))
-        parts.append(packer.pack(value))
-    parts.append(packer.pack("events"))
+        parts.append(encode(key))
+        parts.append(encode(value))
+    parts.append(encode("events"))
     parts.append(packer.pack_array_header(len(envelopes)))
     parts.extend(envelopes)
     return b"".join(parts)
@@ -484,10 +514,7 @@ def encode_kpi_snapshot(edge_id: str, ts: float, machine_status: object) -> byte
     body = to_plain(machine_status)
     if not isinstance(body, dict):
         raise WireError("a KPI snapshot needs a dataclass machine status")
-    packed: bytes = msgpack.packb(
-        {"v": SCHEMA_VERSION, "edge_id": edge_id, "ts": ts, **body}, use_bin_type=True
-    )
-    return packed
+    return _packers()[2].encode({"v": SCHEMA_VERSION, "edge_id": edge_id, "ts": ts, **body})
 
 
 def decode_kpi_snapshot(payload: bytes) -> dict[str, Any]:

@@ -135,7 +135,7 @@ from actors.oee.kpi import KpiRecord, UnscheduledRecord, compute_kpis
 from actors.oee.params import MachineParams, StateSource
 from actors.oee.reasons import ReasonTable
 from actors.oee.state import PACKML_EXECUTE, MachineState
-from actors.oee.stops import Stop, classify
+from actors.oee.stops import Stop, StopRecord, classify
 from actors.oee.windows import (
     BREAK,
     ORDER,
@@ -495,6 +495,22 @@ class MachineCore:
             return self._kpis(self._order, now)
         window = self._closed_orders.get(order_id)
         return self._kpis(window, now) if window is not None else None
+
+    def shift_stops(self, now: float) -> list[StopRecord]:
+        """The stops with time in the current shift instance, oldest first, the open
+        one included (as of ``now``); empty outside every shift."""
+        window = self._shift
+        if window is None:
+            return []
+        ids = set(window.slices)
+        if self._stop is not None:
+            ids.add(self._stop.id)
+        micro_stop_s = self.params.micro_stop_s
+        return [
+            self._stops[sid].record(max(now, self._stops[sid].start), micro_stop_s)
+            for sid in sorted(ids)
+            if sid in self._stops
+        ]
 
     def retained_shift_keys(self) -> list[str]:
         """Keys of the closed shift instances still kept, oldest first."""

@@ -92,6 +92,11 @@ class GetStationStatus:
     """Ask: a :class:`~actors.quality.core.StationStatus`."""
 
 
+@dataclass(frozen=True, slots=True)
+class GetCharts:
+    """Ask: the station's charts (a list of :class:`~actors.quality.core.ChartView`)."""
+
+
 StationMessage = (
     StationSamples
     | LinkChanged
@@ -102,6 +107,7 @@ StationMessage = (
     | GetOrderQuality
     | ForgetOrder
     | GetStationStatus
+    | GetCharts
 )
 
 
@@ -168,6 +174,8 @@ class QualityStationActor(Actor[StationMessage, Any]):
                     core.forget_order(order_id)
                 case GetStationStatus():
                     reply = core.status()
+                case GetCharts():
+                    reply = core.charts()
         finally:
             self._flush()
         return reply

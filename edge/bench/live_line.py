@@ -67,7 +67,7 @@ SERVICE_COMMAND = (sys.executable, "-m", "edge", "run", "--config")
 IMPORT_BASELINE = (
     sys.executable,
     "-c",
-    "import edge.service, edge.plc, edge.metrics, edge.orders_runtime, edge.opcua_server",
+    "import edge.service, edge.plc, edge.web, edge.orders_runtime, edge.opcua_server",
 )
 
 
@@ -78,7 +78,9 @@ def _free_port() -> int:
         return port
 
 
-def line_toml(sim_port: int, metrics_port: int, opcua_port: int, *, simulator: bool) -> str:
+def line_toml(
+    sim_port: int, metrics_port: int, opcua_port: int, web_port: int, *, simulator: bool
+) -> str:
     plcs = "".join(
         textwrap.dedent(
             f"""
@@ -136,6 +138,10 @@ def line_toml(sim_port: int, metrics_port: int, opcua_port: int, *, simulator: b
         enabled = true
         host = "127.0.0.1"
         port = {metrics_port}
+        [web]
+        enabled = true
+        host = "127.0.0.1"
+        port = {web_port}
         [storage]
         state_dir = "{STATE_DIR}"
         """
@@ -270,7 +276,7 @@ def _start_service(
 
 
 def _measure(work: Path) -> dict[str, float]:
-    ports = (_free_port(), _free_port(), _free_port())
+    ports = (_free_port(), _free_port(), _free_port(), _free_port())
     sim_port, metrics_port = ports[0], ports[1]
     sim_config = work / "sim.toml"
     sim_config.write_text(line_toml(*ports, simulator=True), encoding="utf-8")

@@ -85,6 +85,8 @@ def line_toml(sim_port: int, *, simulator: bool = False) -> str:
         enabled = false
         [metrics]
         enabled = false
+        [web]
+        enabled = false
         [storage]
         state_dir = "state"
         """

@@ -98,6 +98,8 @@ def line_toml(
         enabled = false
         [metrics]
         enabled = false
+        [web]
+        enabled = false
         [storage]
         state_dir = "{state_dir}"
 

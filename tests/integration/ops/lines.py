@@ -73,6 +73,8 @@ def simulated_line_toml(sim_port: int, *, metrics_port: int = 0, metrics: bool =
         enabled = {"true" if metrics else "false"}
         host = "127.0.0.1"
         port = {metrics_port}
+        [web]
+        enabled = false
         [storage]
         state_dir = "state"
         """
