@@ -431,7 +431,8 @@ class LineService:
 
         Machines, orders and stations as they are now, with every event published
         so far, in one transaction: after a ``kill -9`` the restored line is this
-        (or a later) cut. Raises StateStoreError when that commit failed.
+        (or a later) cut. Raises StateStoreError when that commit failed. Not from a
+        component's start: no cut is taken before the line has started.
         """
         await self.writer.commit_now()
 
