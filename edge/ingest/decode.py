@@ -234,7 +234,10 @@ def decode_message(topic: str, payload: bytes) -> DecodedBatch:
     try:
         batch = decode_batch(payload)
     except WireError as exc:
-        raise MalformedBatch(str(exc)) from exc
+        reason = str(exc)
+        if reason.endswith(": ") and exc.__cause__ is not None:  # msgpack said nothing more
+            reason += type(exc.__cause__).__name__
+        raise MalformedBatch(reason) from exc
     if not batch.edge_id or not batch.epoch or not batch.batch_id:
         raise MalformedBatch("batch: edge_id, epoch and batch_id must not be empty")
     if batch.seq_last >= _BIGINT:

@@ -106,7 +106,7 @@ async def apply_migrations(
                 )
             log.info(
                 "schema migration applied",
-                extra={"version": migration.version, "name": migration.name},
+                extra={"version": migration.version, "migration": migration.name},
             )
             applied_now.append(migration)
     except asyncpg.PostgresError as exc:
