@@ -204,6 +204,10 @@ class MqttConfig:
     batch_max_delay_s: float = 0.2
     batch_max_bytes: int = 1_048_576
     inflight_batches: int = 4
+    # True: a batch the broker acknowledges with "no matching subscribers" (MQTT 5) is
+    # kept and sent again, so events wait for the central store instead of being dropped
+    # (mosquitto 2.0 forgets shared subscriptions when it restarts).
+    require_subscriber: bool = False
     kpi_interval_s: float = 10.0  # 0: no retained KPI snapshots
     commands_enabled: bool = True
     command_max_bytes: int = 65_536
@@ -1114,6 +1118,9 @@ def _read_mqtt(reader: _Reader, doc: Mapping[str, Any]) -> MqttConfig:
             "batch_max_bytes", int, d.batch_max_bytes, _between(1024, 256 * 1024 * 1024)
         ),
         inflight_batches=num("inflight_batches", int, d.inflight_batches, _between(1, 64)),
+        require_subscriber=_or(
+            reader.get(table, "require_subscriber", path, bool, default=False), False
+        ),
         kpi_interval_s=num("kpi_interval_s", float, d.kpi_interval_s, _non_negative),
         commands_enabled=_or(reader.get(table, "commands_enabled", path, bool, default=True), True),
         command_max_bytes=num(

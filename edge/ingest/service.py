@@ -85,7 +85,9 @@ class IngestSettings:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9713  # None: no HTTP endpoint; 0: a free port
     backoff_initial_s: float = 0.2
-    backoff_max_s: float = 5.0
+    # Reconnect quickly: after a broker restart the workers must resubscribe before the
+    # edges publish again (mosquitto 2.0 does not restore shared subscriptions).
+    backoff_max_s: float = 1.0
     gap_grace_s: float = 30.0  # a hole younger than this is most likely a batch in flight
     gauge_refresh_s: float = 5.0
 
