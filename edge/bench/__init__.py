@@ -43,7 +43,15 @@ Benchmark = Callable[[], list[Figure]]
 
 def _registry() -> dict[str, Benchmark]:
     # Imported lazily: each benchmark pulls in the parts it measures.
-    from edge.bench import actor_pipeline, core, live_line, mqtt, opcua, outbox  # noqa: PLC0415
+    from edge.bench import (  # noqa: PLC0415
+        actor_pipeline,
+        core,
+        ingest,
+        live_line,
+        mqtt,
+        opcua,
+        outbox,
+    )
 
     return {
         "core": core.run,
@@ -52,6 +60,7 @@ def _registry() -> dict[str, Benchmark]:
         "opcua": opcua.run,
         "outbox": outbox.run,
         "mqtt": mqtt.run,
+        "ingest": ingest.run,
     }
 
 
