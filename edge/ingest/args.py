@@ -4,6 +4,7 @@ module imports nothing heavy (the command itself pulls in asyncpg and the MQTT c
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -17,12 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--broker",
-        default="127.0.0.1:1883",
+        default=os.environ.get("EDGE_INGEST_BROKER", "127.0.0.1:1883"),
         metavar="HOST[:PORT]",
-        help="MQTT broker (default 127.0.0.1:1883; 8883 with --tls)",
+        help="MQTT broker (default: $EDGE_INGEST_BROKER, else 127.0.0.1:1883; port 8883 with --tls)",
     )
     parser.add_argument(
-        "--prefix", default="edge", help="the lines' [mqtt] prefix (default: edge)"
+        "--prefix",
+        default=os.environ.get("EDGE_INGEST_PREFIX", "edge"),
+        help="the lines' [mqtt] prefix (default: $EDGE_INGEST_PREFIX, else edge)",
     )
     parser.add_argument(
         "--group",
@@ -55,9 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--metrics",
-        default="127.0.0.1:9713",
+        default=os.environ.get("EDGE_INGEST_METRICS", "127.0.0.1:9713"),
         metavar="HOST:PORT",
-        help="where /metrics, /healthz and /readyz listen (default 127.0.0.1:9713; 'off')",
+        help="where /metrics, /healthz and /readyz listen (default: $EDGE_INGEST_METRICS, "
+        "else 127.0.0.1:9713; 'off')",
     )
     parser.add_argument(
         "--gap-grace",
