@@ -20,8 +20,8 @@ from pathlib import Path
 from edge import __version__
 from edge.config import DEFAULT_CONFIG, LineConfig, load_config
 from edge.errors import ConfigError, EdgeError
-from edge.logs import configure_logging
 from edge.ingest.args import add_arguments as add_ingest_arguments
+from edge.logs import configure_logging
 from edge.tail_args import add_arguments as add_tail_arguments
 
 EXIT_OK = 0

@@ -136,13 +136,15 @@ async def _ingest_rate(
     async with IngestService(settings) as worker:
         await asyncio.wait_for(worker.subscribed.wait(), 60)
         started = time.perf_counter()
-        while worker.stored_events < total:
+        while worker.stored_events < total:  # noqa: ASYNC110 - polls the worker's counter
             await asyncio.sleep(0.005)
         elapsed = time.perf_counter() - started
     return total / elapsed
 
 
-async def _bare_copy_rate(cluster: ScratchCluster, messages: list[tuple[str, bytes]], run: int) -> float:
+async def _bare_copy_rate(
+    cluster: ScratchCluster, messages: list[tuple[str, bytes]], run: int
+) -> float:
     dsn = await _database(cluster, f"bare_{run}")
     batches = [decode_message(topic, payload).rows for topic, payload in messages]
     conn = await asyncpg.connect(dsn)
@@ -175,9 +177,12 @@ def run() -> list[Figure]:
     if binary is None or find_binaries() is None:
         missing = "mosquitto" if binary is None else "PostgreSQL"
         return [Figure(NAME, 0.0, "events/s", note=f"not measured: {missing} is not installed")]
-    with tempfile.TemporaryDirectory() as tmp, _broker(binary, Path(tmp)) as port:
-        with ScratchCluster.start(durable=True) as cluster:
-            ingest, bare = asyncio.run(_measure(cluster, port))
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        _broker(binary, Path(tmp)) as port,
+        ScratchCluster.start(durable=True) as cluster,
+    ):
+        ingest, bare = asyncio.run(_measure(cluster, port))
     value = statistics.median(ingest)
     ratio = statistics.median(i / b for i, b in zip(ingest, bare, strict=True))
     return [

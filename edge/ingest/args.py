@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--broker",
         default=os.environ.get("EDGE_INGEST_BROKER", "127.0.0.1:1883"),
         metavar="HOST[:PORT]",
-        help="MQTT broker (default: $EDGE_INGEST_BROKER, else 127.0.0.1:1883; port 8883 with --tls)",
+        help="MQTT broker (default: $EDGE_INGEST_BROKER, else 127.0.0.1:1883; "
+        "port 8883 with --tls)",
     )
     parser.add_argument(
         "--prefix",

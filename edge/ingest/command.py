@@ -71,14 +71,18 @@ def settings_of(args: argparse.Namespace) -> IngestSettings:
         if getattr(args, name) < 1:
             raise EdgeError(f"--{name}: must be >= 1")
     if args.session_expiry < 1:
-        raise EdgeError("--session-expiry: must be >= 1 second (the session must outlive a restart)")
+        raise EdgeError(
+            "--session-expiry: must be >= 1 second (the session must outlive a restart)"
+        )
     if args.gap_grace < 0:
         raise EdgeError("--gap-grace: must be >= 0")
     if not args.group or any(c in args.group for c in "/+#"):
         raise EdgeError(f"--group: {args.group!r} must be a non-empty name without / + #")
     return IngestSettings(
         dsn=dsn,
-        broker=ClientSettings(host, port, username=args.username, password=password, tls=_tls(args)),
+        broker=ClientSettings(
+            host, port, username=args.username, password=password, tls=_tls(args)
+        ),
         client_id=args.client_id or default_client_id(),
         prefix=args.prefix.strip("/"),
         group=args.group,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -191,7 +191,7 @@ def _is_num(value: object) -> bool:
     )
 
 
-_CHECKS = {
+_CHECKS: Mapping[str, Callable[[Any], bool]] = {
     "str": lambda v: isinstance(v, str),
     "str?": lambda v: v is None or isinstance(v, str),
     "int": _is_int,
@@ -314,6 +314,6 @@ def peek(payload: bytes) -> dict[str, Any]:
             found[key] = doc[key]
     for key in ("seq_first", "seq_last"):
         value = doc.get(key)
-        if _is_int(value) and -_BIGINT <= value < _BIGINT:
+        if isinstance(value, int) and _is_int(value) and -_BIGINT <= value < _BIGINT:
             found[key] = value
     return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 from edge.errors import ConnectorError
 from edge.wire import WireError
 
-__all__ = ["MalformedBatch", "StoreError", "StoreUnavailableError"]
+__all__ = ["MalformedBatch", "RefusedBatch", "StoreError", "StoreUnavailableError"]
 
 
 class StoreError(ConnectorError):
@@ -14,6 +14,10 @@ class StoreError(ConnectorError):
 
 class StoreUnavailableError(StoreError):
     """The database cannot be reached right now; the batch waits (not acknowledged)."""
+
+
+class RefusedBatch(StoreError):
+    """PostgreSQL refused the batch's data (a value out of range, a broken constraint)."""
 
 
 class MalformedBatch(WireError):

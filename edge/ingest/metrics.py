@@ -4,17 +4,17 @@ Served on ``/metrics`` beside ``/healthz`` and ``/readyz`` (``edge ingest --metr
 default 127.0.0.1:9713). Prefix ``edge_ingest_``, base units, no per-edge labels
 (the database has the per-line figures)::
 
-    edge_ingest_batches_total{result}            stored | duplicate (a redelivery: no-op) | dead_letter
-    edge_ingest_events_total                     events stored
-    edge_ingest_duplicate_events_total           events of a new batch already stored under another id
-    edge_ingest_dead_letters_total{cause}        malformed | refused (the database refused the data)
-    edge_ingest_store_errors_total               failed attempts to reach/write the database (retried)
-    edge_ingest_batch_duration_seconds           decode + transaction, per batch (histogram)
-    edge_ingest_lag_seconds                      now - sent_at of the last batch stored
-    edge_ingest_inflight_messages                received, not yet acknowledged
-    edge_ingest_mqtt_connected, edge_ingest_database_up          0/1
-    edge_ingest_seq_gaps{explained}              open gaps in the plant's sequences (from the
-    edge_ingest_seq_gap_events{explained}        database, older than the grace period)
+    edge_ingest_batches_total{result}        stored | duplicate (a redelivery: no-op) | dead_letter
+    edge_ingest_events_total                 events stored
+    edge_ingest_duplicate_events_total       events of a new batch already stored under another id
+    edge_ingest_dead_letters_total{cause}    malformed | refused (the database refused the data)
+    edge_ingest_store_errors_total           failed attempts to reach/write the database (retried)
+    edge_ingest_batch_duration_seconds       decode + transaction, per batch (histogram)
+    edge_ingest_lag_seconds                  now - sent_at of the last batch stored
+    edge_ingest_inflight_messages            received, not yet acknowledged
+    edge_ingest_mqtt_connected, edge_ingest_database_up      0/1
+    edge_ingest_seq_gaps{explained}          open gaps in the plant's sequences (from the
+    edge_ingest_seq_gap_events{explained}    database, older than the grace period)
 """
 
 from __future__ import annotations

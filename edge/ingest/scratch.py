@@ -119,7 +119,7 @@ def _base_dir() -> Path:
     base = Path(tempfile.gettempdir())
     if os.geteuid() != 0 or _traversable_by_all(base):
         return base
-    return Path("/tmp")  # noqa: S108 - world-traversable by definition; the cluster dir is 0700
+    return Path("/tmp")
 
 
 class ScratchCluster:
@@ -175,10 +175,17 @@ class ScratchCluster:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def _run_as(self) -> dict[str, object]:
-        if self._as is None:
-            return {}
-        return {"user": self._as.pw_uid, "group": self._as.pw_gid, "extra_groups": []}
+    @property
+    def _uid(self) -> int | None:
+        return self._as.pw_uid if self._as is not None else None
+
+    @property
+    def _gid(self) -> int | None:
+        return self._as.pw_gid if self._as is not None else None
+
+    @property
+    def _groups(self) -> list[int] | None:
+        return [] if self._as is not None else None
 
     def _env(self) -> dict[str, str]:
         # Nothing from the caller's HOME or locale: a clean clone in CI has neither.
@@ -206,7 +213,9 @@ class ScratchCluster:
             cwd=self.directory,
             timeout=120,
             check=False,
-            **self._run_as(),  # type: ignore[arg-type]
+            user=self._uid,
+            group=self._gid,
+            extra_groups=self._groups,
         )
         if result.returncode != 0:
             raise ScratchClusterError(
@@ -237,7 +246,9 @@ class ScratchCluster:
                 stderr=subprocess.STDOUT,
                 env=self._env(),
                 cwd=self.directory,
-                **self._run_as(),  # type: ignore[arg-type]
+                user=self._uid,
+                group=self._gid,
+                extra_groups=self._groups,
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

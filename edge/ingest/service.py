@@ -2,9 +2,9 @@
 
 ::
 
-    broker ─$share/<group>/<prefix>/+/+/events─► IngestService ─► decode/check ─► StoreWriter ─► PostgreSQL
-              (persistent session, QoS 1)          │ pipeline of --inflight messages          │ commit
-              ◄──────────────── PUBACK, in arrival order, only after the commit ─────────────┘
+    broker ─$share/<group>/<prefix>/+/+/events─► IngestService ─► decode ─► StoreWriter ─► DB
+       (persistent session, QoS 1)     pipeline of --inflight messages        │ commit
+              ◄──────── PUBACK, in arrival order, only after the commit ──────┘
 
 - **Scaling out.** Every worker joins the same shared subscription; the broker
   hands each message to one of them. Nothing of ours coordinates workers: the
@@ -119,7 +119,7 @@ class _Backoff:
         self.next_s = self.initial_s
 
     def take(self) -> float:
-        delay = self.next_s * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not crypto
+        delay = self.next_s * (0.5 + random.random() / 2)
         self.next_s = min(self.next_s * 2, self.max_s)
         return delay
 
@@ -156,7 +156,11 @@ class IngestService:
             self._http = HttpServer(
                 s.metrics_host,
                 s.metrics_port,
-                {"/metrics": self._serve_metrics, "/healthz": self._healthz, "/readyz": self._readyz},
+                {
+                    "/metrics": self._serve_metrics,
+                    "/healthz": self._healthz,
+                    "/readyz": self._readyz,
+                },
                 name="ingest-metrics",
             )
             await self._http.__aenter__()
@@ -197,7 +201,7 @@ class IngestService:
                 await asyncio.wait_for(asyncio.shield(main), timeout_s)
             except TimeoutError:
                 main.cancel()
-            except BaseException:  # noqa: BLE001 - its failure was logged by _run
+            except BaseException:
                 pass
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await main
@@ -380,17 +384,38 @@ class IngestService:
         try:
             decoded = decode_message(topic, payload)
         except MalformedBatch as exc:
-            await self._dead_letter(writer, topic, str(exc), payload, "malformed", backoff)
+            await self._dead_letter(
+                writer,
+                topic=topic,
+                reason=str(exc),
+                payload=payload,
+                cause="malformed",
+                backoff=backoff,
+            )
             return
         except Exception as exc:  # bytes from outside must never stop the worker
             reason = f"undecodable ({type(exc).__name__}: {exc})"
-            await self._dead_letter(writer, topic, reason, payload, "malformed", backoff)
+            await self._dead_letter(
+                writer,
+                topic=topic,
+                reason=reason,
+                payload=payload,
+                cause="malformed",
+                backoff=backoff,
+            )
             return
         while True:
             try:
                 outcome = await writer.write(decoded)
             except RefusedBatch as exc:
-                await self._dead_letter(writer, topic, str(exc), payload, "refused", backoff)
+                await self._dead_letter(
+                    writer,
+                    topic=topic,
+                    reason=str(exc),
+                    payload=payload,
+                    cause="refused",
+                    backoff=backoff,
+                )
                 return
             except StoreUnavailableError as exc:
                 self._store_failed(exc)
@@ -413,6 +438,7 @@ class IngestService:
     async def _dead_letter(
         self,
         writer: StoreWriter,
+        *,
         topic: str,
         reason: str,
         payload: bytes,

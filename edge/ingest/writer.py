@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from edge.ingest.decode import EVENT_COLUMNS, DecodedBatch, EventRow
-from edge.ingest.errors import StoreError, StoreUnavailableError
+from edge.ingest.errors import RefusedBatch, StoreError, StoreUnavailableError
 
 __all__ = ["RefusedBatch", "StoreWriter", "WriteOutcome", "classify"]
 
@@ -46,10 +46,6 @@ _DEAD_LETTER = (
     "(worker, topic, reason, edge_id, epoch, batch_id, seq_first, seq_last, payload) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 )
-
-
-class RefusedBatch(StoreError):
-    """PostgreSQL refused the batch's data (a value out of range, a broken constraint)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,7 +137,7 @@ def unrouted_counter(client: aiomqtt.Client) -> Callable[[], int]:
     aiomqtt hides PUBACK reason codes, so this wraps the ``on_publish`` callback of
     the paho client it owns (set in its constructor) and passes every call on.
     """
-    paho = client._client  # noqa: SLF001 - the reason code is only there
+    paho = client._client
     original = paho.on_publish
     count = [0]
 

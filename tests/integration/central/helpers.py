@@ -43,7 +43,9 @@ async def started(service: IngestService, within: float = 30.0) -> IngestService
     return service
 
 
-async def publish(port: int, messages: Sequence[tuple[str, bytes]], *, delay_s: float = 0.0) -> None:
+async def publish(
+    port: int, messages: Sequence[tuple[str, bytes]], *, delay_s: float = 0.0
+) -> None:
     """Publish (topic, payload) pairs with QoS 1, in order."""
     async with aiomqtt.Client(
         "127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5, timeout=10

@@ -56,8 +56,9 @@ def line_toml(line: str, sim_port: int, mqtt_port: int, metrics_port: int, seed:
         """
         for mid, unit, cycle in MACHINES
     )
-    return textwrap.dedent(
-        f"""
+    return (
+        textwrap.dedent(
+            f"""
         [line]
         site = "P"
         area = "a"
@@ -80,8 +81,10 @@ def line_toml(line: str, sim_port: int, mqtt_port: int, metrics_port: int, seed:
         backoff_initial_s = 0.1
         backoff_max_s = 0.5
         """
-    ) + textwrap.dedent(machines) + textwrap.dedent(
-        f"""
+        )
+        + textwrap.dedent(machines)
+        + textwrap.dedent(
+            f"""
         [simulator]
         enabled = false
         port = {sim_port}
@@ -112,6 +115,7 @@ def line_toml(line: str, sim_port: int, mqtt_port: int, metrics_port: int, seed:
         publish_timeout_s = 5.0
         batch_max_delay_s = 0.1
         """
+        )
     )
 
 
@@ -123,7 +127,9 @@ class Child:
         env.pop("NOTIFY_SOCKET", None)
         self.log = log
         self._file = log.open("ab")
-        self.proc = subprocess.Popen(args, stdout=self._file, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        self.proc = subprocess.Popen(
+            args, stdout=self._file, stderr=subprocess.STDOUT, env=env, cwd=cwd
+        )
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -200,14 +206,22 @@ async def _read_counters(port: int) -> dict[tuple[str, str], int]:
 
 
 def _pause_all(lines: list[Line]) -> None:
-    marks = {line.name: line.simulator.text().count("simulator paused") for line in lines if line.simulator}
+    marks = {
+        line.name: line.simulator.text().count("simulator paused")
+        for line in lines
+        if line.simulator
+    }
     for line in lines:
         assert line.simulator is not None
         line.simulator.signal(signal.SIGUSR1)
     for line in lines:
         sim = line.simulator
         assert sim is not None
-        _wait(lambda sim=sim, n=marks[line.name]: sim.text().count("simulator paused") > n, 30, f"{line.name} paused")
+        _wait(
+            lambda sim=sim, n=marks[line.name]: sim.text().count("simulator paused") > n,
+            30,
+            f"{line.name} paused",
+        )
 
 
 @dataclass
@@ -289,8 +303,11 @@ class Plant:
                 line.directory,
             )
         for line in self.lines:
-            _wait(lambda line=line: "simulator" in line.simulator.text() or _listening(line.sim_port),
-                  30, f"{line.name}'s simulator")  # type: ignore[union-attr]
+            _wait(
+                lambda line=line: "simulator" in line.simulator.text() or _listening(line.sim_port),
+                30,
+                f"{line.name}'s simulator",
+            )  # type: ignore[union-attr]
             _wait(lambda line=line: _listening(line.sim_port), 30, f"{line.name}'s Modbus port")
         _pause_all(self.lines)
         for line in self.lines:
@@ -307,8 +324,11 @@ class Plant:
             )
         for line in self.lines:
             # Linked and polled: the edge's first reading (its baseline) is the frozen value.
-            _wait(lambda line=line: _metric(_scrape(line.metrics_port), "edge_plc_link_up") == 1.0,
-                  90, f"{line.name}'s edge polling")
+            _wait(
+                lambda line=line: _metric(_scrape(line.metrics_port), "edge_plc_link_up") == 1.0,
+                90,
+                f"{line.name}'s edge polling",
+            )
         for line in self.lines:
             assert line.simulator is not None
             line.simulator.signal(signal.SIGUSR2)
@@ -339,18 +359,24 @@ class Plant:
         for line in self.lines:
             line.end = asyncio.run(_read_counters(line.sim_port))
         self.say("simulators paused, counters read; waiting for the database")
-        expected = {(line.name, m, r): d for line in self.lines for (m, r), d in line.deltas().items()}
+        expected = {
+            (line.name, m, r): d for line in self.lines for (m, r), d in line.deltas().items()
+        }
 
         def stored() -> dict[tuple[str, str, str], int]:
             return asyncio.run(_stored_pieces(dsn))
 
         def matches(got: dict[tuple[str, str, str], int]) -> bool:
-            return set(got) <= set(expected) and all(got.get(k, 0) == v for k, v in expected.items())
+            return set(got) <= set(expected) and all(
+                got.get(k, 0) == v for k, v in expected.items()
+            )
 
         def drained() -> bool:
             if not matches(stored()):
                 return False
-            return all(_outbox_depth(line.directory / "state" / "outbox.db") == 0 for line in self.lines)
+            return all(
+                _outbox_depth(line.directory / "state" / "outbox.db") == 0 for line in self.lines
+            )
 
         mismatches: list[str] = []
         try:
@@ -387,7 +413,9 @@ def _outbox_depth(db: Path) -> int | None:
     """Events waiting in an edge's outbox (read-only; None while it cannot be read)."""
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as conn:
-            (depth,) = conn.execute("SELECT COUNT(*) FROM outbox WHERE stream = 'events'").fetchone()
+            (depth,) = conn.execute(
+                "SELECT COUNT(*) FROM outbox WHERE stream = 'events'"
+            ).fetchone()
     except sqlite3.Error:
         return None
     return int(depth)

@@ -49,8 +49,9 @@ def expand(sql: str, lines: list[str]) -> str:
     )
     sql = re.sub(
         r"\$__timeGroupAlias\(([^,]+),\s*('[^']+')\)",
-        lambda m: f"floor(extract(epoch FROM {m[1]}) / {_INTERVALS[m[2]]}) * "
-        f"{_INTERVALS[m[2]]} AS \"time\"",
+        lambda m: (
+            f'floor(extract(epoch FROM {m[1]}) / {_INTERVALS[m[2]]}) * {_INTERVALS[m[2]]} AS "time"'
+        ),
         sql,
     )
     sql = sql.replace("$line", ", ".join(f"'{line}'" for line in lines))
@@ -65,17 +66,39 @@ async def conn(database: str) -> AsyncIterator[asyncpg.Connection]:
     pool = await asyncpg.create_pool(database, min_size=1, max_size=1)
     writer = StoreWriter(pool, "test")
     stop = {"machine_id": "M1", "stop_id": 1, "category": "unplanned"}
-    for line, reasons, run_s in (("L1", {"jam": 600.0}, 3000.0), ("L2", {"jam": 300.0, "starved": 1500.0}, 1800.0)):
+    for line, reasons, run_s in (
+        ("L1", {"jam": 600.0}, 3000.0),
+        ("L2", {"jam": 300.0, "starved": 1500.0}, 1800.0),
+    ):
         events = [
             pieces("M1", T0 + 10, 50),
             ("StopStarted", {**stop, "ts": T0 + 100, "reason": "jam"}),
-            ("StopEnded", {**stop, "ts": T0 + 700, "start": T0 + 100, "end": T0 + 700,
-                           "duration_s": 600.0, "kind": "downtime", "reason": "jam"}),
-            ("ShiftClosed", {"machine_id": "M1", "ts": T0 + 3600,
-                             "kpis": kpis("Day@2026-01-01", T0, run_s, 50, reasons)}),
+            (
+                "StopEnded",
+                {
+                    **stop,
+                    "ts": T0 + 700,
+                    "start": T0 + 100,
+                    "end": T0 + 700,
+                    "duration_s": 600.0,
+                    "kind": "downtime",
+                    "reason": "jam",
+                },
+            ),
+            (
+                "ShiftClosed",
+                {
+                    "machine_id": "M1",
+                    "ts": T0 + 3600,
+                    "kpis": kpis("Day@2026-01-01", T0, run_s, 50, reasons),
+                },
+            ),
         ]
-        await writer.write(decode_message(f"edge/T/{line}/events",
-                                          encode(events, first=1, edge_id=f"edge-T-{line}")))
+        await writer.write(
+            decode_message(
+                f"edge/T/{line}/events", encode(events, first=1, edge_id=f"edge-T-{line}")
+            )
+        )
     await pool.close()
     try:
         yield connection
@@ -102,14 +125,18 @@ async def test_the_plant_panels_show_oee_per_line_and_the_downtime_pareto(
     lines = await conn.fetch(found["variable line"])
     assert [r[0] for r in lines] == ["L1", "L2"]
     pareto = await conn.fetch(expand(found["Downtime Pareto by reason, all lines"], ["L1", "L2"]))
-    assert [(r["reason"], r["hours"]) for r in pareto] == [("starved", 1500 / 3600), ("jam", 900 / 3600)]
+    assert [(r["reason"], r["hours"]) for r in pareto] == [
+        ("starved", 1500 / 3600),
+        ("jam", 900 / 3600),
+    ]
     oee = await conn.fetch(expand(found["Shift OEE per line"], ["L1", "L2"]))
     assert sorted((r["metric"], r["oee"]) for r in oee) == [("L1", 3000 / 3600), ("L2", 0.5)]
     only_l2 = await conn.fetch(expand(found["Shift KPIs per line"], ["L2"]))
     assert [(r["line"], r["availability"], r["pieces"]) for r in only_l2] == [("L2", 0.5, 50)]
     stops = await conn.fetch(expand(found["Longest stops"], ["L1", "L2"]))
     assert {(r["line"], r["duration_s"], r["reason"]) for r in stops} == {
-        ("L1", 600.0, "jam"), ("L2", 600.0, "jam"),
+        ("L1", 600.0, "jam"),
+        ("L2", 600.0, "jam"),
     }
     per_hour = await conn.fetch(expand(found["Pieces per hour per line"], ["L1"]))
     assert [(r["time"], r["metric"], r["pieces"]) for r in per_hour] == [(T0, "L1", 50)]
@@ -118,7 +145,10 @@ async def test_the_plant_panels_show_oee_per_line_and_the_downtime_pareto(
 def test_the_dashboard_uses_the_postgresql_data_source_variable() -> None:
     document = load()
     datasource = document["templating"]["list"][0]
-    assert (datasource["type"], datasource["query"]) == ("datasource", "grafana-postgresql-datasource")
+    assert (datasource["type"], datasource["query"]) == (
+        "datasource",
+        "grafana-postgresql-datasource",
+    )
     for panel in document["panels"]:
         for target in panel.get("targets", []):
             assert target["datasource"]["uid"] == "${datasource}"

@@ -65,7 +65,7 @@ async def test_a_redelivered_batch_is_a_no_op(broker: Broker, database: str) -> 
         # The edge resends a batch whose PUBACK it lost: same id, same events.
         await publish(broker.port, [(TOPIC, batches[1]), (TOPIC, batches[0])])
         await wait_until(
-            lambda: _is_async(lambda: service.metrics.batches.labels("duplicate")._value.get(), 2),
+            lambda: _equals(service.metrics.batches.labels("duplicate")._value.get(), 2),
             20,
             "both resends seen",
         )
@@ -85,7 +85,7 @@ async def test_overlapping_batch_under_a_new_id_stores_only_the_new_events(
         await publish(broker.port, [(TOPIC, first), (TOPIC, overlap)])
         await wait_until(lambda: _is(stored_count(database), 15), 20, "15 events")
         await wait_until(
-            lambda: _is_async(lambda: service.metrics.duplicate_events._value.get(), 5),
+            lambda: _equals(service.metrics.duplicate_events._value.get(), 5),
             10,
             "the 5 doubled seqs counted",
         )
@@ -96,10 +96,26 @@ async def test_a_malformed_batch_is_a_dead_letter_and_the_worker_goes_on(
     broker: Broker, database: str
 ) -> None:
     unknown_v = msgpack.packb({**msgpack.unpackb(piece_batches("M1", 1, 1)[0]), "v": 99})
-    no_ts = encode([("PiecesCounted", {"machine_id": "M1", "role": "total_count", "count": 1,
-                                        "order_id": None})], first=1, batch_id="no-ts")
-    no_count = encode([("PiecesCounted", {"machine_id": "M1", "ts": T0, "role": "total_count",
-                                           "order_id": None})], first=1, batch_id="no-count")
+    no_ts = encode(
+        [
+            (
+                "PiecesCounted",
+                {"machine_id": "M1", "role": "total_count", "count": 1, "order_id": None},
+            )
+        ],
+        first=1,
+        batch_id="no-ts",
+    )
+    no_count = encode(
+        [
+            (
+                "PiecesCounted",
+                {"machine_id": "M1", "ts": T0, "role": "total_count", "order_id": None},
+            )
+        ],
+        first=1,
+        batch_id="no-count",
+    )
     wrong_count = encode_batch(
         BatchHeader("edge-T-L1", "e1", "short", 1, 2, 2, False, T0),
         [encode_envelope(1, *pieces("M1", T0)), encode_envelope(3, *pieces("M1", T0))],
@@ -117,7 +133,9 @@ async def test_a_malformed_batch_is_a_dead_letter_and_the_worker_goes_on(
         await publish(broker.port, [*((TOPIC, payload) for payload, _ in bad), (TOPIC, good)])
         await wait_until(lambda: _is(stored_count(database), 5), 20, "the good batch")
         assert service.ready, "the worker is still running"
-    rows = await query(database, "SELECT reason, payload, edge_id, batch_id FROM plant.dead_letters")
+    rows = await query(
+        database, "SELECT reason, payload, edge_id, batch_id FROM plant.dead_letters"
+    )
     # Kept with the payload (for a replay): the batches were processed concurrently.
     by_payload = {bytes(r["payload"]): r for r in rows}
     assert len(rows) == len(by_payload) == len(bad)
@@ -134,9 +152,7 @@ async def test_two_workers_on_one_shared_subscription_store_each_event_once(
 ) -> None:
     lines = [f"L{i}" for i in range(1, 5)]
     per_line = 600
-    streams = {
-        line: piece_batches("M1", per_line, 20, edge_id=f"edge-T-{line}") for line in lines
-    }
+    streams = {line: piece_batches("M1", per_line, 20, edge_id=f"edge-T-{line}") for line in lines}
     # Interleaved as the lines would publish them: one batch of each line in turn.
     messages = [
         (topic_of(line), batch)
@@ -178,7 +194,9 @@ async def test_a_worker_killed_mid_stream_and_restarted_leaves_every_seq_once(
         for line, batch in zip(lines, pair, strict=True)
     ]
     log = tmp_path / "ingest.log"
-    worker = await WorkerProcess(database, broker.port, "w-kill", log, free_port_factory()).wait_ready()
+    worker = await WorkerProcess(
+        database, broker.port, "w-kill", log, free_port_factory()
+    ).wait_ready()
     try:
         publisher = asyncio.ensure_future(publish(broker.port, messages, delay_s=0.002))
         total = per_line * len(lines)
@@ -226,12 +244,14 @@ async def test_metrics_and_health_of_a_worker_process(
         await wait_until(gap_metric_shown, 40, "the unexplained gap in the metrics")
         text = await asyncio.to_thread(worker.metrics)
         assert 'edge_ingest_batches_total{result="stored"} 2.0' in text
-        assert 'edge_ingest_events_total 10.0' in text
+        assert "edge_ingest_events_total 10.0" in text
         assert 'edge_ingest_dead_letters_total{cause="malformed"} 1.0' in text
         assert "edge_ingest_mqtt_connected 1.0" in text
     finally:
         assert worker.terminate() == 0
-    gaps = await query(database, "SELECT seq_first, seq_last, explanation FROM plant.seq_gap_report")
+    gaps = await query(
+        database, "SELECT seq_first, seq_last, explanation FROM plant.seq_gap_report"
+    )
     assert [tuple(g) for g in gaps] == [(6, 10, None)]
 
 
@@ -243,5 +263,5 @@ async def _at_least(value: object, expected: int) -> bool:
     return await value >= expected  # type: ignore[misc,operator]
 
 
-async def _is_async(read: object, expected: float) -> bool:
-    return read() == expected  # type: ignore[operator]
+async def _equals(value: float, expected: float) -> bool:
+    return value == expected

@@ -42,4 +42,4 @@ async def test_batches_wait_for_a_subscriber_and_none_is_lost(
             await received.until(tail, lambda r: r.last_seq >= last, 30, "the kept batches")
     assert received.harmful() == []
     seqs = [e.seq for e in received.events]
-    assert seqs[: last] == list(range(1, last + 1)), "every event, from seq 1, once"
+    assert seqs[:last] == list(range(1, last + 1)), "every event, from seq 1, once"
