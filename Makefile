@@ -8,16 +8,35 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench test-servers clean
+# No package registry reachable (README "Without network"): `make test OFFLINE=1
+# WHEELHOUSE=DIR` installs the Python packages from DIR only, installs no system
+# package, and the tests that need something not installed skip, saying so.
+ifdef OFFLINE
+PIP_FROM := --no-index $(if $(WHEELHOUSE),--find-links $(abspath $(WHEELHOUSE)))
+export EDGE_TEST_OFFLINE := 1
+else
+PIP_FROM :=
+endif
+
+.PHONY: run test lint typecheck unit bench test-servers install-runtime clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(if $(OFFLINE),,$(BIN)/python -m pip install --quiet --upgrade pip)
+	$(BIN)/python -m pip install --quiet $(PIP_FROM) -e '.[test]'
 	@touch $@
 
+# A line PC (systemd/README.md): the service and its runtime dependencies only, no
+# test tools, byte-compiled now because the unit makes the tree read-only to it.
+install-runtime:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(if $(OFFLINE),,$(BIN)/python -m pip install --quiet --upgrade pip)
+	$(BIN)/python -m pip install --quiet $(PIP_FROM) -e .
+	$(BIN)/python -m compileall -q edge actors
+
+# tools/foreground.py: Ctrl-C reaches only the service, so make exits with its status (0).
 run: $(STAMP)
-	$(BIN)/edge run $(if $(CONFIG),--config $(CONFIG))
+	@$(BIN)/python tools/foreground.py $(BIN)/edge run $(if $(CONFIG),--config $(CONFIG))
 
 # Test-time servers: mosquitto (MQTT) and PostgreSQL (the central store's tests start a
 # throw-away cluster from its binaries) are installed from apt when running as root.
@@ -25,7 +44,7 @@ run: $(STAMP)
 # unpacked into $(BIN) rather than installed, so no Prometheus server is set up.
 test-servers: $(STAMP)
 	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  if [ -z "$(OFFLINE)" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing mosquitto (test-time MQTT broker) via apt-get"; \
 	    (apt-get install -y -qq mosquitto >/dev/null 2>&1 || \
 	     (apt-get update -qq >/dev/null && apt-get install -y -qq mosquitto >/dev/null)) ; \
@@ -42,7 +61,7 @@ test-servers: $(STAMP)
 	  fi; }
 	@command -v promtool >/dev/null 2>&1 || test -x $(BIN)/promtool || { \
 	  tmp=$$(mktemp -d); \
-	  if command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then \
+	  if [ -z "$(OFFLINE)" ] && command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then \
 	    echo "fetching promtool (Debian package prometheus, unpacked into $(BIN))"; \
 	    (cd $$tmp && (apt-get download prometheus >/dev/null 2>&1 || \
 	      ([ "$$(id -u)" = 0 ] && apt-get update -qq >/dev/null && apt-get download prometheus >/dev/null 2>&1))) && \
@@ -52,8 +71,8 @@ test-servers: $(STAMP)
 	  test -x $(BIN)/promtool || echo "promtool not found: the 'promtool check metrics' test will be skipped"; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check edge actors tests
-	$(BIN)/ruff format --check edge actors tests
+	$(BIN)/ruff check edge actors tests tools
+	$(BIN)/ruff format --check edge actors tests tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

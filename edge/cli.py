@@ -74,7 +74,9 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Validate one or more line config files (and the plc_maps they name) without "
             "starting anything. Prints every problem with its key path. Exit status 0 when "
-            "all are valid, 78 otherwise."
+            "all are valid, 78 otherwise. Secrets are read only for enabled sections; systemd "
+            "credentials ({ credential = NAME }) are read from $CREDENTIALS_DIRECTORY and, "
+            "where it is not set (at a shell), listed as not read instead of failing."
         ),
     )
     check.add_argument("configs", type=Path, nargs="+", metavar="PATH")
@@ -85,7 +87,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Feed a hot-log trace (one JSON sample per line, '-' for standard input) through "
             "the OEE engine and print the per-machine, per-shift report as one JSON document "
-            "(OEE.md section 7). Malformed lines are skipped and reported on stderr."
+            "(docs/OEE.md section 7). Malformed lines are skipped and reported on stderr; a "
+            "trace with no usable line at all prints no report and exits 65."
         ),
     )
     replay.add_argument("trace", metavar="TRACE.jsonl", help="trace file, or - for stdin")
@@ -131,7 +134,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "bench",
         help="run the performance benchmarks and print their figures",
         description=(
-            "Run the benchmarks of DESIGN.md section 7; each measures its in-run baseline "
+            "Run the benchmarks of docs/performance.md; each measures its in-run baseline "
             "and prints the ratio. Prints a table and one JSON document."
         ),
     )
@@ -148,13 +151,20 @@ def _cmd_check_config(paths: Sequence[Path]) -> int:
     status = EXIT_OK
     for path in paths:
         try:
-            config = load_config(path)
+            config = load_config(path, defer_credentials=True)
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             status = EXIT_CONFIG
         else:
             machines = len(config.machines)
             print(f"{path}: ok ({machines} machines, {len(config.plcs)} plcs)")
+            if config.unread_secrets:
+                # Outside the unit there is no $CREDENTIALS_DIRECTORY: say what was not read.
+                print(
+                    "  not read, no $CREDENTIALS_DIRECTORY (systemd sets it for the unit; set it "
+                    "to the folder of the credential files to check them): "
+                    + ", ".join(config.unread_secrets)
+                )
     return status
 
 

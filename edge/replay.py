@@ -3,6 +3,7 @@
 ::
 
     {"machines": {"SMT01": {"shifts": [{"shift": "Day", "start": "...Z", "end": "...Z",
+        "observed_start": "...Z", "observed_end": "...Z",
         "scheduled_s": ..., ..., "downtime_by_reason": {...}}, ...]}}}
 
 - Every configured machine is reported, also one without samples (then its
@@ -11,14 +12,23 @@
   accepted timestamp. Every machine's clock starts at the span's start, so a
   machine is ``unknown`` until its own first sample.
 - One entry per shift instance overlapping the span (with a length), in time
-  order, clipped to the span. A stop still open at the end is classified by its
-  length so far.
+  order, its KPIs clipped to the span. ``start``/``end`` are the instance's
+  calendar bounds, so an entry always names its shift; ``observed_start`` /
+  ``observed_end`` are the clipped span that ``scheduled_s`` measures. A stop
+  still open at the end is classified by its length so far.
 - Malformed lines (bad JSON, missing or non-numeric fields, a timestamp without
   a zone, an unknown machine, a sample older than the previous one of the same
   machine and sensor) are skipped and reported on ``err`` with their line
   numbers (the first :data:`MAX_REPORTED` of them, then a count); the core's
   warnings (counter resets, performance above 1...) are reported the same way.
   The report is still produced and the exit status is 0.
+- A trace with no usable line at all (empty, or every line rejected) is a
+  failure: no report, a summary on ``err`` saying why, exit status
+  :data:`EXIT_NO_DATA`.
+- A ``sensor`` that is neither a signal role nor a process value any machine
+  maps (``"Running"`` for ``running``) is still taken as a process value, as
+  the trace format says, but warned about once per name, with the nearest
+  known name.
 
 Streaming: lines are parsed and applied one at a time; what stays in memory
 is the machine cores (closed windows are dropped as they settle) and one small
@@ -27,6 +37,7 @@ record per shift instance.
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from collections.abc import Iterable
@@ -34,15 +45,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TextIO
 
+from actors.messages import SIGNAL_ROLES
 from actors.oee.calendar import ShiftCalendar
 from actors.oee.core import MachineCore
 from actors.oee.events import DomainEvent, ShiftClosed, Warning, WindowRevised
 from actors.oee.kpi import KpiRecord
 from edge.config import LineConfig
-from edge.errors import TraceError
+from edge.errors import EdgeError, TraceError
+from edge.plc.maps import load_plc_map
 from edge.trace import TraceParser
 
 MAX_REPORTED = 20
+# sysexits.h EX_DATAERR: the input was read, but nothing in it could be used.
+EXIT_NO_DATA = 65
 
 REPORT_FIELDS = (
     "scheduled_s",
@@ -71,12 +86,20 @@ def iso_utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-def shift_entry(record: KpiRecord) -> dict[str, Any]:
-    """One ``shifts`` entry of the report, keys in OEE.md §7 order."""
+def shift_entry(record: KpiRecord, calendar: ShiftCalendar) -> dict[str, Any]:
+    """One ``shifts`` entry of the report, keys in OEE.md §7 order.
+
+    ``record`` covers the observed part of the shift instance; the calendar gives
+    the instance's own bounds.
+    """
+    instance = calendar.instance_by_key(record.key)
+    start, end = (record.start, record.end) if instance is None else (instance.start, instance.end)
     entry: dict[str, Any] = {
         "shift": record.name,
-        "start": iso_utc(record.start),
-        "end": iso_utc(record.end),
+        "start": iso_utc(start),
+        "end": iso_utc(end),
+        "observed_start": iso_utc(record.start),
+        "observed_end": iso_utc(record.end),
     }
     for name in REPORT_FIELDS:
         entry[name] = getattr(record, name)
@@ -151,7 +174,7 @@ class Replay:
     """Feeds trace lines to one :class:`MachineCore` per configured machine."""
 
     def __init__(self, config: LineConfig, err: TextIO | None = None) -> None:
-        calendar = ShiftCalendar(config.calendar)
+        calendar = self.calendar = ShiftCalendar(config.calendar)
         self.cores: dict[str, MachineCore] = {
             machine.id: MachineCore(machine.params, calendar) for machine in config.machines
         }
@@ -161,9 +184,17 @@ class Replay:
         self.first_ts: float | None = None
         self.last_ts: float | None = None
         self.lines = 0
+        self.accepted = 0
         self.malformed = _Notes(err, "malformed lines")
         self.warnings = _Notes(err, "warnings")
         self._err = err
+        self._state_signals = {
+            m.id: m.params.state_source.value
+            for m in config.machines
+            if m.params.state_source is not None and m.params.state_source.value in SIGNAL_ROLES
+        }
+        self._known_signals = SIGNAL_ROLES | _process_value_names(config)
+        self._unknown_signals: set[str] = set()
 
     def feed(self, line: str | bytes, number: int) -> None:
         """One trace line (``number`` counts from 1, for messages)."""
@@ -190,6 +221,9 @@ class Replay:
             )
             return
         self._last_seen[key] = ts
+        self.accepted += 1
+        if sample.signal not in self._known_signals:
+            self._unknown_signal(sample.signal, number)
         last = self.last_ts
         if last is None:
             self.first_ts = self.last_ts = ts
@@ -201,6 +235,30 @@ class Replay:
         core.apply(sample)
         self._note(machine_id, self._shifts[machine_id].pump())
 
+    def _unknown_signal(self, signal: str, number: int) -> None:
+        """Warn once about a sensor name that is probably a typo of a known one.
+
+        Without plc_maps a line declares no process values, so any other name is
+        a legitimate process value, unless it is close to a signal role.
+        """
+        if signal in self._unknown_signals:
+            return
+        self._unknown_signals.add(signal)
+        role = _close_role(signal)
+        if role is None and self._known_signals == SIGNAL_ROLES:
+            return
+        nearest = (
+            [role]
+            if role
+            else difflib.get_close_matches(signal, sorted(self._known_signals), n=1, cutoff=0.6)
+        )
+        hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
+        self.warnings.add(
+            f"warning: line {number}: sensor {signal!r} is no signal role "
+            f"({', '.join(sorted(SIGNAL_ROLES))}) and no process value of the line's "
+            f"plc_maps; taken as a process value{hint}"
+        )
+
     def _note(self, machine_id: str, events: list[DomainEvent]) -> None:
         for event in events:
             if isinstance(event, Warning):
@@ -210,12 +268,18 @@ class Replay:
         """Settle every machine at the end of the span and build the report."""
         machines: dict[str, Any] = {}
         end = self.last_ts
+        for machine_id, signal in self._state_signals.items():
+            if (machine_id, signal) not in self._last_seen:
+                self.warnings.add(
+                    f"warning: {machine_id}: its state_source is {signal!r} but the trace has "
+                    f"no {signal!r} sample for it, so all its time is unknown (comm_loss)"
+                )
         for machine_id, shifts in self._shifts.items():
             records: list[KpiRecord] = []
             if end is not None:
                 records, events = shifts.finish(end)
                 self._note(machine_id, events)
-            machines[machine_id] = {"shifts": [shift_entry(r) for r in records]}
+            machines[machine_id] = {"shifts": [shift_entry(r, self.calendar) for r in records]}
         self.malformed.summary()
         self.warnings.summary()
         if self._err is not None and self.malformed.count:
@@ -226,13 +290,47 @@ class Replay:
         return {"machines": machines}
 
 
+def _close_role(signal: str) -> str | None:
+    """The signal role ``signal`` is probably a misspelling of, if any."""
+    folded = signal.casefold().replace("-", "_").replace(" ", "_")
+    if folded in SIGNAL_ROLES:
+        return folded
+    match = difflib.get_close_matches(folded, sorted(SIGNAL_ROLES), n=1, cutoff=0.8)
+    return match[0] if match else None
+
+
+def _process_value_names(config: LineConfig) -> frozenset[str]:
+    """The process values the line's plc_maps name (a map that cannot be read names none)."""
+    names: set[str] = set()
+    for machine in config.machines:
+        if machine.plc_map is None:
+            continue
+        try:
+            plc_map = load_plc_map(machine.plc_map, config.plc_map_dirs)
+        except EdgeError:
+            continue
+        names.update(signal.name for signal in plc_map.process_values)
+    return frozenset(names)
+
+
 def replay_lines(
     lines: Iterable[str | bytes], config: LineConfig, err: TextIO | None = None
 ) -> dict[str, Any]:
-    """The §7 report for trace lines (an iterable, consumed once, streaming)."""
+    """The §7 report for trace lines (an iterable, consumed once, streaming).
+
+    Raises :class:`~edge.errors.TraceError` when not one line was usable.
+    """
     replay = Replay(config, err)
     for number, line in enumerate(lines, start=1):
         replay.feed(line, number)
+    if replay.accepted == 0:
+        replay.malformed.summary()
+        if replay.lines == 0 or replay.malformed.count == 0:
+            raise TraceError("the trace has no samples: no report")
+        raise TraceError(
+            f"all {replay.malformed.count} non-blank line(s) of the trace were rejected "
+            "(see above): no report"
+        )
     return replay.report()
 
 
@@ -251,6 +349,9 @@ def run_replay(trace_path: str, config: LineConfig, out: TextIO, err: TextIO) ->
     except OSError as exc:
         err.write(f"edge replay: cannot read {trace_path}: {exc.strerror or exc}\n")
         return 1
+    except TraceError as exc:
+        err.write(f"edge replay: {trace_path}: {exc}\n")
+        return EXIT_NO_DATA
     json.dump(report, out, indent=2)
     out.write("\n")
     return 0

@@ -33,6 +33,11 @@ here. The rules, which are the schema (``SCHEMA_VERSION`` = 1):
   a msgpack map ``{"v", "edge_id", "ts", ...}`` plus the fields of the machine's
   status (state, counters, ``current_shift`` and ``last_closed_shift`` KPIs).
 
+Events are encoded by msgspec where it follows these rules exactly (scalars,
+str/int Enums, tuples, str-keyed maps, nested dataclasses: nearly every event
+type), by msgpack with a default hook otherwise (sets, times, ``Any``);
+``tests/unit/mqtt/test_wire_golden.py`` holds both to the same bytes.
+
 Adding a field to an event is compatible (consumers ignore what they do not
 know); renaming or removing one, or changing these rules, bumps
 ``SCHEMA_VERSION``.
@@ -46,15 +51,18 @@ import json
 import math
 import operator
 import threading
+import types
+import typing
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 from pathlib import PurePath
-from typing import Any, TypeGuard
+from typing import Any, Literal, TypeGuard
 
 import msgpack
+import msgspec
 
 from edge.errors import EdgeError
 
@@ -77,6 +85,7 @@ __all__ = [
     "event_body",
     "json_safe",
     "pack_event",
+    "pack_event_generic",
     "to_plain",
 ]
 
@@ -184,12 +193,16 @@ _local = threading.local()  # msgpack Packers are not thread-safe: one per threa
 _GETTERS: dict[type, tuple[tuple[str, ...], Callable[[object], tuple[Any, ...]]]] = {}
 
 
-def _packers() -> tuple[msgpack.Packer, msgpack.Packer]:
-    """(event packer with the wire's default hook, plain packer) of this thread."""
+def _packers() -> tuple[msgpack.Packer, msgpack.Packer, msgspec.msgpack.Encoder]:
+    """(event packer with the wire's default hook, plain packer, msgspec encoder) of this thread."""
     try:
-        packers: tuple[msgpack.Packer, msgpack.Packer] = _local.packers
+        packers: tuple[msgpack.Packer, msgpack.Packer, msgspec.msgpack.Encoder] = _local.packers
     except AttributeError:
-        packers = (msgpack.Packer(**_PACKER_OPTIONS), msgpack.Packer(use_bin_type=True))
+        packers = (
+            msgpack.Packer(**_PACKER_OPTIONS),
+            msgpack.Packer(use_bin_type=True),
+            msgspec.msgpack.Encoder(),
+        )
         _local.packers = packers
     return packers
 
@@ -208,10 +221,11 @@ def _getter(cls: type) -> tuple[tuple[str, ...], Callable[[object], tuple[Any, .
     return found
 
 
-def pack_event(event: object) -> tuple[str, bytes]:
-    """An event's wire ``type`` and its ``data`` map packed (msgpack), mostly in C.
+def pack_event_generic(event: object) -> tuple[str, bytes]:
+    """:func:`pack_event` by the rules alone (msgpack and the default hook): the reference.
 
-    The hot path of the outbox; equal to packing :func:`event_body`'s data.
+    Slower; what pack_event falls back to for a type msgspec would encode
+    differently, and the baseline of ``edge bench wire``.
     """
     cls = type(event)
     getter = _getter(cls)
@@ -228,6 +242,62 @@ def pack_event(event: object) -> tuple[str, bytes]:
     return cls.__name__, packed
 
 
+_NATIVE: dict[type, bool] = {}
+_PLAIN_TYPES = (str, int, float, bool, bytes, type(None))
+
+
+def _encodes_natively(hint: Any, seen: set[type]) -> bool:
+    """Whether msgspec encodes values of ``hint`` exactly as the rules say.
+
+    It does for scalars, str/int Enums, tuples, lists, str-keyed dicts and
+    dataclasses of those; not for sets (the rules sort them), dates and times
+    (ISO strings here, msgpack timestamps there), init=False fields (msgspec
+    skips them) or anything unannotated.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint in _PLAIN_TYPES:
+        return True
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return all(type(m.value) in (str, int) for m in hint)
+    if origin is Literal:
+        return all(type(arg) in _PLAIN_TYPES for arg in args)
+    if origin in (typing.Union, types.UnionType, tuple, list):
+        return all(arg is Ellipsis or _encodes_natively(arg, seen) for arg in args)
+    if origin is dict:
+        return args[0] is str and _encodes_natively(args[1], seen)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if hint in seen:
+            return True
+        try:
+            hints = typing.get_type_hints(hint)
+        except (NameError, TypeError):
+            return False
+        fields = dataclasses.fields(hint)
+        seen.add(hint)
+        return all(f.init and _encodes_natively(hints[f.name], seen) for f in fields)
+    return False
+
+
+def pack_event(event: object) -> tuple[str, bytes]:
+    """An event's wire ``type`` and its ``data`` map packed (msgpack), in C.
+
+    The hot path of the outbox; byte for byte what :func:`pack_event_generic`
+    gives (a test holds them to it for every event type). msgspec encodes an
+    event type whose annotations it follows exactly; any other type, or a value
+    that does not fit its annotation, takes the generic path.
+    """
+    cls = type(event)
+    native = _NATIVE.get(cls)
+    if native is None:
+        native = _NATIVE[cls] = dataclasses.is_dataclass(cls) and _encodes_natively(cls, set())
+    if native:
+        try:
+            return cls.__name__, _packers()[2].encode(event)
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+            pass  # a value outside its annotation: the generic path encodes it, or says why
+    return pack_event_generic(event)
+
+
 _ENVELOPE_HEAD: bytes = msgpack.packb("seq")
 _TYPE_PARTS: dict[str, bytes] = {}
 
@@ -238,7 +308,7 @@ def envelope(seq: int, type_name: str, packed_data: bytes) -> bytes:
     if middle is None:
         middle = b"".join(msgpack.packb(part) for part in ("type", type_name, "data"))
         _TYPE_PARTS[type_name] = middle
-    head: bytes = _packers()[1].pack(seq)
+    head: bytes = _packers()[2].encode(seq)
     return b"\x83" + _ENVELOPE_HEAD + head + middle + packed_data
 
 
@@ -320,12 +390,13 @@ def encode_batch(header: BatchHeader, envelopes: Sequence[bytes]) -> bytes:
         "historical": header.historical,
         "sent_at": header.sent_at,
     }
+    encode = _packers()[2].encode
     packer = msgpack.Packer(use_bin_type=True)
     parts = [packer.pack_map_header(len(fields) + 1)]
     for key, value in fields.items():
-        parts.append(packer.pack(key))
-        parts.append(packer.pack(value))
-    parts.append(packer.pack("events"))
+        parts.append(encode(key))
+        parts.append(encode(value))
+    parts.append(encode("events"))
     parts.append(packer.pack_array_header(len(envelopes)))
     parts.extend(envelopes)
     return b"".join(parts)
@@ -416,10 +487,7 @@ def encode_kpi_snapshot(edge_id: str, ts: float, machine_status: object) -> byte
     body = to_plain(machine_status)
     if not isinstance(body, dict):
         raise WireError("a KPI snapshot needs a dataclass machine status")
-    packed: bytes = msgpack.packb(
-        {"v": SCHEMA_VERSION, "edge_id": edge_id, "ts": ts, **body}, use_bin_type=True
-    )
-    return packed
+    return _packers()[2].encode({"v": SCHEMA_VERSION, "edge_id": edge_id, "ts": ts, **body})
 
 
 def decode_kpi_snapshot(payload: bytes) -> dict[str, Any]:

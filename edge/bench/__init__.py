@@ -51,6 +51,7 @@ def _registry() -> dict[str, Benchmark]:
         mqtt,
         opcua,
         outbox,
+        wire,
     )
 
     return {
@@ -61,6 +62,7 @@ def _registry() -> dict[str, Benchmark]:
         "outbox": outbox.run,
         "mqtt": mqtt.run,
         "ingest": ingest.run,
+        "wire": wire.run,
     }
 
 

@@ -1,4 +1,4 @@
-"""The MQTT topic layout: ``<prefix>/<site>/<line>/...`` (DESIGN.md §6).
+"""The MQTT topic layout: ``<prefix>/<site>/<line>/...`` (README "Interfaces others depend on").
 
 ==========================================  =========================================
 ``<base>/events``                           msgpack event batches (QoS 1), from the outbox

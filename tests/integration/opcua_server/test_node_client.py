@@ -42,6 +42,11 @@ def _installed(scratch: Path) -> None:
         pytest.skip("node-opcua client test needs Node.js and npm (not installed here)")
     if all((NODE_DIR / "node_modules" / p).is_dir() for p in _dependencies()):
         return
+    if os.environ.get("EDGE_TEST_OFFLINE"):
+        pytest.skip(
+            "offline (make test OFFLINE=1) and node-opcua is not installed: run "
+            f"`npm ci` in {NODE_DIR} once while the npm registry is reachable"
+        )
     command = "ci" if (NODE_DIR / "package-lock.json").is_file() else "install"
     env = {
         **os.environ,

@@ -23,9 +23,11 @@ import subprocess
 import sys
 import time
 import uuid
+from importlib.metadata import requires
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from tests.integration.ops.lines import simulated_line_toml
 
@@ -209,6 +211,10 @@ def test_unit_has_what_the_service_relies_on() -> None:
     assert settings["Type"] == ["notify"]
     assert settings["Restart"] == ["on-failure"]
     assert settings["RestartPreventExitStatus"] == ["78"]  # EX_CONFIG from edge.cli
+    # ...which applies to the main process only: a config check in ExecStartPre
+    # failing with 78 would be restarted until the start limit. `edge run` checks.
+    assert "ExecStartPre" not in settings
+    assert settings["ExecStart"][0].endswith(" run --config /etc/edge/%i.toml")
     assert "WatchdogSec" in settings
     assert settings["NotifyAccess"] == ["main"]
     assert "StartLimitBurst" in settings and "StartLimitIntervalSec" in settings
@@ -218,3 +224,26 @@ def test_unit_has_what_the_service_relies_on() -> None:
     assert settings["NoNewPrivileges"] == ["yes"]
     assert settings["CapabilityBoundingSet"] == [""]
     assert "AF_UNIX" in settings["RestrictAddressFamilies"][0]  # sd_notify's datagram
+
+
+def test_the_runtime_install_installs_no_test_tools() -> None:
+    """`make install-runtime` (systemd/README.md) installs the project without extras."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    dry = subprocess.run(
+        [make, "-n", "-C", str(REPO), "install-runtime"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    installs = [line for line in dry.splitlines() if " pip install " in line]
+    assert installs, dry
+    assert not any("[" in line for line in installs), installs  # no '.[test]'
+    assert any(line.rstrip().endswith("-e .") for line in installs), installs
+    # what a plain install pulls in: the runtime requirements, none of the test tools
+    runtime = [Requirement(r) for r in requires("edge-line-controller") or []]
+    names = {r.name for r in runtime if r.marker is None or "extra" not in str(r.marker)}
+    assert "asyncua" in names
+    assert not names & {"pytest", "ruff", "mypy", "hypothesis", "pytest-asyncio"}

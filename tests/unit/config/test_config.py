@@ -256,10 +256,13 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.toml")
 
 
-def test_example_config_is_valid_with_its_secrets_provided(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EDGE_AOI_PASSWORD", "a")
-    monkeypatch.setenv("EDGE_MQTT_PASSWORD", "b")
-    monkeypatch.setenv("EDGE_QMIB_TOKEN", "c")
+def test_example_config_is_valid_with_its_secrets_provided(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The example reads its secrets as systemd credentials (LoadCredential=).
+    for name, value in (("aoi-password", "a"), ("mqtt-password", "b"), ("qmib-token", "c")):
+        (tmp_path / name).write_text(value + "\n", encoding="utf-8")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     config = load_config(DEFAULT_CONFIG.parent / "example-line.toml")
     assert [p.protocol for p in config.plcs] == ["modbus", "opcua"]
     assert config.mqtt.password is not None and config.mqtt.password.reveal() == "b"
@@ -297,3 +300,21 @@ def test_plc_map_protocol_and_counter_width_must_agree(tmp_path: Path) -> None:
 def test_counter_width_defaults_to_the_plc_maps(tmp_path: Path) -> None:
     text = MINIMAL.replace("ideal_cycle_s = 2.0", 'ideal_cycle_s = 2.0\nplc_map = "packml-modbus"')
     assert load_config(write(tmp_path, text)).machine("SMT01").params.counter_bits == 16
+
+
+def test_an_invalid_plc_is_still_known_to_the_machines_that_use_it(tmp_path: Path) -> None:
+    plc = '\n[[plcs]]\nid = "sim"\nprotocol = "modbus"\nhost = "127.0.0.1"\npoll_interval_s = "x"\n'
+    machines = "".join(
+        f'\n[[machines]]\nid = "M{i}"\nideal_cycle_s = 1.0\nplc = "sim"\n'
+        'plc_map = "generic-modbus"\n'
+        for i in range(4)
+    )
+    text = MINIMAL.replace('[[machines]]\nid = "SMT01"\nideal_cycle_s = 2.0\n', "")
+    assert problems_of(tmp_path, text + plc + machines) == [
+        "plcs[0].poll_interval_s: must be a number, got a string 'x'"
+    ]
+    # A plc whose required key is missing is known by its id too.
+    no_host = plc.replace('host = "127.0.0.1"\n', "").replace('"x"', "1.0")
+    assert problems_of(tmp_path, text + no_host + machines) == [
+        "plcs[0].host: missing required key (expected a string)"
+    ]

@@ -16,6 +16,8 @@ REPORT_KEYS = [
     "shift",
     "start",
     "end",
+    "observed_start",
+    "observed_end",
     "scheduled_s",
     "planned_stop_s",
     "planned_production_s",
@@ -96,6 +98,8 @@ def test_day_shift_with_break(tmp_path: Path) -> None:
         "shift": "Day",
         "start": "2025-08-22T01:00:00Z",
         "end": "2025-08-22T09:00:00Z",
+        "observed_start": "2025-08-22T01:00:00Z",  # the trace covers the whole shift
+        "observed_end": "2025-08-22T09:00:00Z",
         "scheduled_s": 28800.0,
         "planned_stop_s": 1800.0,
         "planned_production_s": 27000.0,
@@ -163,6 +167,8 @@ def test_night_shift_across_midnight_and_spring_dst(tmp_path: Path) -> None:
         "shift": "Night",
         "start": "2025-03-29T21:00:00Z",
         "end": "2025-03-30T04:00:00Z",
+        "observed_start": "2025-03-29T21:00:00Z",  # the trace covers the whole shift
+        "observed_end": "2025-03-30T04:00:00Z",
         "scheduled_s": 25200.0,
         "planned_stop_s": 900.0,
         "planned_production_s": 24300.0,
@@ -394,16 +400,28 @@ def test_stop_crossing_a_shift_boundary_is_classified_by_its_whole_length(tmp_pa
     assert err == ""
     early1, late1 = shifts(report, "M1")
     early2, late2 = shifts(report, "M2")
+    # start/end name the shift instance (its calendar bounds); the observed span is
+    # the part of it the trace covers (13:00-15:00), which scheduled_s measures.
     assert (early1["shift"], early1["start"], early1["end"]) == (
         "Early",
+        "2025-08-22T06:00:00Z",
+        "2025-08-22T14:00:00Z",
+    )
+    assert (early1["observed_start"], early1["observed_end"]) == (
         "2025-08-22T13:00:00Z",
         "2025-08-22T14:00:00Z",
     )
+    assert early1["scheduled_s"] == 3600.0
     assert (late1["shift"], late1["start"], late1["end"]) == (
         "Late",
         "2025-08-22T14:00:00Z",
+        "2025-08-22T22:00:00Z",
+    )
+    assert (late1["observed_start"], late1["observed_end"]) == (
+        "2025-08-22T14:00:00Z",
         "2025-08-22T15:00:00Z",
     )
+    assert late1["scheduled_s"] == 3600.0
     # M1: 150 s >= 120 s, a downtime event in both shifts although each part
     # (60 s and 90 s) is shorter than the threshold.
     assert early1["downtime_s"] == 60.0

@@ -13,7 +13,7 @@ import pytest
 
 from edge.config import LineConfig
 from edge.errors import TraceError
-from edge.replay import MAX_REPORTED, iso_utc, replay_lines, run_replay
+from edge.replay import EXIT_NO_DATA, MAX_REPORTED, iso_utc, replay_lines, run_replay
 from edge.trace import TraceParser, parse_timestamp
 from tests.unit.replay.helpers import config, line, replay, shifts
 
@@ -122,6 +122,62 @@ def test_run_replay_reports_an_unreadable_trace(cfg: LineConfig, tmp_path: Path)
     assert run_replay(str(tmp_path / "missing.jsonl"), cfg, out, err) == 1
     assert "cannot read" in err.getvalue()
     assert out.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("", "the trace has no samples"),
+        ("\n\n  \n", "the trace has no samples"),
+        ('not json\n{"ts": "2025-08-22T06:00:00", "resource_id": "SMT01"}\n', "all 2"),
+    ],
+    ids=["empty", "blank", "all-rejected"],
+)
+def test_a_trace_with_nothing_usable_is_a_failure(
+    cfg: LineConfig, tmp_path: Path, content: str, says: str
+) -> None:
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text(content, encoding="utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    assert run_replay(str(trace), cfg, out, err) == EXIT_NO_DATA
+    assert out.getvalue() == ""  # no report built from nothing
+    assert says in err.getvalue()
+    assert "no report" in err.getvalue()
+    with pytest.raises(TraceError):
+        replay_lines(content.splitlines(), cfg)
+
+
+def test_a_sensor_name_close_to_a_role_is_warned_about_once(cfg: LineConfig) -> None:
+    d = "2025-08-22T"
+    lines = [
+        line(d + "06:00:00Z", "SMT01", "Running", True),  # meant: running
+        line(d + "06:10:00Z", "SMT01", "Running", False),
+        line(d + "06:20:00Z", "SMT01", "total_cont", 5),  # meant: total_count
+        line(d + "06:30:00Z", "SMT01", "temp_zone1", 41.5),  # a process value: no warning
+    ]
+    report, err = replay(cfg, lines)
+    warnings = [w for w in err.splitlines() if "sensor" in w]
+    assert len(warnings) == 2, err
+    assert "sensor 'Running'" in warnings[0] and "did you mean 'running'?" in warnings[0]
+    assert "line 1:" in warnings[0]
+    assert "did you mean 'total_count'?" in warnings[1]
+    # Still taken as process values, as the trace format says, so 'Running' did not
+    # make the machine run 06:00-06:10 (600 s). With no state signal it is counts-only:
+    # running from its first sample, stopped back-dated to one ideal cycle (2 s) later.
+    [a] = shifts(report, "SMT01")
+    assert a["run_s"] == 2.0
+
+
+def test_a_machine_whose_state_signal_never_appears_is_warned_about(tmp_path: Path) -> None:
+    cfg = config(tmp_path, BODY + '    state_source = "running"\n')
+    lines = [
+        line("2025-08-22T06:00:00Z", "SMT01", "Running", True),
+        line("2025-08-22T07:00:00Z", "SMT01", "total_count", 10),
+    ]
+    report, err = replay(cfg, lines)
+    assert "SMT01: its state_source is 'running' but the trace has no 'running' sample" in err
+    [a] = shifts(report, "SMT01")
+    assert a["downtime_by_reason"] == {"comm_loss": 3600.0}
 
 
 def test_trace_parser_accepts_offsets_and_optional_fields() -> None:
