@@ -21,6 +21,7 @@ from pathlib import Path
 from edge import __version__
 from edge.config import DEFAULT_CONFIG, LineConfig, load_config
 from edge.errors import ConfigError, EdgeError, StateDirError
+from edge.ingest.args import add_arguments as add_ingest_arguments
 from edge.logs import configure_logging
 from edge.tail_args import add_arguments as add_tail_arguments
 
@@ -117,6 +118,18 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     add_tail_arguments(tail)
+
+    ingest = commands.add_parser(
+        "ingest",
+        help="load every line's MQTT event batches into PostgreSQL, exactly once",
+        description=(
+            "The plant's central store: subscribe to every line's event batches with an "
+            "MQTT 5 shared subscription ($share/<group>/<prefix>/+/+/events), write each "
+            "batch in one transaction, acknowledge it only after the commit. Run several "
+            "with distinct --client-id values to spread the lines. See docs/central-store.md."
+        ),
+    )
+    add_ingest_arguments(ingest)
 
     bench = commands.add_parser(
         "bench",
@@ -220,6 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _cmd_simulate(args.config)
             case "bench":
                 return _cmd_bench(args.names, args.json)
+            case "ingest":
+                from edge.ingest.command import ingest_main  # noqa: PLC0415
+
+                return ingest_main(args)
             case "tail":
                 from edge.tail import tail_main  # noqa: PLC0415
 

@@ -8,6 +8,7 @@ connector: they are re-raised as one of these, ``from`` the original.
     EdgeError
     ├── ConfigError              a config file or plc_map is invalid (carries every problem)
     ├── WireError                an MQTT payload is not a valid batch/command (edge.wire)
+    │   └── MalformedBatch       ... one the central store dead-letters (edge.ingest.errors)
     ├── ActorError
     │   ├── ActorStoppedError    the actor is stopped or died; pending asks get this
     │   ├── MailboxFullError     tell_nowait on a full mailbox
@@ -23,6 +24,9 @@ connector: they are re-raised as one of these, ``from`` the original.
         │   ├── PlcConnectionError   the link to a PLC is down
         │   └── PlcDataError         a PLC answered with data that cannot be decoded
         ├── BrokerError          the MQTT broker is unreachable or refused (edge.mqtt.connection)
+        ├── StoreError           the central PostgreSQL store failed (edge.ingest.errors)
+        │   ├── StoreUnavailableError  unreachable or busy: the batch is retried
+        │   └── RefusedBatch           the database refused the data: a dead letter
         └── QmibError            QMIB's REST gateway failed (edge.qmib)
             ├── QmibAuthError        401/403: credentials wrong, never retried
             ├── QmibRejectedError    another 4xx: the request itself is wrong, never retried

@@ -671,7 +671,7 @@ async def _simulate(config: LineConfig) -> int:
 
     stop = asyncio.Event()
     _install_stop_signals(stop)
-    task = asyncio.ensure_future(run_simulator(config))
+    task = asyncio.ensure_future(run_simulator(config, control_signals=True))
     waiter = asyncio.ensure_future(stop.wait())
     await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     task.cancel()

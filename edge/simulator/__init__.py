@@ -7,7 +7,8 @@ Public surface::
         .pause() / .resume() / .advance(sim_seconds)
     SimMachineSpec(machine_id, ideal_cycle_s, plc_map, unit_id=1, address_offset=0)
     machine_specs(line: LineConfig) -> tuple[SimMachineSpec, ...]
-    run_simulator(line: LineConfig) -> None      runs until cancelled (``edge simulate``)
+    run_simulator(line: LineConfig, control_signals=False) -> None
+        runs until cancelled (``edge simulate``: SIGUSR1 pauses, SIGUSR2 resumes)
 
 What is deterministic for a seed: each machine's sequence of events in
 simulated time (pieces, rejects, micro-stops, faults, their instants,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
 from edge.config import LineConfig, ModbusPlcConfig
 from edge.errors import ConfigError, Problem
@@ -78,13 +80,31 @@ def machine_specs(line: LineConfig) -> tuple[SimMachineSpec, ...]:
     return tuple(specs)
 
 
-async def run_simulator(line: LineConfig) -> None:
-    """Serve the line's simulated machines until cancelled."""
+async def run_simulator(line: LineConfig, *, control_signals: bool = False) -> None:
+    """Serve the line's simulated machines until cancelled.
+
+    ``control_signals`` (``edge simulate``): SIGUSR1 freezes simulated time — the
+    registers keep answering with the machines as they were, so a test can read
+    exact counters while the edge polls the same values — and SIGUSR2 resumes it.
+    """
     specs = machine_specs(line)
     if not specs:
         raise ConfigError(
             str(line.source_path),
             [Problem("machines", "no machine is read over Modbus: nothing to simulate")],
         )
-    async with SimulatedLine(line.simulator, specs):
+    async with SimulatedLine(line.simulator, specs) as simulated:
+        if control_signals:
+            loop = asyncio.get_running_loop()
+
+            def pause() -> None:
+                simulated.pause()
+                _log.info("simulator paused (SIGUSR1): counters frozen")
+
+            def resume() -> None:
+                simulated.resume()
+                _log.info("simulator resumed (SIGUSR2)")
+
+            loop.add_signal_handler(signal.SIGUSR1, pause)
+            loop.add_signal_handler(signal.SIGUSR2, resume)
         await asyncio.Event().wait()
