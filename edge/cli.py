@@ -5,8 +5,9 @@ Exit statuses follow sysexits where systemd can act on them:
 * 0  — clean stop (SIGINT/SIGTERM included)
 * 1  — the service failed at run time (e.g. a supervisor escalated)
 * 2  — wrong command-line usage
-* 78 — EX_CONFIG: the config is invalid; the unit file's
-  ``RestartPreventExitStatus=78`` stops systemd from restarting in a loop.
+* 78 — EX_CONFIG: the config is invalid, or the state directory cannot be used;
+  the unit file's ``RestartPreventExitStatus=78`` stops systemd from restarting
+  in a loop.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from edge import __version__
 from edge.config import DEFAULT_CONFIG, LineConfig, load_config
-from edge.errors import ConfigError, EdgeError
+from edge.errors import ConfigError, EdgeError, StateDirError
 from edge.ingest.args import add_arguments as add_ingest_arguments
 from edge.logs import configure_logging
 from edge.tail_args import add_arguments as add_tail_arguments
@@ -178,7 +179,12 @@ def _cmd_run(config_path: Path | None, log_level: str | None) -> int:
     configure_logging(log_level or config.logging.level)
     from edge.service import run_service  # noqa: PLC0415 - keep `edge --help` fast
 
-    return run_service(config)
+    try:
+        return run_service(config)
+    except StateDirError as exc:
+        # Like a bad config: restarting will not help until someone fixes the directory.
+        log.error("state directory not usable, not starting: %s", exc)
+        return EXIT_CONFIG
 
 
 def _cmd_replay(trace: str, config_path: Path) -> int:

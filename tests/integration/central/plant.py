@@ -377,7 +377,7 @@ class Plant:
             if not matches(stored()):
                 return False
             return all(
-                _outbox_depth(line.directory / "state" / "outbox.db") == 0 for line in self.lines
+                _outbox_depth(line.directory / "state" / "state.db") == 0 for line in self.lines
             )
 
         mismatches: list[str] = []
