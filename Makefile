@@ -38,8 +38,9 @@ install-runtime:
 run: $(STAMP)
 	@$(BIN)/python tools/foreground.py $(BIN)/edge run $(if $(CONFIG),--config $(CONFIG))
 
-# Test-time servers: mosquitto (MQTT) and chromium (the line display's browser tests)
-# are installed from apt when running as root.
+# Test-time servers: mosquitto (MQTT), chromium (the line display's browser tests) and
+# PostgreSQL (the central store's tests start a throw-away cluster from its binaries) are
+# installed from apt when running as root.
 # promtool (for `promtool check metrics`) comes from Debian's prometheus package,
 # unpacked into $(BIN) rather than installed, so no Prometheus server is set up.
 test-servers: $(STAMP)
@@ -58,6 +59,14 @@ test-servers: $(STAMP)
 	     (apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null)) ; \
 	  else \
 	    echo "chromium not found: install it (e.g. 'sudo apt-get install chromium'); browser tests will be skipped"; \
+	  fi; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  if [ -z "$(OFFLINE)" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing postgresql (test-time database server) via apt-get"; \
+	    (apt-get install -y -qq postgresql >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null && apt-get install -y -qq postgresql >/dev/null)) ; \
+	  else \
+	    echo "PostgreSQL not found: install it (e.g. 'sudo apt-get install postgresql'); central store tests will be skipped"; \
 	  fi; }
 	@command -v promtool >/dev/null 2>&1 || test -x $(BIN)/promtool || { \
 	  tmp=$$(mktemp -d); \

@@ -5,8 +5,9 @@ Exit statuses follow sysexits where systemd can act on them:
 * 0  — clean stop (SIGINT/SIGTERM included)
 * 1  — the service failed at run time (e.g. a supervisor escalated)
 * 2  — wrong command-line usage
-* 78 — EX_CONFIG: the config is invalid; the unit file's
-  ``RestartPreventExitStatus=78`` stops systemd from restarting in a loop.
+* 78 — EX_CONFIG: the config is invalid, or the state directory cannot be used;
+  the unit file's ``RestartPreventExitStatus=78`` stops systemd from restarting
+  in a loop.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from edge import __version__
 from edge.config import DEFAULT_CONFIG, LineConfig, load_config
-from edge.errors import ConfigError, EdgeError
+from edge.errors import ConfigError, EdgeError, StateDirError
+from edge.ingest.args import add_arguments as add_ingest_arguments
 from edge.logs import configure_logging
 from edge.tail_args import add_arguments as add_tail_arguments
 
@@ -123,6 +125,18 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     add_tail_arguments(tail)
 
+    ingest = commands.add_parser(
+        "ingest",
+        help="load every line's MQTT event batches into PostgreSQL, exactly once",
+        description=(
+            "The plant's central store: subscribe to every line's event batches with an "
+            "MQTT 5 shared subscription ($share/<group>/<prefix>/+/+/events), write each "
+            "batch in one transaction, acknowledge it only after the commit. Run several "
+            "with distinct --client-id values to spread the lines. See docs/central-store.md."
+        ),
+    )
+    add_ingest_arguments(ingest)
+
     bench = commands.add_parser(
         "bench",
         help="run the performance benchmarks and print their figures",
@@ -171,7 +185,12 @@ def _cmd_run(config_path: Path | None, log_level: str | None) -> int:
     configure_logging(log_level or config.logging.level)
     from edge.service import run_service  # noqa: PLC0415 - keep `edge --help` fast
 
-    return run_service(config)
+    try:
+        return run_service(config)
+    except StateDirError as exc:
+        # Like a bad config: restarting will not help until someone fixes the directory.
+        log.error("state directory not usable, not starting: %s", exc)
+        return EXIT_CONFIG
 
 
 def _cmd_replay(trace: str, config_path: Path) -> int:
@@ -220,6 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _cmd_simulate(args.config, args.paused)
             case "bench":
                 return _cmd_bench(args.names, args.json)
+            case "ingest":
+                from edge.ingest.command import ingest_main  # noqa: PLC0415
+
+                return ingest_main(args)
             case "tail":
                 from edge.tail import tail_main  # noqa: PLC0415
 

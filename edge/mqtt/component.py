@@ -56,6 +56,7 @@ from edge.mqtt.connection import (
     describe,
     is_protocol_refusal,
     new_client,
+    unrouted_counter,
 )
 from edge.mqtt.forwarder import Forwarder, ForwarderStatistics
 from edge.mqtt.topics import Topics, edge_id_of
@@ -133,6 +134,7 @@ class MqttComponent:
         )
         self.connects = 0
         self.connection_failures = 0
+        self.unrouted_publishes = 0  # require_subscriber: batches published again
         self.kpi_snapshots = 0
         self.last_error: str | None = None
 
@@ -305,12 +307,23 @@ class MqttComponent:
 
     def _publisher(self, client: aiomqtt.Client) -> Callable[[str, bytes], Awaitable[None]]:
         timeout = self.config.publish_timeout_s
+        unrouted = unrouted_counter(client) if self.config.require_subscriber else None
 
         async def publish(topic: str, payload: bytes) -> None:
-            try:
-                await client.publish(topic, payload, qos=1, timeout=timeout)
-            except aiomqtt.MqttError as exc:
-                raise BrokerError(f"publish to {topic} failed: {describe(exc)}") from exc
+            delay = self.config.backoff_initial_s
+            while True:
+                before = unrouted() if unrouted is not None else 0
+                try:
+                    await client.publish(topic, payload, qos=1, timeout=timeout)
+                except aiomqtt.MqttError as exc:
+                    raise BrokerError(f"publish to {topic} failed: {describe(exc)}") from exc
+                if unrouted is None or unrouted() == before:
+                    return
+                # require_subscriber: nobody took it (or another batch of this round):
+                # publish it again, same batch id, until a subscriber does.
+                self.unrouted_publishes += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.backoff_max_s)
 
         return publish
 

@@ -263,7 +263,7 @@ def test_edge_run_reports_ready_and_stops_cleanly(
             proc.kill()
     assert proc.returncode == 0, "".join(seen) + rest
     assert "stopped cleanly" in rest
-    assert (tmp_path / "state" / "snapshots.db").is_file()
+    assert (tmp_path / "state" / "state.db").is_file()
 
 
 def test_invalid_config_exits_78_naming_the_key(tmp_path: Path) -> None:
