@@ -8,7 +8,6 @@ old values, in about 80 s.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,6 @@ from tests.faults.campaign import Campaign, Plan
 from tests.integration.mqtt.broker import needs_mosquitto
 
 pytestmark = needs_mosquitto
-
-# Issue 19, point 1: until actor state and events commit in one transaction
-# (edge.cut, the `state` branch), a kill -9 of the edge re-counts pieces under
-# new sequence numbers, and what a restore emits (the machine unknown since the
-# snapshot, the end of a stop open in it) never reaches the MES. The campaign
-# shows both; then only those findings are an expected failure, every other
-# check still fails the test, and their absence fails it too (the note is stale).
-WITHOUT_ONE_TRANSACTION = importlib.util.find_spec("edge.cut") is None
-RESTART_FINDINGS = ("pieces differ", "restarts:", "stops:")
 
 
 @pytest.mark.timeout(300)
@@ -36,10 +26,4 @@ async def test_short_fault_campaign_loses_and_duplicates_nothing(tmp_path: Path)
     assert report.pieces_plc["total_count"] > 50, "too little production to prove anything"
     assert report.stops["observable"] > 0, "no stop to check"
     assert not any(report.lost.values()), report.table()
-    if not WITHOUT_ONE_TRANSACTION:
-        assert report.ok, report.table()
-        return
-    others = [f for f in report.failures if not f.startswith(RESTART_FINDINGS)]
-    assert not others, report.table()
-    assert report.failures, "no restart finding left: issue 19.1 is fixed, drop this branch"
-    pytest.xfail("issue 19.1: " + "; ".join(report.failures))
+    assert report.ok, report.table()
