@@ -18,7 +18,7 @@ else
 PIP_FROM :=
 endif
 
-.PHONY: run test lint typecheck unit bench test-servers install-runtime clean
+.PHONY: run test lint typecheck unit bench faults test-servers install-runtime screenshots clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,9 @@ install-runtime:
 run: $(STAMP)
 	@$(BIN)/python tools/foreground.py $(BIN)/edge run $(if $(CONFIG),--config $(CONFIG))
 
-# Test-time servers: mosquitto (MQTT) is installed from apt when running as root.
+# Test-time servers: mosquitto (MQTT), chromium (the line display's browser tests) and
+# PostgreSQL (the central store's tests start a throw-away cluster from its binaries) are
+# installed from apt when running as root.
 # promtool (for `promtool check metrics`) comes from Debian's prometheus package,
 # unpacked into $(BIN) rather than installed, so no Prometheus server is set up.
 test-servers: $(STAMP)
@@ -49,6 +51,22 @@ test-servers: $(STAMP)
 	     (apt-get update -qq >/dev/null && apt-get install -y -qq mosquitto >/dev/null)) ; \
 	  else \
 	    echo "mosquitto not found: install it (e.g. 'sudo apt-get install mosquitto'); MQTT tests will be skipped"; \
+	  fi; }
+	@test -x /usr/bin/chromium || { \
+	  if [ -z "$(OFFLINE)" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (headless browser for the line display tests) via apt-get"; \
+	    (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null)) ; \
+	  else \
+	    echo "chromium not found: install it (e.g. 'sudo apt-get install chromium'); browser tests will be skipped"; \
+	  fi; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  if [ -z "$(OFFLINE)" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing postgresql (test-time database server) via apt-get"; \
+	    (apt-get install -y -qq postgresql >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null && apt-get install -y -qq postgresql >/dev/null)) ; \
+	  else \
+	    echo "PostgreSQL not found: install it (e.g. 'sudo apt-get install postgresql'); central store tests will be skipped"; \
 	  fi; }
 	@command -v promtool >/dev/null 2>&1 || test -x $(BIN)/promtool || { \
 	  tmp=$$(mktemp -d); \
@@ -76,6 +94,16 @@ test: $(STAMP) test-servers lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/edge bench
+
+# The long fault campaign (docs/faults.md): >= 20 edge kills, >= 5 broker kills,
+# 50 machines, real processes; prints the table, writes faults-report.json.
+faults: $(STAMP) test-servers
+	$(BIN)/python -m tests.faults.campaign --long --json faults-report.json
+
+# The README's pictures of the line display (docs/line-board.png, docs/machine-page.png):
+# a demo shift played by the simulator's model, photographed by headless chromium.
+screenshots: $(STAMP) test-servers
+	$(BIN)/python -m tests.integration.web.screenshots docs
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -13,6 +13,11 @@ source for every current value (sources deliver only changes), so it leaves
 ``unknown`` with the next poll. Counters continue from the
 snapshot's last readings, so pieces made meanwhile are counted once, at the
 first reading after the restart.
+
+Between two messages the actor has published every event its state implies
+(each handler publishes at its end and never awaits), so a snapshot taken
+then agrees with the events already on the bus: the line's state store
+commits both in one transaction (edge.cut).
 """
 
 from __future__ import annotations
@@ -81,6 +86,14 @@ class GetStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class GetShiftStops:
+    """Ask for the stops of the current shift instance as of event time ``now``
+    (a list of :class:`~actors.oee.stops.StopRecord`, oldest first)."""
+
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
 class GetSnapshot:
     """Ask for the state to persist (plain data)."""
 
@@ -94,6 +107,7 @@ MachineMessage = (
     | SetStopReason
     | AddRejects
     | GetStatus
+    | GetShiftStops
     | GetSnapshot
 )
 
@@ -116,6 +130,10 @@ class MachineStatus:
 
 
 class MachineActor(Actor[MachineMessage, Any]):
+    # A quality station's rejects still queued when the line's state is cut are part
+    # of it: the station already published them (actors.actor, "Cuts").
+    kept_on_cut = (AddRejects,)
+
     def __init__(
         self,
         params: MachineParams,
@@ -193,6 +211,9 @@ class MachineActor(Actor[MachineMessage, Any]):
             case GetStatus(now=now):
                 self._flush()
                 return self.status(now)
+            case GetShiftStops(now=now):
+                self._flush()
+                return core.shift_stops(now)
             case GetSnapshot():
                 return self.snapshot()
             case _:

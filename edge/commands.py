@@ -15,7 +15,7 @@ the outcome, and goes to the event bus (and from there to the outbox).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,3 +91,30 @@ class LineCommands(Protocol):
     ) -> None: ...
 
     async def acknowledge_alarm(self, alarm_id: str, *, source: str, user: str) -> None: ...
+
+
+class AlarmOwner(Protocol):
+    """Keeps alarms the order runtime does not (a machine's fault and PLC-link
+    conditions, kept by the OPC UA server); acknowledged through
+    :meth:`LineCommands.acknowledge_alarm` like every alarm."""
+
+    def owns(self, alarm_id: str) -> bool: ...
+
+    async def acknowledge(self, alarm_id: str, *, ts: float, user: str) -> bool:
+        """Acknowledge it; False when it already was."""
+        ...
+
+
+@runtime_checkable
+class AlarmOwners(Protocol):
+    """A LineCommands that also acknowledges the alarms of registered owners."""
+
+    def add_alarm_owner(self, owner: AlarmOwner) -> None:
+        """Register ``owner`` (again: no change)."""
+        ...
+
+
+def register_alarm_owner(commands: object, owner: AlarmOwner) -> None:
+    """Let ``commands`` acknowledge ``owner``'s alarms, if it acknowledges others' at all."""
+    if isinstance(commands, AlarmOwners):
+        commands.add_alarm_owner(owner)

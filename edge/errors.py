@@ -8,6 +8,7 @@ connector: they are re-raised as one of these, ``from`` the original.
     EdgeError
     ├── ConfigError              a config file or plc_map is invalid (carries every problem)
     ├── WireError                an MQTT payload is not a valid batch/command (edge.wire)
+    │   └── MalformedBatch       ... one the central store dead-letters (edge.ingest.errors)
     ├── ActorError
     │   ├── ActorStoppedError    the actor is stopped or died; pending asks get this
     │   ├── MailboxFullError     tell_nowait on a full mailbox
@@ -15,13 +16,17 @@ connector: they are re-raised as one of these, ``from`` the original.
     │   └── EscalationError      a supervisor's restart intensity was exceeded
     ├── CommandError             a command (MQTT, OPC UA method, CLI) was rejected
     │   └── CommandRejected      ... with a reply code for the MES (edge.mqtt.commands)
-    ├── StateStoreError          the snapshot/outbox database failed
+    ├── StateStoreError          the state database (snapshots, outbox) failed
+    │   └── StateDirError        the state directory cannot be used (edge run exits 78)
     ├── TraceError               a replay trace line is malformed
     └── ConnectorError           an external system failed
         ├── PlcError
         │   ├── PlcConnectionError   the link to a PLC is down
         │   └── PlcDataError         a PLC answered with data that cannot be decoded
         ├── BrokerError          the MQTT broker is unreachable or refused (edge.mqtt.connection)
+        ├── StoreError           the central PostgreSQL store failed (edge.ingest.errors)
+        │   ├── StoreUnavailableError  unreachable or busy: the batch is retried
+        │   └── RefusedBatch           the database refused the data: a dead letter
         └── QmibError            QMIB's REST gateway failed (edge.qmib)
             ├── QmibAuthError        401/403: credentials wrong, never retried
             ├── QmibRejectedError    another 4xx: the request itself is wrong, never retried
@@ -93,6 +98,10 @@ class CommandError(EdgeError):
 
 class StateStoreError(EdgeError):
     """The local state database (snapshots, outbox) failed."""
+
+
+class StateDirError(StateStoreError):
+    """The state directory cannot be used (missing rights, not a directory)."""
 
 
 class TraceError(EdgeError):

@@ -1,22 +1,24 @@
-"""Prometheus metrics of one line, served with ``/healthz`` and ``/readyz`` from the event loop.
+"""Prometheus metrics of one line, and its health and readiness.
 
-Wiring: ``LineService(config, components=[edge.metrics.component])``. The
-component listens on ``[metrics] host:port`` (default 127.0.0.1:9712, a port
-no well-known exporter uses) when ``[metrics] enabled``; disabled, it does
-nothing. Endpoints:
+:class:`LineMetrics` is the collector and the readiness check; the HTTP
+component of edge.web serves them on ``[metrics] host:port`` (default
+127.0.0.1:9712, a port no well-known exporter uses) when ``[metrics] enabled``,
+and on the line display's address. Endpoints:
 
-- ``/metrics``: the text exposition format (0.0.4). Each scrape asks every
+- ``/metrics``: the text exposition format (0.0.4), or OpenMetrics when the
+  scraper asks for it, gzipped when it accepts that. Each scrape asks every
   machine actor for its status as of the scrape time (``GetStatus(now)``), so
   the KPIs are the engine's own, never a second computation;
 - ``/healthz``: 200 while the service is starting or running and its
   supervisor has not given up (that it answers at all shows the event loop
   runs), 503 otherwise;
 - ``/readyz``: 200 when the service is running, its supervisor and every
-  machine actor are running, every PLC source is polling and every component
-  that says whether it is ready (a ``ready`` attribute or method: the OPC UA
-  server, the MQTT forwarder...) is; 503 otherwise. A JSON body names each
-  check. A PLC whose link is down does not make the edge unready: its values go
-  Bad and everything else keeps serving (``edge_plc_link_up`` shows it).
+  machine actor are running, every PLC source is polling and every check a
+  component reports is "ok" (named checks from ``health_checks()``: ``opcua
+  server``, ``metrics endpoint``...; or a ``ready`` attribute); 503 otherwise. A
+  JSON body names each check by what it checks. A PLC whose link is down does
+  not make the edge unready: its values go Bad and everything else keeps
+  serving (``edge_plc_link_up`` shows it).
 
 Naming: one prefix ``edge_``, base units (seconds, bytes, ratios 0..1),
 ``_total`` only on counters, labels only ``line``, ``machine``, ``station``,
@@ -138,9 +140,7 @@ import platform
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from http import HTTPStatus
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import generate_latest
@@ -165,7 +165,6 @@ from edge import __version__
 from edge.errors import ActorError, EdgeError
 from edge.event_bus import BusEvent
 from edge.histogram import HistogramSnapshot
-from edge.http_server import HttpServer, Request, Response
 from edge.logs import OutageLog
 
 if TYPE_CHECKING:
@@ -175,10 +174,8 @@ __all__ = [
     "COMPONENT_METRICS",
     "ComponentMetric",
     "LineMetrics",
-    "MetricsComponent",
     "MetricsSource",
     "Readiness",
-    "component",
 ]
 
 log = logging.getLogger("edge.metrics")
@@ -421,17 +418,24 @@ class Readiness:
         return json.dumps({"ready": self.ready, "checks": dict(self.checks)}, indent=1).encode()
 
 
-def _component_ready(item: object) -> str | None:
-    """ "ok", why not, or None when the component does not say."""
+def component_checks(item: object) -> dict[str, str]:
+    """A component's named checks for ``/readyz``, each "ok" or why not: its
+    ``health_checks()`` (name -> "ok" or the reason), else its ``ready`` (a bool
+    attribute or method), named by its ``health_name`` or its class; none when it
+    says nothing."""
+    name = str(getattr(item, "health_name", "") or f"component {type(item).__name__}")
     try:
+        checks = getattr(item, "health_checks", None)
+        if callable(checks):
+            return {str(k): str(v) for k, v in checks().items()}
         ready = getattr(item, "ready", None)
         if ready is None:
-            return None
+            return {}
         if callable(ready):
             ready = ready()
     except Exception as exc:
-        return f"readiness check failed: {exc!r}"
-    return "ok" if ready else "not ready"
+        return {name: f"readiness check failed: {exc!r}"}
+    return {name: "ok" if ready else "not ready"}
 
 
 # ---------------------------------------------------------------------- the collector
@@ -590,9 +594,7 @@ class LineMetrics(Collector):
         ]
         checks["plc sources"] = "ok" if not idle else "not polling: " + ", ".join(idle)
         for item in service.components:
-            ready = _component_ready(item)
-            if ready is not None:
-                checks[f"component {type(item).__name__}"] = ready
+            checks.update(component_checks(item))
         return Readiness(all(v == "ok" for v in checks.values()), checks)
 
     def alive(self) -> bool:
@@ -833,113 +835,3 @@ class LineMetrics(Collector):
                 f.gauge(metric.name, metric.help, value)
             else:
                 f.counter(metric.name, metric.help, value)
-
-
-# ---------------------------------------------------------------------- the component
-
-
-class ComponentState(enum.Enum):
-    UNOPENED = "unopened"
-    RUNNING = "running"
-    CLOSED = "closed"
-
-
-class MetricsComponent:
-    """The ``/metrics``, ``/healthz`` and ``/readyz`` endpoints of a :class:`LineService`.
-
-    ``host``/``port`` override the config (tests use port 0).
-    """
-
-    def __init__(
-        self, service: LineService, *, host: str | None = None, port: int | None = None
-    ) -> None:
-        config = service.config.metrics
-        self._service = service
-        self._enabled = config.enabled
-        self._host = host if host is not None else config.host
-        self._port = port if port is not None else config.port
-        self.metrics = LineMetrics(service)
-        self._state = ComponentState.UNOPENED
-        self._unsubscribe: Any = None
-        self._server: HttpServer | None = None
-
-    @property
-    def state(self) -> ComponentState:
-        return self._state
-
-    @property
-    def address(self) -> tuple[str, int]:
-        if self._server is None:
-            raise EdgeError("metrics are not served (disabled, or not started)")
-        return self._server.address
-
-    @property
-    def url(self) -> str:
-        host, port = self.address
-        shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{port}"
-
-    def ready(self) -> bool:
-        return self._state is ComponentState.RUNNING
-
-    async def __aenter__(self) -> Self:
-        if self._state is not ComponentState.UNOPENED:
-            raise EdgeError(f"the metrics component runs once (state {self._state.value})")
-        self._state = ComponentState.RUNNING
-        if not self._enabled:
-            return self
-        self._unsubscribe = self._service.bus.subscribe("metrics", self.metrics.events.consume)
-        routes = {"/metrics": self._metrics, "/healthz": self._healthz, "/readyz": self._readyz}
-        server = HttpServer(self._host, self._port, routes, name="metrics")
-        try:
-            self._server = await server.__aenter__()
-        except BaseException:
-            await self.aclose()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._state is ComponentState.CLOSED:
-            return
-        self._state = ComponentState.CLOSED
-        if self._server is not None:
-            await self._server.aclose()
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-
-    def banner(self) -> list[str]:
-        if not self._enabled:
-            return ["metrics     disabled ([metrics] enabled = false)"]
-        if self._server is None:
-            return []
-        url = self.url
-        return [f"metrics     {url}/metrics (Prometheus); {url}/healthz, {url}/readyz"]
-
-    # -- handlers -----------------------------------------------------------------
-
-    async def _metrics(self, request: Request) -> Response:
-        body = await self.metrics.render()
-        return Response(HTTPStatus.OK, body, content_type=TEXT_CONTENT_TYPE)
-
-    async def _healthz(self, request: Request) -> Response:
-        if self.metrics.alive():
-            return Response.text(HTTPStatus.OK, "ok\n")
-        return Response.text(HTTPStatus.SERVICE_UNAVAILABLE, "not alive\n")
-
-    async def _readyz(self, request: Request) -> Response:
-        readiness = self.metrics.readiness()
-        status = HTTPStatus.OK if readiness.ready else HTTPStatus.SERVICE_UNAVAILABLE
-        return Response(status, readiness.as_json(), content_type="application/json")
-
-
-def component(service: LineService) -> MetricsComponent:
-    """The factory for ``LineService(config, components=[...])``."""
-    return MetricsComponent(service)

@@ -20,6 +20,7 @@ stop's time by stop id and the classification is applied when KPIs are computed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -36,6 +37,26 @@ def classify(length_s: float, category: ReasonCategory, micro_stop_s: float) -> 
     if category is ReasonCategory.PLANNED:
         return StopKind.PLANNED
     return StopKind.MICRO_STOP if length_s < micro_stop_s else StopKind.DOWNTIME
+
+
+@dataclass(frozen=True, slots=True)
+class StopRecord:
+    """A stop as a query reports it (the line display, the API): plain data.
+
+    ``end`` is None while the stop is open; ``duration_s`` and ``kind`` are then
+    as of the query. ``fault_code`` is the PLC's code when one came with the stop:
+    then the PLC's reason wins over an operator's (OEE.md §3).
+    """
+
+    stop_id: int
+    start: float
+    end: float | None
+    duration_s: float
+    kind: StopKind
+    reason: str
+    category: ReasonCategory
+    fault_code: int | None
+    operator_reason: str | None
 
 
 class Stop:
@@ -76,6 +97,19 @@ class Stop:
 
     def kind(self, now: float, micro_stop_s: float) -> StopKind:
         return classify(self.length(now), self.category, micro_stop_s)
+
+    def record(self, now: float, micro_stop_s: float) -> StopRecord:
+        return StopRecord(
+            self.id,
+            self.start,
+            self.end,
+            self.length(now),
+            self.kind(now, micro_stop_s),
+            self.reason,
+            self.category,
+            self.fault_code,
+            self.operator_reason,
+        )
 
     def to_data(self) -> dict[str, Any]:
         return {

@@ -51,7 +51,7 @@ SPC
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +113,52 @@ class StationStatus:
     limits: dict[str, dict[str, Any] | None]  # characteristic -> limits (None while warming up)
     capability: dict[str, dict[str, Any]]  # characteristic -> recent capability
     active_alarms: tuple[Alarm, ...]
+
+
+PLOTTED_POINTS = 100  # points each chart keeps for the line display (and its snapshot)
+
+
+@dataclass(frozen=True, slots=True)
+class PlottedPoint:
+    """One point of a characteristic's chart as plotted: a value (I-MR) or a subgroup
+    mean (X̄-R) with its range, and the rules it broke (``x``: rule numbers on the
+    X chart; ``range_out``: the range beyond its limits)."""
+
+    index: int  # the chart's point number, from 1
+    ts: float
+    value: float
+    range: float | None
+    rules: tuple[int, ...]
+    range_out: bool
+
+    def as_list(self) -> list[Any]:
+        return [self.index, self.ts, self.value, self.range, list(self.rules), self.range_out]
+
+    @classmethod
+    def from_list(cls, data: list[Any]) -> PlottedPoint:
+        index, ts, value, spread, rules, range_out = data
+        return cls(
+            int(index),
+            float(ts),
+            float(value),
+            None if spread is None else float(spread),
+            tuple(int(r) for r in rules),
+            bool(range_out),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChartView:
+    """A characteristic's chart for display: its limits (None while warming up), the
+    specification limits and the last :data:`PLOTTED_POINTS` points, oldest first."""
+
+    characteristic: str
+    unit: str
+    subgroup_size: int
+    limits: dict[str, Any] | None
+    lsl: float | None
+    usl: float | None
+    points: tuple[PlottedPoint, ...]
 
 
 class _Tally:
@@ -230,6 +276,9 @@ class QualityStationCore:
         self._active: dict[tuple[str, str, int], str] = {}  # (characteristic, chart, rule) -> id
         self._alarm_seq = 0
         self._events: list[QualityEvent] = []
+        self._plotted: dict[str, deque[PlottedPoint]] = {
+            name: deque(maxlen=PLOTTED_POINTS) for name in self._charts
+        }
 
     @staticmethod
     def _new_chart(spec: CharacteristicParams) -> Chart:
@@ -480,6 +529,17 @@ class QualityStationCore:
     def _measure(self, name: str, value: float, ts: float) -> None:
         chart = self._charts[name]
         point, hits, limits_set = chart.add(value)
+        if point is not None:
+            self._plotted[name].append(
+                PlottedPoint(
+                    chart.points,
+                    ts,
+                    point.value,
+                    point.range,
+                    tuple(h.rule for h in hits if h.chart == "x"),
+                    any(h.chart == "range" for h in hits),
+                )
+            )
         order_stats = self._stats.setdefault(self.order_id or NO_ORDER, {})
         stats = order_stats.get(name)
         if stats is None:
@@ -588,6 +648,24 @@ class QualityStationCore:
             active_alarms=self.active_alarms,
         )
 
+    def charts(self) -> list[ChartView]:
+        """Every characteristic's chart, in config order."""
+        views = []
+        for name, chart in self._charts.items():
+            spec = self._specs[name]
+            views.append(
+                ChartView(
+                    name,
+                    spec.unit,
+                    chart.subgroup_size,
+                    chart.limits.as_dict() if chart.limits is not None else None,
+                    spec.lsl,
+                    spec.usl,
+                    tuple(self._plotted[name]),
+                )
+            )
+        return views
+
     def order_quality(self, order_id: str) -> dict[str, Any]:
         """This station's part of an order's quality summary (plain data)."""
         tally = self._orders.get(order_id) or _Tally()
@@ -654,6 +732,7 @@ class QualityStationCore:
             "charts": {name: chart.snapshot() for name, chart in self._charts.items()},
             "alarms": [a.as_dict() for a in self._alarms.values()],
             "alarm_seq": self._alarm_seq,
+            "plotted": {name: [p.as_list() for p in q] for name, q in self._plotted.items()},
         }
 
     @classmethod
@@ -679,4 +758,7 @@ class QualityStationCore:
             if not alarm.acknowledged:
                 core._active[(alarm.characteristic, alarm.chart, alarm.rule)] = alarm.alarm_id
         core._alarm_seq = int(data.get("alarm_seq", 0))
+        for name, points in data.get("plotted", {}).items():
+            if name in core._plotted:
+                core._plotted[name].extend(PlottedPoint.from_list(p) for p in points)
         return core

@@ -63,6 +63,7 @@ def _registry() -> dict[str, Benchmark]:
     from edge.bench import (  # noqa: PLC0415
         actor_pipeline,
         core,
+        ingest,
         live_line,
         mqtt,
         opcua,
@@ -80,6 +81,7 @@ def _registry() -> dict[str, Benchmark]:
         "opcua": opcua.run,
         "outbox": outbox.run,
         "mqtt": mqtt.run,
+        "ingest": ingest.run,
         "wire": wire.run,
     }
 

@@ -50,10 +50,11 @@ class Ports:
     simulator: int
     metrics: int
     opcua: int
+    web: int
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(free_port(), free_port(), free_port())
+        return cls(free_port(), free_port(), free_port(), free_port())
 
 
 def line_toml(
@@ -118,6 +119,10 @@ def line_toml(
         enabled = true
         host = "127.0.0.1"
         port = {ports.metrics}
+        [web]
+        enabled = true
+        host = "127.0.0.1"
+        port = {ports.web}
         [storage]
         state_dir = "{STATE_DIR}"
         """

@@ -35,3 +35,4 @@ from edge.config.qmib import QmibConfig
 from edge.config.simulator import SimulatorConfig
 from edge.config.stations import QualityStationConfig
 from edge.config.storage import OutboxConfig, StorageConfig
+from edge.config.web import WebConfig

@@ -19,6 +19,7 @@ from edge.config.schema import Identifier, Reader
 from edge.config.simulator import SimulatorConfig
 from edge.config.stations import QualityStationConfig
 from edge.config.storage import OutboxConfig, StorageConfig
+from edge.config.web import WebConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUILTIN_PLC_MAPS = PROJECT_ROOT / "plc_maps"
@@ -52,6 +53,7 @@ class LineConfig:
     opcua: OpcUaServerConfig = field(default_factory=OpcUaServerConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     qmib: QmibConfig = field(default_factory=QmibConfig)
     storage: StorageConfig = field(default_factory=lambda: StorageConfig(Path("var")))
     outbox: OutboxConfig = field(default_factory=lambda: OutboxConfig(Path("var/outbox.db")))

@@ -20,11 +20,13 @@ from edge.config.schema import Reader
 from edge.config.simulator import SimulatorConfig
 from edge.config.stations import read_stations
 from edge.config.storage import read_outbox, read_storage
+from edge.config.web import read_web
 from edge.errors import ConfigError, Problem
 from edge.secrets import SecretReader
 
 _SECTIONS = {"line", "calendar", "machines", "plcs", "simulator", "opcua", "mqtt", "metrics"}
 _SECTIONS |= {"qmib", "storage", "outbox", "logging", "plc_map_dirs", "quality_stations", "orders"}
+_SECTIONS |= {"web"}
 
 
 def parse_config(
@@ -56,6 +58,7 @@ def parse_config(
         opcua=read_opcua(reader, doc),
         mqtt=read_mqtt(reader, doc),
         metrics=_plain(reader, MetricsConfig, doc, "metrics"),
+        web=read_web(reader, doc),
         qmib=read_qmib(reader, doc),
         storage=storage,
         outbox=read_outbox(reader, doc, storage),

@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from actors.oee.params import LossBucket, MachineParams, Reason, ReasonCategory, StateSource
+from actors.oee.params import (
+    DEFAULT_MAX_RATE_FACTOR,
+    LossBucket,
+    MachineParams,
+    Reason,
+    ReasonCategory,
+    StateSource,
+)
 from edge.config.plcs import Plcs, read_plc_map
 from edge.config.schema import (
     REQUIRED,
@@ -24,6 +31,8 @@ if TYPE_CHECKING:
 UnitId = Annotated[int, between(0, 255)]
 AddressOffset = Annotated[int, between(0, 65535)]
 CounterBits = Literal[16, 32, 64]
+YearOfConstruction = Annotated[int, between(1900, 2200)]
+RateFactor = Annotated[float, between(1.0, 1000.0)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +44,12 @@ class MachineConfig:
     plc_map: str | None = None
     unit_id: int = 1
     address_offset: int = 0
+    # Identification on the OPC UA server (OPC 40001-1 Machinery); empty: not given.
+    manufacturer: str = ""
+    model: str = ""
+    serial_number: str = ""
+    product_instance_uri: str = ""  # empty: <namespace_uri>:<machine id>
+    year_of_construction: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +68,19 @@ class MachineEntry:
     stop_after_s: Annotated[float, Positive] | None = None  # None: 5 x ideal cycle
     micro_stop_bucket: LossBucket = LossBucket.PERFORMANCE
     counter_bits: CounterBits | None = None  # None: the plc_map's, else 32
+    # A counter step beyond this x the ideal rate is capped (actors.oee.counters).
+    max_rate_factor: RateFactor = DEFAULT_MAX_RATE_FACTOR
     state_source: StateSource | None = None
     reasons: tuple[ReasonEntry, ...] = ()
     plc: str | None = None
     plc_map: Annotated[str, NonEmpty] | None = None
     unit_id: UnitId = 1
     address_offset: AddressOffset = 0
+    manufacturer: str = ""
+    model: str = ""
+    serial_number: str = ""
+    product_instance_uri: str = ""
+    year_of_construction: YearOfConstruction | None = None
 
 
 def unknown_reference(reader: Reader, path: str, what: str, name: str, known: set[str]) -> None:
@@ -130,9 +152,23 @@ def read_machines(
             counter_bits=entry.counter_bits or bits or 32,
             reasons=reasons,
             state_source=entry.state_source,
+            max_rate_factor=entry.max_rate_factor,
         )
         name, plc_id, offset = entry.name or entry.id, entry.plc, entry.address_offset
-        config = MachineConfig(entry.id, name, params, plc_id, entry.plc_map, entry.unit_id, offset)
+        config = MachineConfig(
+            entry.id,
+            name,
+            params,
+            plc_id,
+            entry.plc_map,
+            entry.unit_id,
+            offset,
+            manufacturer=entry.manufacturer,
+            model=entry.model,
+            serial_number=entry.serial_number,
+            product_instance_uri=entry.product_instance_uri,
+            year_of_construction=entry.year_of_construction,
+        )
         machines.configs.append(config)
         if plc_map:
             machines.maps[entry.id] = plc_map

@@ -72,6 +72,10 @@ class MqttConfig:
     batch_max_delay_s: Seconds = 0.2
     batch_max_bytes: Annotated[int, between(1024, 256 * 1024 * 1024)] = 1_048_576
     inflight_batches: Annotated[int, between(1, 64)] = 4
+    # True: a batch the broker acknowledges with "no matching subscribers" (MQTT 5) is
+    # published again until a subscriber takes it, instead of being dropped there
+    # (mosquitto 2.0 forgets shared subscriptions when it restarts).
+    require_subscriber: bool = False
     kpi_interval_s: Annotated[float, NonNegative] = 10.0  # 0: no retained KPI snapshots
     commands_enabled: bool = True
     command_max_bytes: Annotated[int, between(256, 16 * 1024 * 1024)] = 65_536

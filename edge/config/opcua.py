@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,11 +46,16 @@ Modes = Annotated[tuple[Annotated[str, one_of(*OPCUA_SECURITY_MODES)], ...], _TW
 
 @dataclass(frozen=True, slots=True)
 class OpcUaUser:
-    """A user of the line's OPC UA server; ``roles`` decide which methods it may call."""
+    """A user of the line: of its OPC UA server and of the line display (edge.web).
+
+    ``roles`` decide which commands it may give (``[opcua.method_roles]``, the same
+    rule for both, edge.access); ``pin`` is a short secret for the line display only.
+    """
 
     name: Annotated[str, NonEmpty]
     password: Annotated[Secret, NonEmpty]
     roles: Roles
+    pin: Secret | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +81,24 @@ def read_opcua(reader: Reader, doc: dict[str, Any]) -> OpcUaServerConfig:
     table = dict(reader.table(doc, "opcua"))
     roles = reader.table(table, "method_roles", "opcua")
     table.pop("method_roles", None)
+    # The users log in on the line display too: their secrets are read when either is on.
+    web = doc.get("web", {})
+    display = not isinstance(web, dict) or web.get("enabled", True) is True
     config = reader.section(
-        OpcUaServerConfig, table, "opcua", read_secrets=table.get("enabled", True) is True
+        OpcUaServerConfig,
+        table,
+        "opcua",
+        read_secrets=table.get("enabled", True) is True or display,
     )
     config = config or OpcUaServerConfig()
     if config.enabled and not config.security_none and config.security_policies == ():
         reader.problem(
             "opcua.security_policies", "no endpoint left: list a policy or set security_none = true"
         )
+    for index, user in enumerate(config.users):
+        pin = user.pin
+        if pin is not None and pin.is_read and not re.fullmatch(r"[0-9]{4,12}", pin.reveal()):
+            reader.problem(f"opcua.users[{index}].pin", "must be 4 to 12 digits")
     users = table.get("users")
     names = [user.get("name") if isinstance(user, dict) else None for user in users or []]
     for index, name in enumerate(names if isinstance(users, list) else []):

@@ -9,7 +9,9 @@ on a later connection behind our back: resends are ours, with their batch id).
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -27,6 +29,7 @@ __all__ = [
     "is_protocol_refusal",
     "new_client",
     "tls_context_of",
+    "unrouted_counter",
 ]
 
 ProtocolVersion = aiomqtt.ProtocolVersion
@@ -122,6 +125,31 @@ def new_client(
         tls_context=settings.tls,
         properties=properties,
     )
+
+
+# MQTT 5 PUBACK reason code 0x10: the broker took the message but nobody subscribed to it.
+NO_MATCHING_SUBSCRIBERS = 0x10
+
+
+def unrouted_counter(client: aiomqtt.Client) -> Callable[[], int]:
+    """A function returning how many PUBACKs on ``client`` said "no matching subscribers".
+
+    aiomqtt hides PUBACK reason codes, so this wraps the ``on_publish`` callback of
+    the paho client it owns (set in its constructor) and passes every call on.
+    """
+    paho = client._client
+    original = paho.on_publish
+    count = [0]
+
+    def on_publish(*args: Any) -> None:
+        reason = args[3] if len(args) > 3 else None
+        if getattr(reason, "value", reason) == NO_MATCHING_SUBSCRIBERS:
+            count[0] += 1
+        if original is not None:
+            original(*args)
+
+    paho.on_publish = on_publish
+    return lambda: count[0]
 
 
 def is_protocol_refusal(exc: BaseException) -> bool:

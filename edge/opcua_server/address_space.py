@@ -1,5 +1,13 @@
-"""Builds the address space: ObjectTypes from :mod:`edge.opcua_server.model`, then
-instances of them under stable string NodeIds.
+"""Builds the address space: ObjectTypes from :mod:`edge.opcua_server.model` in the
+fixed types namespace, then instances of them (and of standard and companion
+types, :mod:`edge.opcua_server.instances`) in the line's namespace under stable
+string NodeIds.
+
+A member's BrowseName is in the types namespace on the type and on every
+instance, so a browse path made for one line's MachineType works on every line;
+the NodeIds of instances are the line's. Variables with a unit are
+AnalogUnitType (OPC UA Part 8) with EngineeringUnits and, where the range is
+known, EURange; a range without a unit makes an AnalogItemType.
 
 Each subtree is declared as node specs and loaded in one go by
 :class:`edge.opcua_server.bulk.NodeLoader`; asyncua's own type instantiation and
@@ -8,7 +16,9 @@ its AddNodes service take seconds for the same tree (see that module).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +28,7 @@ from asyncua.common.node import Node
 from asyncua.server.server import Server
 
 from edge.opcua_server.bulk import NodeLoader, NodeSpec, ReferenceSpec
+from edge.opcua_server.instances import MANDATORY, Declaration, Declarations
 from edge.opcua_server.model import (
     OBJECT_TYPES,
     Member,
@@ -74,10 +85,33 @@ _READ_ONLY_ARRAY: _Attributes = (
 )
 
 
+@functools.cache
+def _units_variant(unit: str) -> ua.Variant:
+    """One Variant per unit: the loader shares constant values by their Variant."""
+    return ua.Variant(eu_information(unit), ua.VariantType.ExtensionObject)
+
+
+@functools.cache
+def _range_variant(low: float, high: float) -> ua.Variant:
+    return ua.Variant(ua.Range(low, high), ua.VariantType.ExtensionObject)
+
+
+@functools.cache
 def _description(text: str) -> _Attributes:
     if not text:
         return ()
     return ((AttributeIds.Description, ua.Variant(ua.LocalizedText(text))),)
+
+
+@functools.cache
+def _notifier(subscribe: bool) -> tuple[AttributeIds, ua.Variant]:
+    notifier = ua.EventNotifier.SubscribeToEvents.mask if subscribe else 0
+    return (AttributeIds.EventNotifier, ua.Variant(notifier, ua.VariantType.Byte))
+
+
+@functools.cache
+def _data_type(vtype: ua.VariantType) -> tuple[AttributeIds, ua.Variant]:
+    return (AttributeIds.DataType, ua.Variant(numeric(vtype.value)))
 
 
 class _Batch:
@@ -90,8 +124,9 @@ class _Batch:
     node does not have gets BadAttributeIdInvalid (Part 4 §5.10.2).
     """
 
-    def __init__(self, idx: int) -> None:
-        self.idx = idx
+    def __init__(self, idx: int, names: int | None = None) -> None:
+        self.idx = idx  # of NodeIds
+        self.names = idx if names is None else names  # of member BrowseNames
         self.nodes: list[NodeSpec] = []
         self.references: list[ReferenceSpec] = []
 
@@ -108,22 +143,20 @@ class _Batch:
         reference: int = ObjectIds.HasComponent,
         description: str = "",
         event_notifier: bool = False,
+        member: bool = False,
     ) -> ua.NodeId:
+        """``member``: a type's member (its BrowseName in the types namespace)."""
         created = self.node_id(node_id)
-        notifier = ua.EventNotifier.SubscribeToEvents.mask if event_notifier else 0
         self.nodes.append(
             NodeSpec(
                 node_id=created,
-                browse_name=ua.QualifiedName(name, self.idx),
+                browse_name=ua.QualifiedName(name, self.names if member else self.idx),
                 node_class=ua.NodeClass.Object,
                 parent=parent,
                 reference_type=numeric(reference),
                 type_definition=type_id,
                 display_name=name,
-                attributes=(
-                    *_description(description),
-                    (AttributeIds.EventNotifier, ua.Variant(notifier, ua.VariantType.Byte)),
-                ),
+                attributes=(*_description(description), _notifier(event_notifier)),
             )
         )
         return created
@@ -154,52 +187,65 @@ class _Batch:
         parent: ua.NodeId,
         *,
         reference: int = ObjectIds.HasComponent,
-        minimum: float | None = None,
-        maximum: float | None = None,
+        member: bool = True,
+        declaration: bool = False,
     ) -> VarHandle:
+        """``member``: a type's member (BrowseName in the types namespace);
+        ``declaration``: on the type itself (its properties are Mandatory too)."""
         handle = VarHandle(self.node_id(node_id), var.vtype, var.array)
         value = ua.Variant(default_value(var.vtype, var.array), var.vtype, is_array=var.array)
+        if var.unit:
+            type_definition = ObjectIds.AnalogUnitType
+        elif var.range is not None:
+            type_definition = ObjectIds.AnalogItemType
+        else:
+            type_definition = ObjectIds.BaseDataVariableType
         self.nodes.append(
             NodeSpec(
                 node_id=handle.node_id,
-                browse_name=ua.QualifiedName(var.name, self.idx),
+                browse_name=ua.QualifiedName(var.name, self.names if member else self.idx),
                 node_class=ua.NodeClass.Variable,
                 parent=parent,
                 reference_type=numeric(reference),
-                type_definition=numeric(ObjectIds.BaseDataVariableType),
+                type_definition=numeric(type_definition),
                 display_name=var.name,
                 attributes=(
                     *_description(var.description),
                     (AttributeIds.Value, value),
-                    (AttributeIds.DataType, ua.Variant(numeric(var.vtype.value))),
+                    _data_type(var.vtype),
                     *(_READ_ONLY_ARRAY if var.array else _READ_ONLY_VARIABLE),
                 ),
             )
         )
         if var.unit:
-            self._add_property(
+            unit = self._add_property(
                 f"{node_id}.EngineeringUnits",
                 "EngineeringUnits",
                 handle.node_id,
                 numeric(ObjectIds.EUInformation),
-                ua.Variant(eu_information(var.unit), ua.VariantType.ExtensionObject),
+                _units_variant(var.unit),
             )
-        if minimum is not None and maximum is not None:
-            self._add_property(
+            if declaration:
+                self.mandatory(unit)
+        if var.range is not None:
+            limits = self._add_property(
                 f"{node_id}.EURange",
                 "EURange",
                 handle.node_id,
                 numeric(ObjectIds.Range),
-                ua.Variant(ua.Range(minimum, maximum), ua.VariantType.ExtensionObject),
+                _range_variant(*var.range),
             )
+            if declaration:
+                self.mandatory(limits)
         return handle
 
     def _add_property(
         self, node_id: str, name: str, parent: ua.NodeId, data_type: ua.NodeId, value: ua.Variant
-    ) -> None:
+    ) -> ua.NodeId:
+        created = self.node_id(node_id)
         self.nodes.append(
             NodeSpec(
-                node_id=self.node_id(node_id),
+                node_id=created,
                 # Standard property names live in namespace 0 (clients look them up by name).
                 browse_name=ua.QualifiedName(name, 0),
                 node_class=ua.NodeClass.Variable,
@@ -212,8 +258,79 @@ class _Batch:
                     (AttributeIds.DataType, ua.Variant(data_type)),
                     *_READ_ONLY_VARIABLE,
                 ),
+                constant=True,
             )
         )
+        return created
+
+    def add_declared(
+        self,
+        node_id: str,
+        name: ua.QualifiedName,
+        parent: ua.NodeId,
+        type_id: ua.NodeId,
+        members: Sequence[Declaration],
+        *,
+        reference: int,
+        handles: Callable[[str, VarHandle], None] | None,
+    ) -> ua.NodeId:
+        """An object of a standard or companion type with its members' nodes, each
+        variable's handle given to ``handles`` (None: declarations on one of our
+        types, each Mandatory)."""
+        created = self.node_id(node_id)
+        self.nodes.append(
+            NodeSpec(
+                node_id=created,
+                browse_name=name,
+                node_class=ua.NodeClass.Object,
+                parent=parent,
+                reference_type=numeric(reference),
+                type_definition=type_id,
+                display_name=str(name.Name),
+                attributes=(_notifier(False),),
+            )
+        )
+        self._declared(node_id, created, members, handles)
+        return created
+
+    def _declared(
+        self,
+        text: str,
+        parent: ua.NodeId,
+        members: Sequence[Declaration],
+        handles: Callable[[str, VarHandle], None] | None,
+    ) -> None:
+        for member in members:
+            if member.node_class is ua.NodeClass.Method:
+                # The type's method node itself (see edge.opcua_server.instances).
+                self.references.append(
+                    ReferenceSpec(parent, member.reference_type, member.declaration)
+                )
+                continue
+            child_text = f"{text}.{member.name}"
+            child = self.node_id(child_text)
+            attributes = list(member.attributes)
+            if member.node_class is ua.NodeClass.Variable:
+                attributes.append((AttributeIds.Value, member.value or ua.Variant(None)))
+            self.nodes.append(
+                NodeSpec(
+                    node_id=child,
+                    browse_name=member.browse_name,
+                    node_class=member.node_class,
+                    parent=parent,
+                    reference_type=member.reference_type,
+                    type_definition=member.type_definition,
+                    display_name=member.name,
+                    attributes=tuple(attributes),
+                )
+            )
+            if handles is None:
+                self.mandatory(child)
+            elif member.node_class is ua.NodeClass.Variable:
+                rank = dict(member.attributes).get(AttributeIds.ValueRank)
+                array = rank is not None and isinstance(rank.Value, int) and rank.Value >= 1
+                handles(child_text, VarHandle(child, member.vtype, array))
+            self._declared(child_text, child, member.children, handles)
 
     def mandatory(self, node_id: ua.NodeId) -> None:
         self.references.append(
@@ -226,20 +343,56 @@ class _Batch:
 
 
 class AddressSpace:
-    """The namespace's nodes and the handles live values are written through."""
+    """The line's nodes and the handles live values are written through.
 
-    def __init__(self, server: Server, idx: int, loader: NodeLoader | None = None) -> None:
+    ``idx``: the line's namespace (instance NodeIds); ``types_idx``: the fixed
+    types namespace (ObjectTypes and the BrowseNames of their members); the same
+    one when not given (a test's single namespace).
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        idx: int,
+        loader: NodeLoader | None = None,
+        *,
+        types_idx: int | None = None,
+    ) -> None:
         self.server = server
         self.idx = idx
+        self.types_idx = idx if types_idx is None else types_idx
         self.handles: dict[str, VarHandle] = {}
+        self._recorders: list[dict[str, VarHandle]] = []
         self.type_ids: dict[str, ua.NodeId] = {}
         self._loader = loader or NodeLoader(server.iserver.aspace)
+        self.declarations = Declarations(server.iserver.aspace)
 
     def node_id(self, text: str) -> ua.NodeId:
         return string(text, self.idx)
 
+    def type_node(self, text: str) -> ua.NodeId:
+        return string(text, self.types_idx)
+
     def handle(self, text: str) -> VarHandle:
         return self.handles[text]
+
+    def _keep(self, text: str, handle: VarHandle) -> None:
+        self.handles[text] = handle
+        for recorded in self._recorders:
+            recorded[text] = handle
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[dict[str, VarHandle]]:
+        """The handles added while the block runs (one object's, without scanning all)."""
+        recorded: dict[str, VarHandle] = {}
+        self._recorders.append(recorded)
+        try:
+            yield recorded
+        finally:
+            self._recorders.remove(recorded)
+
+    def _batch(self) -> _Batch:
+        return _Batch(self.idx, self.types_idx)
 
     async def _send(self, batch: _Batch) -> None:
         self._loader.add(batch.nodes, batch.references)
@@ -248,19 +401,19 @@ class AddressSpace:
 
     async def build_types(self) -> None:
         """Every ObjectType of the model, members marked Mandatory."""
-        batch = _Batch(self.idx)
+        batch = _Batch(self.types_idx)
         for type_name, (description, _members) in OBJECT_TYPES.items():
             self.type_ids[type_name] = batch.add_object_type(
                 type_node_id(type_name), type_name, description
             )
         await self._send(batch)
         for type_name, (_description, members) in OBJECT_TYPES.items():
-            batch = _Batch(self.idx)
+            batch = _Batch(self.types_idx)
             type_id = self.type_ids[type_name]
             for member in members:
                 if isinstance(member, Var):
                     handle = batch.add_variable(
-                        type_node_id(type_name, member.name), member, type_id
+                        type_node_id(type_name, member.name), member, type_id, declaration=True
                     )
                     batch.mandatory(handle.node_id)
                 elif isinstance(member, Obj):
@@ -270,6 +423,7 @@ class AddressSpace:
                         type_id,
                         type_id=self._type_of(member),
                         description=member.description,
+                        member=True,
                     )
                     batch.mandatory(child)
             await self._send(batch)
@@ -279,12 +433,45 @@ class AddressSpace:
             return numeric(ObjectIds.FolderType)
         return self.type_ids[member.type_name]
 
+    async def declare(
+        self,
+        type_name: str,
+        type_id: ua.NodeId,
+        name: ua.QualifiedName,
+        *,
+        reference: int = ObjectIds.HasComponent,
+        optional: Iterable[str] = (),
+        rule: ua.NodeId = MANDATORY,
+        under: str | None = None,
+    ) -> None:
+        """A member of one of the model's types that is an instance of a standard or
+        companion ``type_id`` (an alarm, the Machinery identification), with its
+        own members, as an InstanceDeclaration with the modelling ``rule``;
+        ``under``: below an earlier such member (its NodeId path in the type)."""
+        batch = _Batch(self.types_idx)
+        path = (under, str(name.Name)) if under else (str(name.Name),)
+        text = type_node_id(type_name, *path)
+        owner = (
+            self.type_node(type_node_id(type_name, under)) if under else self.type_ids[type_name]
+        )
+        created = batch.add_declared(
+            text,
+            name,
+            owner,
+            type_id,
+            self.declarations.of(type_id, optional),
+            reference=reference,
+            handles=None,
+        )
+        batch.references.append(ReferenceSpec(created, numeric(ObjectIds.HasModellingRule), rule))
+        await self._send(batch)
+
     # ------------------------------------------------------------------ instances
 
     async def add_folder(
         self, node_id: str, name: str, parent: ua.NodeId, description: str = ""
     ) -> ua.NodeId:
-        batch = _Batch(self.idx)
+        batch = self._batch()
         created = batch.add_object(
             node_id,
             name,
@@ -308,7 +495,7 @@ class AddressSpace:
         variables: Iterable[Var] = (),
     ) -> ua.NodeId:
         """A plain object (BaseObjectType) with variables of its own."""
-        batch = _Batch(self.idx)
+        batch = self._batch()
         created = batch.add_object(
             node_id,
             name,
@@ -320,7 +507,7 @@ class AddressSpace:
         )
         for var in variables:
             text = f"{node_id}.{var.name}"
-            self.handles[text] = batch.add_variable(text, var, created)
+            self._keep(text, batch.add_variable(text, var, created, member=False))
         await self._send(batch)
         return created
 
@@ -336,7 +523,7 @@ class AddressSpace:
     ) -> ua.NodeId:
         """An instance of one of the model's ObjectTypes with all its members (methods
         excepted: they need callbacks, see :meth:`add_method`)."""
-        batch = _Batch(self.idx)
+        batch = self._batch()
         created = batch.add_object(
             node_id,
             name,
@@ -356,7 +543,7 @@ class AddressSpace:
         for member in members:
             text = f"{node_id}.{member.name}"
             if isinstance(member, Var):
-                self.handles[text] = batch.add_variable(text, member, parent)
+                self._keep(text, batch.add_variable(text, member, parent))
             elif isinstance(member, Obj):
                 child = batch.add_object(
                     text,
@@ -364,26 +551,56 @@ class AddressSpace:
                     parent,
                     type_id=self._type_of(member),
                     description=member.description,
+                    member=True,
                 )
                 if member.type_name is not None:
                     self._add_members(batch, text, child, OBJECT_TYPES[member.type_name][1])
             elif isinstance(member, Method):
                 continue
 
+    async def add_declared(
+        self,
+        node_id: str,
+        name: ua.QualifiedName,
+        parent: ua.NodeId,
+        type_id: ua.NodeId,
+        *,
+        optional: Iterable[str] = (),
+        reference: int = ObjectIds.HasComponent,
+        extra: Sequence[ReferenceSpec] = (),
+    ) -> ua.NodeId:
+        """An instance of a standard or companion ObjectType (``type_id``) with its
+        InstanceDeclarations; each variable's handle under ``<node_id>.<path>``."""
+        batch = self._batch()
+        created = batch.add_declared(
+            node_id,
+            name,
+            parent,
+            type_id,
+            self.declarations.of(type_id, optional),
+            reference=reference,
+            handles=self._keep,
+        )
+        batch.references.extend(extra)
+        await self._send(batch)
+        return created
+
+    async def add_references(self, references: Sequence[ReferenceSpec]) -> None:
+        batch = self._batch()
+        batch.references.extend(references)
+        await self._send(batch)
+
     async def add_variables(
         self,
         parent_text: str,
-        variables: Iterable[tuple[Var, float | None, float | None]],
+        variables: Iterable[Var],
     ) -> None:
-        """Variables below an existing object (a machine's process values), with an
-        EURange where both limits are known."""
-        batch = _Batch(self.idx)
+        """Variables below an existing object (a machine's process values)."""
+        batch = self._batch()
         parent = self.node_id(parent_text)
-        for var, minimum, maximum in variables:
+        for var in variables:
             text = f"{parent_text}.{var.name}"
-            self.handles[text] = batch.add_variable(
-                text, var, parent, minimum=minimum, maximum=maximum
-            )
+            self._keep(text, batch.add_variable(text, var, parent, member=False))
         if batch.nodes:
             await self._send(batch)
 
@@ -399,9 +616,10 @@ class AddressSpace:
         description: str,
         mandatory: bool = False,
     ) -> Node:
+        """A method; on a type (``mandatory``) its NodeId is in the types namespace."""
         node: Node = await self.server.get_node(parent).add_method(
-            self.node_id(node_id),
-            ua.QualifiedName(name, self.idx),
+            self.type_node(node_id) if mandatory else self.node_id(node_id),
+            ua.QualifiedName(name, self.types_idx),
             callback,
             list(inputs),
             list(outputs),

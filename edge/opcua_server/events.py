@@ -4,7 +4,8 @@ objects, and an audit event for every method call.
 Each event is raised on its machine object and on the Server object, so a client
 watching one machine and a SCADA alarm list watching the whole server (the usual
 setup) both see it. Event types are subtypes of BaseEventType with stable
-string NodeIds (``Types.StopEventType``), so event filters survive restarts.
+string NodeIds in the fixed types namespace (``StopEventType``), so event filters
+survive restarts and work on every line.
 
 - MachineStateChangedEventType: every state change; severity 100 running,
   300 stopped, 500 unknown.
@@ -131,7 +132,10 @@ class EventEmitter:
         self._audit.event.data_types["ActionTimeStamp"] = Vt.DateTime
 
     async def _generator(self, type_name: str, emitting: ua.NodeId) -> EventGenerator:
-        event = copy.deepcopy(self._templates[type_name])
+        # A shallow copy: a generator rebinds fields (setattr), never mutates the
+        # template's values in place; only the field table is its own.
+        event = copy.copy(self._templates[type_name])
+        event.data_types = dict(event.data_types)
         return await self._server.get_event_generator(event, emitting)
 
     async def add_machine(self, machine_id: str, node_id: ua.NodeId) -> None:

@@ -33,17 +33,31 @@ from actors.oee.events import (
     PiecesCounted,
     StateChanged,
     StopEnded,
+    StopReasonChanged,
     StopStarted,
 )
 from actors.oee.kpi import KpiRecord
+from actors.oee.params import Reason, ReasonCategory
 from actors.oee.state import MachineState, packml_state_name
 from edge.opcua_server.address_space import VarHandle
+from edge.opcua_server.alarms import AlarmBook, Condition
+from edge.opcua_server.companions import (
+    IDENTIFICATION,
+    ITEM_STATE,
+    PACKML,
+    Companions,
+    Identification,
+)
 from edge.opcua_server.model import OEE_WINDOW_MEMBERS, Var, Vt
 from edge.opcua_server.uaids import StatusCodes, ua_time
 from edge.opcua_server.writer import GOOD, LiveValueWriter
 from edge.plc.maps import DataType, PlcMap, SignalDef
 
-NO_VALUE = StatusCodes.BadNoData  # a ratio with a zero denominator (OEE.md §6: null)
+# No window yet (no shift closed since the edge has known the machine): every member.
+NO_WINDOW = StatusCodes.BadWaitingForInitialData
+# A ratio with a zero denominator inside a window (OEE.md §6: null, never 0 or 1): a
+# Good NaN - the window exists and its ratio is simply undefined.
+UNDEFINED = float("nan")
 UNCERTAIN_LAST = StatusCodes.UncertainLastUsableValue
 BAD_COMMUNICATION = StatusCodes.BadCommunicationError
 
@@ -79,10 +93,16 @@ _QUALITY = {
 
 
 def process_variable(signal: SignalDef) -> Var:
-    """A process value's variable: a scaled value is a Double, else the PLC's type."""
+    """A process value's variable: a scaled value is a Double, else the PLC's type; an
+    EURange where the plc_map gives both limits."""
     vtype = Vt.Double if signal.is_scaled else _VARIANT[signal.data_type]
     description = signal.description or f"Process value {signal.name} from the PLC"
-    return Var(signal.name, vtype, description, signal.unit)
+    limits = (
+        (float(signal.minimum), float(signal.maximum))
+        if signal.minimum is not None and signal.maximum is not None
+        else None
+    )
+    return Var(signal.name, vtype, description, signal.unit, range=limits)
 
 
 def _coerce(vtype: ua.VariantType, value: object) -> object | None:
@@ -103,9 +123,7 @@ def _coerce(vtype: ua.VariantType, value: object) -> object | None:
 def window_values(kpis: KpiRecord | None) -> dict[str, tuple[object, int]]:
     """``OeeWindowType`` member name -> (value, status) for a KpiRecord (None: no window)."""
     if kpis is None:
-        return {m.name: (None, NO_VALUE) for m in OEE_WINDOW_MEMBERS if isinstance(m, Var)} | {
-            "Name": ("", GOOD)
-        }
+        return {m.name: (None, NO_WINDOW) for m in OEE_WINDOW_MEMBERS if isinstance(m, Var)}
     values: dict[str, object] = {
         "Name": kpis.name,
         "Start": ua_time(kpis.start),
@@ -131,8 +149,7 @@ def window_values(kpis: KpiRecord | None) -> dict[str, tuple[object, int]]:
         "MTTR": kpis.mttr_s,
     }
     return {
-        name: (value, GOOD) if value is not None else (None, NO_VALUE)
-        for name, value in values.items()
+        name: (value if value is not None else UNDEFINED, GOOD) for name, value in values.items()
     }
 
 
@@ -163,6 +180,15 @@ class _OrderTally:
         return reject, 0, reject
 
 
+@dataclass(frozen=True, slots=True)
+class MachineAlarms:
+    """A machine's conditions (see :mod:`edge.opcua_server.alarms`)."""
+
+    book: AlarmBook
+    fault: Condition | None  # None: its plc_map maps no fault code
+    plc_link: Condition | None  # None: no PLC
+
+
 class MachineView:
     """The variables of one machine object (``<line>.<machine>.*``)."""
 
@@ -173,8 +199,17 @@ class MachineView:
         handles: Mapping[str, VarHandle],
         writer: LiveValueWriter,
         plc_map: PlcMap | None,
+        *,
+        companions: Companions | None = None,
+        alarms: MachineAlarms | None = None,
+        reasons: Iterable[Reason] = (),
     ) -> None:
         self.machine_id = machine_id
+        self._companions = companions
+        self._alarms = alarms
+        self._reasons = {r.code: r for r in reasons if r.code is not None}
+        self._state = MachineState.UNKNOWN
+        self._stop_category = ReasonCategory.UNPLANNED
         self.prefix = prefix
         self._writer = writer
         self._handles = {
@@ -199,7 +234,7 @@ class MachineView:
     # -- staging -------------------------------------------------------------------
 
     def _is_live(self, name: str) -> bool:
-        return name in _LIVE or name.startswith("ProcessValues.")
+        return name in _LIVE or name.startswith(("ProcessValues.", f"{PACKML}."))
 
     def stage(self, name: str, value: object, ts: float | None, status: int = GOOD) -> None:
         handle = self._handles.get(name)
@@ -237,6 +272,7 @@ class MachineView:
         else:
             self._link_up_at = None
             self.link_lost(ts)
+        self.link_alarm(not up, ts)
 
     def _unknown_since(self, ts: float) -> None:
         """The actor shows ``unknown`` since ``ts``: it is not watching the PLC (the
@@ -257,6 +293,17 @@ class MachineView:
             if self._is_live(name):
                 self._stage_degraded(name, handle)
 
+    def link_alarm(self, down: bool, ts: float) -> None:
+        """The PLC source's own word on its link (never an inference from the
+        actor's state, which is unknown after every start too): the PlcLinkAlarm."""
+        alarms = self._alarms
+        if alarms is None or alarms.plc_link is None:
+            return
+        message = (
+            f"{self.machine_id}: PLC link lost" if down else f"{self.machine_id}: PLC link is back"
+        )
+        alarms.book.set_active(alarms.plc_link, down, ts, message, None)
+
     def link_restored(self, ts: float) -> None:
         if self.down_since is None:
             self.stage("PlcLinkUp", True, ts)
@@ -273,6 +320,7 @@ class MachineView:
     def apply_status(self, status: MachineStatus, now: float) -> None:
         ts = status.event_time if status.event_time is not None else now
         self.stage("State", status.state.value, status.state_since or ts)
+        self._item_state(status.state, status.state_since or ts)
         if status.state_since is not None:
             self.stage("StateSince", ua_time(status.state_since), status.state_since)
         self.stage("StopReason", status.stop_reason or "", status.state_since or ts)
@@ -300,10 +348,17 @@ class MachineView:
                 self.link_restored(event.ts)
             self.stage("State", event.state.value, event.ts)
             self.stage("StateSince", ua_time(event.ts), event.ts)
+            self._item_state(event.state, event.ts)
         elif isinstance(event, StopStarted):
             self._stop_id = event.stop_id
+            self._stop_category = event.category
             self.stage("StopId", event.stop_id, event.ts)
             self.stage("StopReason", event.reason, event.ts)
+            self._item_state(self._state, event.ts)
+        elif isinstance(event, StopReasonChanged):
+            if event.stop_id == self._stop_id:
+                self._stop_category = event.category
+                self._item_state(self._state, event.ts)
         elif isinstance(event, StopEnded):
             if self._stop_id == event.stop_id:
                 self._stop_id = 0
@@ -311,13 +366,41 @@ class MachineView:
         elif isinstance(event, OrderWindowClosed) and event.order_id == self.current_order:
             self.set_current_order("", event.ts)
 
-    def initialize(self, name: str, ts: float) -> None:
-        """Values known before any data: the name, no order yet."""
+    def initialize(self, name: str, ts: float, identification: Identification) -> None:
+        """Values known before any data: the name, the make, no order yet."""
         self.stage("Name", name, None)
         self.stage("PackMLState", "", None)
         self.stage("CurrentOrder", "", ts)
         self.stage("Order.OrderId", "", ts)
         self._stage_order_counts(ts)
+        ident = f"{IDENTIFICATION}."
+        self.stage(f"{ident}Manufacturer", ua.LocalizedText(identification.manufacturer), None)
+        self.stage(f"{ident}SerialNumber", identification.serial_number, None)
+        self.stage(f"{ident}ProductInstanceUri", identification.product_instance_uri, None)
+        if identification.model:
+            self.stage(f"{ident}Model", ua.LocalizedText(identification.model), None)
+        if identification.year_of_construction is not None:
+            self.stage(f"{ident}YearOfConstruction", identification.year_of_construction, None)
+        if self._companions is not None:
+            for path, states in self._companions.available_states().items():
+                self.stage(path, states, None)
+        self._item_state(MachineState.UNKNOWN, ts)
+
+    def _item_state(self, state: MachineState, ts: float) -> None:
+        """Machinery's MachineryItemState from the engine's state (see companions)."""
+        self._state = state
+        if self._companions is None:
+            return
+        if state is MachineState.RUNNING:
+            name = "Executing"
+        elif state is MachineState.STOPPED:
+            planned = self._stop_category is ReasonCategory.PLANNED
+            name = "OutOfService" if planned else "NotExecuting"
+        else:
+            name = "NotAvailable"
+        state_id = self._companions.item_states[name]
+        self.stage(f"{ITEM_STATE}.CurrentState", ua.LocalizedText(name), ts)
+        self.stage(f"{ITEM_STATE}.CurrentState.Id", state_id, ts)
 
     def set_current_order(self, order_id: str, ts: float) -> None:
         if order_id == self.current_order:
@@ -347,7 +430,15 @@ class MachineView:
     def on_sample(self, sample: Sample) -> None:
         if sample.signal == "state":
             if isinstance(sample.value, int) and sample.quality is Quality.GOOD:
-                self.stage("PackMLState", packml_state_name(sample.value), sample.ts)
+                name = packml_state_name(sample.value)
+                self.stage("PackMLState", name, sample.ts)
+                if self._companions is not None:
+                    for path, text, state_id in self._companions.packml_values(name):
+                        self.stage(path, text, sample.ts)
+                        self.stage(f"{path}.Id", state_id, sample.ts)
+            return
+        if sample.signal == "fault_code":
+            self._fault(sample)
             return
         signal = self.process_signals.get(sample.signal)
         if signal is None:
@@ -361,3 +452,15 @@ class MachineView:
             self.stage(name, None, sample.ts, StatusCodes.BadTypeMismatch)
             return
         self.stage(name, value, sample.ts, _QUALITY[sample.quality])
+
+    def _fault(self, sample: Sample) -> None:
+        alarms = self._alarms
+        if alarms is None or alarms.fault is None:
+            return
+        code = sample.value
+        if sample.quality is not Quality.GOOD or not isinstance(code, int):
+            return
+        reason = self._reasons.get(code)
+        what = f"fault {code}: {reason.name}" if reason is not None else f"fault {code}"
+        message = f"{self.machine_id} {what}" if code else f"{self.machine_id}: fault cleared"
+        alarms.book.set_active(alarms.fault, code != 0, sample.ts, message, None)

@@ -15,7 +15,11 @@ caller's roles (BadUserAccessDenied; anonymous never calls a method), each
 argument's type (BadTypeMismatch) and value (BadInvalidArgument), then the line
 itself (a refused command: BadInvalidState; no order runtime:
 BadResourceUnavailable; no answer in time: BadTimeout). An argument's problem
-is also told in words in that argument's DiagnosticInfo (AdditionalInfo).
+and every refusal are also told in words: the call's DiagnosticInfo and the
+argument's, with the text in the response's StringTable, when the client asks
+for diagnostics (``RequestHeader.ReturnDiagnostics``; see
+:mod:`edge.opcua_server.sessions`). ``UserExecutable`` of each method node
+reads True only for a session whose user may call it.
 Nothing raises out of a method: an unexpected error answers BadInternalError and
 is logged.
 
@@ -34,13 +38,17 @@ from datetime import datetime
 from typing import Any, cast
 
 from asyncua import ua
+from asyncua.crypto.permission_rules import User
 
 from actors.machine import SetStopReason
-from edge.commands import CommandAudit, LineCommands, OrderInfo
+from edge.access import refusal
+from edge.commands import CommandAudit, LineCommands, OrderInfo, register_alarm_owner
 from edge.config import OpcUaServerConfig
 from edge.errors import CommandError, EdgeError
 from edge.event_bus import BusEvent
+from edge.opcua_server.alarms import AlarmBook, ConditionRefused
 from edge.opcua_server.security import Caller
+from edge.opcua_server.sessions import current_user, explain
 from edge.opcua_server.uaids import StatusCodes, numeric, status
 
 log = logging.getLogger("edge.opcua_server.methods")
@@ -118,8 +126,27 @@ METHODS: dict[str, MethodDef] = {
             "Acknowledge an alarm by its id (the AlarmId of the alarm event)",
             (Arg("AlarmId", Vt.String, "The alarm's id"),),
         ),
+        # The standard condition methods (OPC UA Part 9), on every condition of the line.
+        MethodDef(
+            "Acknowledge",
+            "Acknowledge a condition's notification",
+            (
+                Arg("EventId", Vt.ByteString, "The EventId of the notification"),
+                Arg("Comment", Vt.LocalizedText, "A comment", True),
+            ),
+        ),
+        MethodDef(
+            "Confirm",
+            "Confirm an acknowledged condition: its cause is dealt with",
+            (
+                Arg("EventId", Vt.ByteString, "The EventId of the notification"),
+                Arg("Comment", Vt.LocalizedText, "A comment", True),
+            ),
+        ),
     )
 }
+# Acknowledge and Confirm are what AcknowledgeAlarm is: the same roles.
+_ROLES_OF = {"Acknowledge": "AcknowledgeAlarm", "Confirm": "AcknowledgeAlarm"}
 
 
 class _Refusal(Exception):
@@ -135,6 +162,10 @@ class _Refusal(Exception):
 def _text(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, ua.LocalizedText):
+        return value.Text or ""
     return str(value)
 
 
@@ -148,7 +179,7 @@ class MethodHandler:
         commands: Callable[[], LineCommands | None],
         machine_ask: Callable[[str, SetStopReason], Awaitable[Any]],
         publish: Callable[[Sequence[BusEvent]], None],
-        caller: Callable[[], Caller],
+        caller: Callable[[User | None], Caller],
         audit_event: Callable[..., Awaitable[None]],
         on_order: Callable[[OrderInfo], None],
     ) -> None:
@@ -161,6 +192,26 @@ class MethodHandler:
         self._on_order = on_order
         self.calls = 0
         self.refused = 0
+        self._names: dict[ua.NodeId, str] = {}
+        self._not_executable: set[ua.NodeId] = set()
+        self.alarms: AlarmBook | None = None  # the line's conditions (Acknowledge, Confirm)
+
+    def not_executable(self, method_id: ua.NodeId) -> None:
+        """A method node nobody calls (an InstanceDeclaration on a type)."""
+        self._not_executable.add(method_id)
+
+    def user_executable(self, method_id: ua.NodeId, user: User | None) -> bool | None:
+        """:class:`~edge.opcua_server.sessions.AccessRules`: may ``user`` call it?"""
+        if method_id in self._not_executable:
+            return False
+        name = self._names.get(method_id)
+        if name is None:
+            return None
+        return self.may_call(name, self._caller(user))
+
+    def may_call(self, method: str, caller: Caller) -> bool:
+        allowed = self._config.roles_for(_ROLES_OF.get(method, method))
+        return not caller.anonymous and bool(caller.roles & allowed)
 
     def callback(
         self, name: str, method_id: ua.NodeId, machine_id: str | None = None
@@ -168,9 +219,10 @@ class MethodHandler:
         """The asyncua callback of method node ``method_id`` (on ``machine_id`` for
         SetStopReason)."""
         definition = METHODS[name]
+        self._names[method_id] = name
 
-        async def call(_parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
-            return await self._call(definition, machine_id, method_id, args)
+        async def call(parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
+            return await self._call(definition, machine_id, method_id, args, parent)
 
         return call
 
@@ -180,26 +232,32 @@ class MethodHandler:
         machine_id: str | None,
         method_id: ua.NodeId,
         args: Sequence[ua.Variant],
+        object_id: ua.NodeId,
     ) -> ua.CallMethodResult:
         self.calls += 1
         ts = time.time()
-        caller = self._caller()
+        caller = self._caller(current_user())
         names = [a.name for a in definition.inputs]
         arguments: dict[str, object] = {
             n: _text(v.Value) for n, v in zip(names, args, strict=False)
         }
         if machine_id is not None:
             arguments = {"MachineId": machine_id} | arguments
+        if definition.name in _ROLES_OF:
+            arguments = {"ConditionId": object_id.to_string()} | arguments
         result = ua.CallMethodResult()
         result.InputArgumentResults = [status(StatusCodes.Good) for _ in args]
         result.InputArgumentDiagnosticInfos = []
         try:
             self._authorize(definition.name, caller)
             values = self._validate(definition, args)
-            outputs, outcome = await self._run(definition.name, machine_id, values, caller)
+            outputs, outcome = await self._run(
+                definition.name, machine_id, object_id, values, caller
+            )
         except _Refusal as refusal:
             self.refused += 1
             result.StatusCode = status(refusal.code)
+            explain(result, refusal.message)
             if refusal.argument is not None and refusal.argument < len(args):
                 result.InputArgumentResults[refusal.argument] = status(refusal.code)
                 result.InputArgumentDiagnosticInfos = [ua.DiagnosticInfo() for _ in args]
@@ -232,19 +290,12 @@ class MethodHandler:
         return result
 
     def _authorize(self, method: str, caller: Caller) -> None:
-        allowed = self._config.roles_for(method)
-        if caller.anonymous:
-            raise _Refusal(
-                StatusCodes.BadUserAccessDenied,
-                f"{method}: anonymous sessions are read-only; log in as a user with one of "
-                f"the roles {', '.join(sorted(allowed))}",
-            )
-        if not caller.roles & allowed:
-            raise _Refusal(
-                StatusCodes.BadUserAccessDenied,
-                f"{method}: user {caller.name!r} (roles {', '.join(sorted(caller.roles))}) "
-                f"may not call it; allowed roles: {', '.join(sorted(allowed))}",
-            )
+        # The line's one role rule, shared with the line display (edge.access);
+        # Acknowledge/Confirm of a condition take AcknowledgeAlarm's roles.
+        allowed = self._config.roles_for(_ROLES_OF.get(method, method))
+        message = refusal(method, caller, allowed)
+        if message is not None:
+            raise _Refusal(StatusCodes.BadUserAccessDenied, message)
 
     def _validate(self, definition: MethodDef, args: Sequence[ua.Variant]) -> list[object]:
         expected = definition.inputs
@@ -301,14 +352,21 @@ class MethodHandler:
             return ts
         if spec.vtype is Vt.UInt32:
             return int(value) if isinstance(value, int) and value > 0 else None
+        if spec.vtype is Vt.ByteString and not isinstance(value, bytes):
+            raise _Refusal(StatusCodes.BadInvalidArgument, f"{spec.name}: must not be null", index)
         return value
 
     async def _run(
-        self, method: str, machine_id: str | None, values: list[object], caller: Caller
+        self,
+        method: str,
+        machine_id: str | None,
+        object_id: ua.NodeId,
+        values: list[object],
+        caller: Caller,
     ) -> tuple[list[ua.Variant], str]:
         try:
             return await asyncio.wait_for(
-                self._dispatch(method, machine_id, values, caller), COMMAND_TIMEOUT_S
+                self._dispatch(method, machine_id, object_id, values, caller), COMMAND_TIMEOUT_S
             )
         except CommandError as exc:
             raise _Refusal(StatusCodes.BadInvalidState, f"{method}: {exc}") from exc
@@ -327,10 +385,17 @@ class MethodHandler:
             ) from exc
 
     async def _dispatch(
-        self, method: str, machine_id: str | None, values: list[object], caller: Caller
+        self,
+        method: str,
+        machine_id: str | None,
+        object_id: ua.NodeId,
+        values: list[object],
+        caller: Caller,
     ) -> tuple[list[ua.Variant], str]:
         who = {"source": SOURCE, "user": caller.name}
         commands = self._commands()
+        if method in _ROLES_OF:
+            return await self._condition(method, object_id, values, caller, commands)
         if method == "SetStopReason":
             assert machine_id is not None
             reason, stop_id, ts = values
@@ -370,6 +435,43 @@ class MethodHandler:
             info = await commands.complete_order(order_id, **who)
         self._on_order(info)
         return [ua.Variant(info.status, Vt.String)], f"order {order_id!r} is {info.status}"
+
+    async def _condition(
+        self,
+        method: str,
+        condition_id: ua.NodeId,
+        values: list[object],
+        caller: Caller,
+        commands: LineCommands | None,
+    ) -> tuple[list[ua.Variant], str]:
+        """Acknowledge or Confirm one of the line's conditions."""
+        book = self.alarms
+        if book is None:
+            raise _Refusal(StatusCodes.BadNodeIdUnknown, f"{method}: this line has no conditions")
+        event_id, comment = values
+        note = (comment.Text or "") if isinstance(comment, ua.LocalizedText) else ""
+        try:
+            condition = book.check(condition_id, event_id, confirming=method == "Confirm")
+        except ConditionRefused as refused:
+            raise _Refusal(refused.code, f"{method}: {refused.message}") from refused
+        if method == "Confirm":
+            book.confirm(condition, time.time(), caller.name, note)
+            return [], f"{condition.text} confirmed"
+        if commands is None:
+            raise _Refusal(
+                StatusCodes.BadResourceUnavailable,
+                f"{method}: the line's order runtime, which acknowledges alarms, is not running",
+            )
+        register_alarm_owner(commands, book)
+        # The comment waits for the acknowledgement: this book's own (machine conditions)
+        # or the station's AlarmAcknowledged event (SPC).
+        condition.pending_comment = note
+        try:
+            await commands.acknowledge_alarm(condition.key, source=SOURCE, user=caller.name)
+        except BaseException:
+            condition.pending_comment = ""
+            raise
+        return [], f"{condition.text} ({condition.key}) acknowledged"
 
     async def _audit(
         self,

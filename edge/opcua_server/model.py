@@ -6,11 +6,13 @@ children always match its type's InstanceDeclarations (same BrowseNames, data
 types, units, descriptions).
 
 NodeIds are strings derived from config ids and browse names, never from
-creation order, so SCADA tags survive restarts and reordered configs::
+creation order, so SCADA tags survive restarts and reordered configs. Instances
+are in the line's namespace, the types in the one :data:`TYPES_NAMESPACE` of
+every edge::
 
-    ns=<index of the namespace URI>;s=L1.M1.OEE.Availability
+    ns=<index of the line's namespace URI>;s=L1.M1.OEE.Availability
     ns=<...>;s=L1.Orders.WO-1001.Progress
-    ns=<...>;s=Types.MachineType.OEE.Availability
+    ns=<index of TYPES_NAMESPACE>;s=MachineType.OEE.Availability
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from dataclasses import dataclass
 from asyncua import ua
 
 Vt = ua.VariantType
+
+# One namespace for the ObjectTypes of every edge: a SCADA template made for one
+# line's MachineType matches every line's. Instances live in the line's namespace.
+TYPES_NAMESPACE = "urn:edge-line-controller:types"
+
+RATIO = "1"  # the unit of a ratio (UNECE "C62", one)
+UNIT_RANGE = (0.0, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +40,7 @@ class Var:
     description: str
     unit: str = ""
     array: bool = False
+    range: tuple[float, float] | None = None  # EURange: the values of normal operation
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +84,41 @@ OEE_WINDOW_MEMBERS: tuple[Member, ...] = (
     Var("TotalCount", Vt.Int64, "Pieces made inside PPT", "pcs"),
     Var("GoodCount", Vt.Int64, "Good pieces inside PPT", "pcs"),
     Var("RejectCount", Vt.Int64, "Rejected pieces inside PPT", "pcs"),
-    Var("Availability", Vt.Double, "RunTime / PlannedProductionTime; no value when PPT is 0"),
-    Var("Performance", Vt.Double, "Ideal cycle time x pieces / RunTime; not capped at 1"),
-    Var("Quality", Vt.Double, "GoodCount / TotalCount; no value when nothing was made"),
-    Var("OEE", Vt.Double, "Availability x Performance x Quality"),
-    Var("TEEP", Vt.Double, "OEE x PPT / window length"),
-    Var("MTBF", Vt.Double, "RunTime / DowntimeEvents (mean time between failures)", "s"),
-    Var("MTTR", Vt.Double, "Downtime-event time / DowntimeEvents (mean time to repair)", "s"),
+    Var(
+        "Availability",
+        Vt.Double,
+        "RunTime / PlannedProductionTime; NaN while PPT is 0",
+        RATIO,
+        range=UNIT_RANGE,
+    ),
+    Var(
+        "Performance",
+        Vt.Double,
+        "Ideal cycle time x pieces / RunTime; not capped at 1; NaN while RunTime is 0",
+        RATIO,
+        range=UNIT_RANGE,
+    ),
+    Var(
+        "Quality",
+        Vt.Double,
+        "GoodCount / TotalCount; NaN while nothing was made",
+        RATIO,
+        range=UNIT_RANGE,
+    ),
+    Var("OEE", Vt.Double, "Availability x Performance x Quality", RATIO, range=UNIT_RANGE),
+    Var("TEEP", Vt.Double, "OEE x PPT / window length", RATIO, range=UNIT_RANGE),
+    Var(
+        "MTBF",
+        Vt.Double,
+        "RunTime / DowntimeEvents (mean time between failures); NaN without one",
+        "s",
+    ),
+    Var(
+        "MTTR",
+        Vt.Double,
+        "Downtime-event time / DowntimeEvents (mean time to repair); NaN without one",
+        "s",
+    ),
 )
 
 ORDER_COUNTS_MEMBERS: tuple[Member, ...] = (
@@ -114,7 +152,7 @@ ORDER_MEMBERS: tuple[Member, ...] = (
     Var("TargetQuantity", Vt.Int64, "Good pieces to make", "pcs"),
     Var("GoodCount", Vt.Int64, "Good pieces made so far", "pcs"),
     Var("RejectCount", Vt.Int64, "Rejected pieces so far", "pcs"),
-    Var("Progress", Vt.Double, "GoodCount / TargetQuantity", "%"),
+    Var("Progress", Vt.Double, "GoodCount / TargetQuantity", "%", range=(0.0, 100.0)),
     Var("IdealCycleTime", Vt.Double, "Ideal cycle time of the order; 0: each machine's own", "s"),
     Var("Machines", Vt.String, "Machines the order runs on", array=True),
 )
@@ -161,7 +199,8 @@ RESERVED_IDS = frozenset(
 
 
 def type_node_id(type_name: str, *path: str) -> str:
-    return ".".join(("Types", type_name, *path))
+    """A type's NodeId string, in the types namespace (``MachineType.OEE.Availability``)."""
+    return ".".join((type_name, *path))
 
 
 def machine_node_id(line_id: str, machine_id: str, *path: str) -> str:

@@ -11,19 +11,19 @@
   certificate by default; here an unknown one is refused with
   ``BadCertificateUntrusted`` and copied to ``<pki>/rejected/``, so an
   administrator can move it to ``trusted/``. The directory is re-read at every
-  new session, so trusting a client needs no restart.
+  new session, so trusting a client needs no restart. This holds on every
+  secured endpoint, whether or not the None endpoint is offered too.
 - **Users**: username/password from the config, each with roles; anonymous
   sessions when enabled. Nobody may write a variable; methods check the
   caller's roles against ``[opcua.method_roles]``; anonymous never calls one.
-
-asyncua hands a method callback no session, so :class:`EdgePermissions` - which
-asyncua consults for every request, in the task that then runs it - records the
-request's user in a context variable that :func:`current_user` reads.
+- **The None endpoint** (``security_none``): no signature, no encryption; it
+  offers what the login allows (anonymous: browse, read, subscribe; a user:
+  their methods too, the password encrypted with the server's certificate), but
+  anyone on the network can read or alter its traffic.
 """
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import hashlib
 import hmac
@@ -47,6 +47,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edge.config import OpcUaServerConfig, OpcUaUser
 from edge.errors import ConnectorError
+from edge.opcua_server.sessions import channel_security_mode
 from edge.opcua_server.uaids import ObjectIds, StatusCodes, numeric
 
 log = logging.getLogger("edge.opcua_server.security")
@@ -291,16 +292,17 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 class TrustList:
     """asyncua's certificate validator hook, backed by the PKI's trusted/ directory.
 
-    asyncua validates a client certificate at CreateSession without telling which
-    endpoint the channel uses, and many clients (node-opcua, UaExpert) send theirs
-    on the None endpoint too. So with ``enforce=False`` (the config offers the
-    unsecured endpoint, which anyone may use anyway) an unknown certificate is
-    let through and only logged; with the None endpoint off it is refused.
+    asyncua validates a client certificate at CreateSession; the edge's
+    connection processor tells which channel that is (:func:`channel_security_mode`).
+    On a secured channel (Sign, SignAndEncrypt) the certificate must be in the
+    trust list, whatever else the server offers: an unknown one is refused with
+    ``BadCertificateUntrusted`` and copied to ``rejected/``. On the None channel
+    the certificate secures nothing (many clients send theirs there anyway), so
+    it is not checked.
     """
 
-    def __init__(self, pki: Pki, *, enforce: bool = True) -> None:
+    def __init__(self, pki: Pki) -> None:
         self._pki = pki
-        self._enforce = enforce
         self._refused: set[str] = set()
 
     def is_trusted(self, cert: x509.Certificate) -> bool:
@@ -313,6 +315,8 @@ class TrustList:
         return False
 
     async def __call__(self, cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
+        if channel_security_mode() is ua.MessageSecurityMode.None_:
+            return
         now = dt.datetime.now(dt.UTC)
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             self._refuse(cert, app, "outside its validity period")
@@ -326,11 +330,9 @@ class TrustList:
             self._refuse(cert, app, "does not name the client's application URI")
             raise ServiceError(StatusCodes.BadCertificateUriInvalid)
         if not self.is_trusted(cert):
-            if not self._enforce:
-                self._refuse(cert, app, "not in the trust list (let through: security_none)")
-                return
             self._refuse(cert, app, "not in the trust list")
             raise ServiceError(StatusCodes.BadCertificateUntrusted)
+        self._refused.discard(thumbprint(cert))
 
     def _refuse(self, cert: x509.Certificate, app: ua.ApplicationDescription, why: str) -> None:
         print_ = thumbprint(cert)
@@ -408,15 +410,10 @@ class EdgeUserManager(UserManager):
         return Caller(user.name, configured.roles if configured else frozenset())
 
 
-_CURRENT_USER: contextvars.ContextVar[User | None] = contextvars.ContextVar(
-    "opcua_current_user", default=None
-)
-
 # What no client may do here: the address space is the edge's, values come from the line.
 _DENIED = frozenset(
     numeric(i)
     for i in (
-        ObjectIds.WriteRequest_Encoding_DefaultBinary,
         ObjectIds.AddNodesRequest_Encoding_DefaultBinary,
         ObjectIds.DeleteNodesRequest_Encoding_DefaultBinary,
         ObjectIds.AddReferencesRequest_Encoding_DefaultBinary,
@@ -429,19 +426,12 @@ _DENIED = frozenset(
 
 
 class EdgePermissions(SimpleRoleRuleset):
-    """Read, browse, subscribe and call for every session; never write or edit nodes.
-
-    Records the request's user for :func:`current_user` (methods check roles there).
-    """
+    """Every session may read, browse, subscribe, call and ask to write (each Write
+    item is refused on its own, :class:`~edge.opcua_server.sessions.EdgeSession`);
+    no session may edit the address space or register servers."""
 
     def __init__(self) -> None:
         pass  # no role table: every session has the same service rights
 
     def check_validity(self, user: User, action_type_id: ua.NodeId, body: Any) -> bool:
-        _CURRENT_USER.set(user)
         return action_type_id not in _DENIED
-
-
-def current_user() -> User | None:
-    """The user of the OPC UA request being handled (None outside a client request)."""
-    return _CURRENT_USER.get()

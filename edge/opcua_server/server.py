@@ -38,8 +38,6 @@ from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
 from asyncua import ua
-from asyncua.crypto.permission_rules import User
-from asyncua.server.server import Server
 
 from actors.machine import GetStatus, MachineStatus, SetStopReason
 from actors.messages import LinkChanged, Sample
@@ -54,24 +52,44 @@ from actors.oee.events import (
 )
 from actors.oee.state import MachineState
 from actors.orders.events import OrderStatusChanged
-from actors.quality.events import SpcViolation
+from actors.quality.events import AlarmAcknowledged, SpcViolation
 from edge import __version__
-from edge.commands import OrderInfo
-from edge.config import LineConfig
+from edge.commands import OrderInfo, register_alarm_owner
+from edge.config import LineConfig, OpcUaServerConfig
 from edge.errors import ActorError, ConfigError, ConnectorError, EdgeError, Problem
 from edge.event_bus import BusEvent
 from edge.opcua_server.address_space import AddressSpace, VarHandle
+from edge.opcua_server.alarms import (
+    FAULT_ALARM,
+    PLC_LINK_ALARM,
+    AlarmBook,
+    Condition,
+    plc_link_key,
+)
+from edge.opcua_server.bulk import compact
+from edge.opcua_server.companions import Companions, Identification
 from edge.opcua_server.events import ALARM_EVENT, STATE_EVENT, STOP_EVENT, EventEmitter, EventSpec
-from edge.opcua_server.machines import MachineView, process_variable
+from edge.opcua_server.machines import MachineAlarms, MachineView, process_variable
 from edge.opcua_server.methods import METHODS, MethodHandler
 from edge.opcua_server.model import (
     MACHINE_TYPE,
     QUALITY_STATION_TYPE,
     RESERVED_IDS,
+    TYPES_NAMESPACE,
     Var,
     Vt,
     machine_node_id,
     station_node_id,
+    type_node_id,
+)
+from edge.opcua_server.nodesets import (
+    COMPANION_NODESETS,
+    DI_URI,
+    IA_URI,
+    MACHINERY_URI,
+    NODESET_DIR,
+    PACKML_URI,
+    NodesetLoader,
 )
 from edge.opcua_server.orders import OrdersView, OrderUpdate, update_from_event, update_from_info
 from edge.opcua_server.security import (
@@ -79,13 +97,20 @@ from edge.opcua_server.security import (
     EdgeUserManager,
     Pki,
     TrustList,
-    current_user,
     endpoint_labels,
     ensure_certificate,
     security_policies,
 )
+from edge.opcua_server.sessions import EdgeServer, current_session, explain
 from edge.opcua_server.stations import StationView
-from edge.opcua_server.uaids import ObjectIds, StatusCodes, numeric, ua_time
+from edge.opcua_server.uaids import (
+    AttributeIds,
+    ObjectIds,
+    StatusCodes,
+    numeric,
+    status,
+    ua_time,
+)
 from edge.opcua_server.writer import LiveValueWriter, WriterStatistics
 from edge.plc import load_plc_map
 
@@ -154,7 +179,8 @@ class OpcUaServer:
         self._config: LineConfig = service.config
         self.state = ServerState.NEW
         self.idx = 0
-        self._server: Server | None = None
+        self.types_idx = 0
+        self._server: EdgeServer | None = None
         self._space: AddressSpace | None = None
         self._writer: LiveValueWriter | None = None
         self._emitter: EventEmitter | None = None
@@ -162,12 +188,15 @@ class OpcUaServer:
             self._config.opcua.users, anonymous=self._config.opcua.anonymous
         )
         self._methods: MethodHandler | None = None
+        self._alarms: AlarmBook | None = None
+        self._companions: Companions | None = None
+        self._notifiers: list[ua.NodeId] = []  # objects whose events the line object relays
         self._machines: dict[str, MachineView] = {}
         self._stations: dict[str, StationView] = {}
         self._orders: OrdersView | None = None
         self._plc_machines: dict[str, list[str]] = {}
         self._order_machines: dict[str, tuple[str, ...]] = {}
-        self._pending_events: deque[EventSpec | OrderUpdate] = deque()
+        self._pending_events: deque[_Pending] = deque()
         self._events_ready = asyncio.Event()
         self._dirty: set[str] = set()
         self._dirty_ready = asyncio.Event()
@@ -205,7 +234,7 @@ class OpcUaServer:
         self._check_ids()
         config = self._config
         opcua = config.opcua
-        server = Server(user_manager=self._users)
+        server = EdgeServer(self._users)
         self._server = server
         await server.init()
         server.set_endpoint(opcua.endpoint)
@@ -234,24 +263,42 @@ class OpcUaServer:
         if opcua.users:
             tokens.append(ua.UserNameIdentityToken)
         server.set_identity_tokens(tokens)
-        server.set_certificate_validator(TrustList(self.pki, enforce=not opcua.security_none))
+        server.set_certificate_validator(TrustList(self.pki))
 
+        # The line's namespace first: it keeps index 2, as SCADA tags have it.
         self.idx = await server.register_namespace(config.namespace_uri)
-        space = self._space = AddressSpace(server, self.idx)
+        self.types_idx = await server.register_namespace(TYPES_NAMESPACE)
+        namespaces = {
+            uri: await server.register_namespace(uri)
+            for uri in (DI_URI, IA_URI, MACHINERY_URI, PACKML_URI)
+        }
+        compact(server.iserver.aspace)  # asyncua's standard nodes, before ours are added
+        NodesetLoader(server.iserver.aspace, namespaces.__getitem__).load(
+            [NODESET_DIR / name for name in COMPANION_NODESETS]
+        )
+        space = self._space = AddressSpace(server, self.idx, types_idx=self.types_idx)
         writer = self._writer = LiveValueWriter(server)
-        emitter = self._emitter = EventEmitter(server, self.idx)
+        emitter = self._emitter = EventEmitter(server, self.types_idx)
+        self._alarms = AlarmBook(server, space, writer, notify=self._queue)
         self._methods = MethodHandler(
             opcua,
             commands=lambda: self._service.commands,
             machine_ask=self._ask_machine,
             publish=self._service.bus.publish,
-            caller=lambda: self._users.caller(_user()),
+            caller=self._users.caller,
             audit_event=emitter.audit,
             on_order=self._order_result,
         )
+        self._methods.alarms = self._alarms
+        server.set_access_rules(self._methods)
         await space.build_types()
+        self._companions = Companions(space, namespaces)
+        await self._companions.declare_on_machine_type()
+        await self._declare_alarms()
         await emitter.build_types()
+        await self._bind_condition_methods()
         await self._build_line()
+        register_alarm_owner(self._service.commands, self._alarms)
         try:
             await server.start()
         except OSError as exc:
@@ -364,23 +411,60 @@ class OpcUaServer:
         space, config = self._require_space(), self._config
         line = config.line.id
         node_id = machine_node_id(line, machine_id)
-        created = await space.add_instance(
-            node_id, machine_id, MACHINE_TYPE, parent, description=f"Machine {name}"
-        )
         machine = config.machine(machine_id)
         plc_map = load_plc_map(machine.plc_map, config.plc_map_dirs) if machine.plc_map else None
-        if plc_map is not None:
-            await space.add_variables(
-                f"{node_id}.ProcessValues",
-                [
-                    (process_variable(s), s.minimum, s.maximum)
-                    for s in plc_map.signals
-                    if s.role is None
-                ],
+        roles = {s.role for s in plc_map.signals} if plc_map is not None else set()
+        companions = self._companions
+        assert companions is not None
+        book = self._require_alarms()
+        with space.recording() as handles:
+            created = await space.add_instance(
+                node_id, machine_id, MACHINE_TYPE, parent, description=f"Machine {name}"
             )
-        view = MachineView(machine_id, node_id, space.handles, self._require_writer(), plc_map)
+            if plc_map is not None:
+                await space.add_variables(
+                    f"{node_id}.ProcessValues",
+                    [process_variable(s) for s in plc_map.signals if s.role is None],
+                )
+            await companions.add_to_machine(node_id, created, packml="state" in roles)
+            alarms = MachineAlarms(
+                book,
+                fault=(
+                    await book.add_machine_condition(FAULT_ALARM, machine_id, node_id, created)
+                    if "fault_code" in roles
+                    else None
+                ),
+                plc_link=(
+                    await book.add_machine_condition(PLC_LINK_ALARM, machine_id, node_id, created)
+                    if machine.plc is not None
+                    else None
+                ),
+            )
+        view = MachineView(
+            machine_id,
+            node_id,
+            handles,
+            self._require_writer(),
+            plc_map,
+            companions=companions,
+            alarms=alarms,
+            reasons=machine.params.reasons,
+        )
         self._machines[machine_id] = view
-        view.initialize(name, time.time())
+        view.initialize(
+            name,
+            time.time(),
+            Identification(
+                manufacturer=machine.manufacturer,
+                model=machine.model,
+                serial_number=machine.serial_number,
+                product_instance_uri=(
+                    machine.product_instance_uri or f"{config.namespace_uri}:{machine_id}"
+                ),
+                year_of_construction=machine.year_of_construction,
+            ),
+        )
+        self._notifiers.append(created)
         await self._add_method(
             created,
             f"{node_id}.SetStopReason",
@@ -437,9 +521,9 @@ class OpcUaServer:
         async def not_on_a_type(_parent: ua.NodeId, *_args: ua.Variant) -> ua.StatusCode:
             return ua.StatusCode(ua.UInt32(StatusCodes.BadNotExecutable))
 
-        await space.add_method(
+        node = await space.add_method(
             space.type_ids[MACHINE_TYPE],
-            f"Types.{MACHINE_TYPE}.SetStopReason",
+            type_node_id(MACHINE_TYPE, "SetStopReason"),
             "SetStopReason",
             callback=not_on_a_type,
             inputs=[a.argument() for a in definition.inputs],
@@ -447,6 +531,84 @@ class OpcUaServer:
             description=definition.description,
             mandatory=True,
         )
+        await node.write_attribute(
+            AttributeIds.Executable, ua.DataValue(ua.Variant(False, ua.VariantType.Boolean))
+        )
+        self._require_methods().not_executable(node.nodeid)
+
+    async def _declare_alarms(self) -> None:
+        """MachineType's optional FaultAlarm and PlcLinkAlarm (OffNormalAlarmType)."""
+        space = self._require_space()
+        for kind in (FAULT_ALARM, PLC_LINK_ALARM):
+            await space.declare(
+                MACHINE_TYPE,
+                numeric(ObjectIds.OffNormalAlarmType),
+                ua.QualifiedName(kind, self.types_idx),
+                optional=("ConfirmedState",),
+                rule=numeric(ObjectIds.ModellingRule_Optional),
+            )
+
+    async def _bind_condition_methods(self) -> None:
+        """The standard condition methods, served for every condition of the line."""
+        server, methods = self.server, self._require_methods()
+        session = server.iserver.isession
+        for name, object_id in (
+            ("Acknowledge", ObjectIds.AcknowledgeableConditionType_Acknowledge),
+            ("Confirm", ObjectIds.AcknowledgeableConditionType_Confirm),
+        ):
+            method_id = numeric(object_id)
+            session.add_method_callback(method_id, methods.callback(name, method_id))
+        for object_id in (
+            ObjectIds.ConditionType_ConditionRefresh,
+            ObjectIds.ConditionType_ConditionRefresh2,
+        ):
+            session.add_method_callback(numeric(object_id), self._condition_refresh)
+        for object_id in (
+            ObjectIds.ConditionType_Enable,
+            ObjectIds.ConditionType_Disable,
+            ObjectIds.ConditionType_AddComment,
+        ):
+            session.add_method_callback(numeric(object_id), _not_supported)
+            methods.not_executable(numeric(object_id))
+
+    async def _condition_refresh(
+        self, _parent: ua.NodeId, *args: ua.Variant
+    ) -> ua.CallMethodResult:
+        """ConditionRefresh(SubscriptionId) and ConditionRefresh2(SubscriptionId,
+        MonitoredItemId) for the caller's own subscription (Part 9 §5.5.7/§5.5.8)."""
+        result = ua.CallMethodResult()
+        result.InputArgumentResults = [status(StatusCodes.Good) for _ in args]
+        values = [a.Value for a in args]
+        if not 1 <= len(values) <= 2 or not all(isinstance(v, int) for v in values):
+            return _refused(
+                result,
+                StatusCodes.BadInvalidArgument,
+                "ConditionRefresh: SubscriptionId "
+                "(and for ConditionRefresh2 MonitoredItemId), each a UInt32",
+            )
+        subscription_id = values[0]
+        subscriptions = self.server.iserver.subscription_service.subscriptions
+        subscription = subscriptions.get(subscription_id)
+        session = current_session()
+        if subscription is None or session is None or subscription.session_id != session.session_id:
+            return _refused(
+                result,
+                StatusCodes.BadSubscriptionIdInvalid,
+                f"ConditionRefresh: no subscription {subscription_id} in this session",
+            )
+        monitored_item = values[1] if len(values) == 2 else None
+        if monitored_item is not None and (
+            monitored_item not in subscription.monitored_item_srv._monitored_items
+        ):
+            return _refused(
+                result,
+                StatusCodes.BadMonitoredItemIdInvalid,
+                f"ConditionRefresh2: no monitored item {monitored_item} in subscription "
+                f"{subscription_id}",
+            )
+        await self._require_alarms().refresh(subscription, monitored_item)
+        result.StatusCode = status(StatusCodes.Good)
+        return result
 
     def _mark_waiting(self) -> None:
         """Every value not known yet reads BadWaitingForInitialData, not a made-up zero."""
@@ -462,7 +624,13 @@ class OpcUaServer:
         for event in events:
             view = self._machines.get(getattr(event, "machine_id", ""))
             if view is not None and isinstance(
-                event, PiecesCounted | StateChanged | StopStarted | StopEnded | OrderWindowClosed
+                event,
+                PiecesCounted
+                | StateChanged
+                | StopStarted
+                | StopEnded
+                | StopReasonChanged
+                | OrderWindowClosed,
             ):
                 view.on_event(event)
                 self._dirty.add(view.machine_id)
@@ -478,6 +646,8 @@ class OpcUaServer:
             station = self._stations.get(getattr(event, "station_id", ""))
             if station is not None:
                 station.on_event(event)
+                if isinstance(event, SpcViolation | AlarmAcknowledged):
+                    self._queue(event)
         if self._dirty:
             self._dirty_ready.set()
 
@@ -503,7 +673,7 @@ class OpcUaServer:
             elif view.current_order == order_id and status in ("completed", "aborted"):
                 view.set_current_order("", ts)
 
-    def _queue(self, item: EventSpec | OrderUpdate) -> None:
+    def _queue(self, item: _Pending) -> None:
         if len(self._pending_events) >= EVENT_QUEUE_MAX and isinstance(item, EventSpec):
             self._dropped += 1
             if self._dropped == 1 or self._dropped % 1000 == 0:
@@ -645,13 +815,15 @@ class OpcUaServer:
                 view.link_seen(True, item.ts)
             else:
                 view.link_seen(False, item.ts)
+                # The AlarmId of the machine's PlcLinkAlarm: AcknowledgeAlarm takes it.
+                link = self._alarms.by_key(plc_link_key(item.machine_id)) if self._alarms else None
                 self._queue(
                     self._alarm_spec(
                         item.machine_id,
                         item.ts,
                         "comm_loss",
                         f"{item.machine_id}: PLC link lost {item.detail}".strip(),
-                        None,
+                        link.key if link is not None else None,
                     )
                 )
 
@@ -679,10 +851,40 @@ class OpcUaServer:
                 try:
                     if isinstance(item, EventSpec):
                         await emitter.emit(item)
+                    elif isinstance(item, Condition):
+                        await self._require_alarms().emit(item)
+                    elif isinstance(item, SpcViolation | AlarmAcknowledged):
+                        await self._spc_alarm(item)
                     else:
                         await orders.apply(item)
                 except Exception:  # an event lost is logged; the loop goes on
                     log.exception("OPC UA event not raised")
+
+    async def _spc_alarm(self, event: SpcViolation | AlarmAcknowledged) -> None:
+        """An SPC alarm's condition: created when raised, updated, removed in the end."""
+        book = self._require_alarms()
+        condition = book.by_key(event.alarm_id)
+        if isinstance(event, AlarmAcknowledged):
+            if condition is not None and book.acknowledged(condition, event.ts, event.user):
+                for old in book.spc_finished(condition):
+                    book.forget(old)
+                    await self._require_space().delete(old.text)
+            return
+        if condition is None:
+            station_text = station_node_id(self._config.line.id, event.station_id)
+            space = self._require_space()
+            if f"{station_text}.Name" not in space.handles:
+                return
+            condition = await book.add_spc_condition(
+                event.alarm_id, event.station_id, station_text, space.node_id(station_text)
+            )
+        book.set_active(
+            condition,
+            True,
+            event.ts,
+            f"{event.station_id} {event.characteristic}: {event.description}",
+            None,
+        )
 
     async def _refresh_loop(self) -> None:
         interval = self._config.opcua.status_interval_s
@@ -789,8 +991,11 @@ class OpcUaServer:
                 view = self._machines[machine_id]
                 if not stats.link_up and stats.consecutive_failures > 0:
                     view.link_lost(now)
-                elif stats.link_up and view.down_since is None:
-                    view.stage("PlcLinkUp", True, now)
+                    view.link_alarm(True, now)
+                elif stats.link_up:
+                    view.link_alarm(False, now)
+                    if view.down_since is None:
+                        view.stage("PlcLinkUp", True, now)
 
     # ------------------------------------------------------------------ reporting
 
@@ -809,10 +1014,19 @@ class OpcUaServer:
             raise EdgeError("the OPC UA server is not started")
         return self._emitter
 
+    def _require_alarms(self) -> AlarmBook:
+        if self._alarms is None:
+            raise EdgeError("the OPC UA server is not started")
+        return self._alarms
+
     def _require_methods(self) -> MethodHandler:
         if self._methods is None:
             raise EdgeError("the OPC UA server is not started")
         return self._methods
+
+    @property
+    def alarms(self) -> AlarmBook:
+        return self._require_alarms()
 
     @property
     def writer(self) -> LiveValueWriter:
@@ -823,7 +1037,7 @@ class OpcUaServer:
         return self._require_space().handle(node_id)
 
     @property
-    def server(self) -> Server:
+    def server(self) -> EdgeServer:
         if self._server is None:
             raise EdgeError("the OPC UA server is not started")
         return self._server
@@ -841,6 +1055,39 @@ class OpcUaServer:
             nodes=len(self._space.handles) if self._space else 0,
         )
 
+    def metric_values(self) -> dict[str, float | int | bool | None]:
+        """For the metrics endpoint (edge.metrics.MetricsSource) and /readyz."""
+        server = self._server
+        if server is None or self.state is not ServerState.RUNNING:
+            return {}
+        idx = self.idx
+        every = server.iserver.aspace.keys()  # it has keys() but no __iter__
+        nodes = sum(1 for node_id in every if node_id.NamespaceIndex == idx)
+        values: dict[str, float | int | bool | None] = {
+            "opcua_sessions": server.session_count,
+            "opcua_subscriptions": server.subscription_count,
+            "opcua_nodes": nodes,
+        }
+        return values
+
+    def health_checks(self) -> dict[str, str]:
+        """Named checks for /readyz: listening, and its tasks alive."""
+        if self.state is not ServerState.RUNNING or self._server is None:
+            return {"opcua server": f"not running ({self.state.value})"}
+        bserver = self._server.bserver
+        listening = (
+            bserver is not None and bserver._server is not None and (bserver._server.is_serving())
+        )
+        dead = [t.get_name() for t in self._tasks if t.done()]
+        writer = self._writer
+        if writer is not None and not writer.running:
+            dead.append("opcua-writer")
+        if not listening:
+            return {"opcua server": f"not listening on {self._config.opcua.endpoint}"}
+        if dead:
+            return {"opcua server": "stopped: " + ", ".join(sorted(dead))}
+        return {"opcua server": "ok"}
+
     def banner(self) -> list[str]:
         opcua, config = self._config.opcua, self._config
         users = len(opcua.users)
@@ -852,17 +1099,49 @@ class OpcUaServer:
             )
             if part
         )
-        return [
+        lines = [
             f"OPC UA      {opcua.endpoint} namespace {config.namespace_uri} (ns={self.idx}), "
-            f"NodeIds like ns={self.idx};s={config.line.id}.<machine>.OEE.Availability",
+            f"NodeIds like ns={self.idx};s={config.line.id}.<machine>.OEE.Availability; "
+            f"types in {TYPES_NAMESPACE} (ns={self.types_idx})",
             f"  security  {', '.join(endpoint_labels(opcua))}; login: {login}",
-            f"  PKI       {self.pki.root}: trust a client by copying its certificate "
-            "into trusted/ (refused ones land in rejected/)",
+            f"  PKI       {self.pki.root}: secured endpoints accept only client certificates "
+            "in trusted/ (refused ones land in rejected/: move one to trusted/, no restart)",
         ]
+        if opcua.security_none:
+            lines.append(f"  None      {none_endpoint_allows(opcua)}")
+        return lines
 
 
-def _user() -> User | None:
-    return current_user()
+_Pending = EventSpec | OrderUpdate | Condition | SpcViolation | AlarmAcknowledged
+
+
+def none_endpoint_allows(opcua: OpcUaServerConfig) -> str:
+    """What the unsecured endpoint lets through, in words (banner, docs)."""
+    who = []
+    if opcua.anonymous:
+        who.append("anyone who reaches the port browses, reads and subscribes anonymously")
+    if opcua.users:
+        who.append("users log in (password encrypted) and call the methods of their roles")
+    return (
+        "unsigned, unencrypted: "
+        + "; ".join(who)
+        + "; its traffic can be read and altered on the way - "
+        "set [opcua] security_none = false where the network is not trusted"
+    )
+
+
+def _refused(result: ua.CallMethodResult, code: int, message: str) -> ua.CallMethodResult:
+    result.StatusCode = status(code)
+    explain(result, message)
+    return result
+
+
+async def _not_supported(_parent: ua.NodeId, *_args: ua.Variant) -> ua.CallMethodResult:
+    return _refused(
+        ua.CallMethodResult(),
+        StatusCodes.BadNotSupported,
+        "the line's conditions are always enabled; comments go with Acknowledge and Confirm",
+    )
 
 
 def component(service: LineService) -> OpcUaServer:

@@ -10,7 +10,16 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
-__all__ = ["AttributeIds", "ObjectIds", "StatusCodes", "numeric", "status", "string", "ua_time"]
+__all__ = [
+    "AttributeIds",
+    "ObjectIds",
+    "StatusCodes",
+    "numeric",
+    "numeric_in",
+    "status",
+    "string",
+    "ua_time",
+]
 
 
 @functools.cache
@@ -20,6 +29,11 @@ def numeric(identifier: int) -> ua.NodeId:
     Shared: every node's DataType, TypeDefinition and reference type points at one
     of a few dozen of these, and asyncua never mutates a NodeId in place."""
     return ua.NodeId(ua.Int32(identifier))
+
+
+def numeric_in(identifier: int, idx: int) -> ua.NodeId:
+    """A numeric NodeId in namespace ``idx`` (a companion specification's node)."""
+    return ua.NodeId(ua.Int32(identifier), ua.Int16(idx))
 
 
 def string(text: str, idx: int) -> ua.NodeId:

@@ -13,6 +13,7 @@ UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
 
 # unit text -> (UNECE common code, display name, description)
 _UNITS: dict[str, tuple[str, str, str]] = {
+    "1": ("C62", "1", "one"),  # a ratio
     "s": ("SEC", "s", "second"),
     "min": ("MIN", "min", "minute"),
     "h": ("HUR", "h", "hour"),

@@ -7,7 +7,10 @@ Public surface::
         .pause() / .resume() / .advance(sim_seconds)
     SimMachineSpec(machine_id, ideal_cycle_s, plc_map, unit_id=1, address_offset=0)
     machine_specs(line: LineConfig) -> tuple[SimMachineSpec, ...]
-    run_simulator(line: LineConfig) -> None      runs until cancelled (``edge simulate``)
+    run_simulator(line: LineConfig, paused=False) -> None
+        runs until cancelled (``edge simulate``); SIGUSR1 holds simulated time
+        (the registers keep their values, the server keeps answering), SIGUSR2
+        lets it run again; ``paused`` starts it held
 
 What is deterministic for a seed: each machine's sequence of events in
 simulated time (pieces, rejects, micro-stops, faults, their instants,
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
 from edge.config import LineConfig, ModbusPlcConfig
 from edge.errors import ConfigError, Problem
@@ -78,13 +82,35 @@ def machine_specs(line: LineConfig) -> tuple[SimMachineSpec, ...]:
     return tuple(specs)
 
 
-async def run_simulator(line: LineConfig) -> None:
-    """Serve the line's simulated machines until cancelled."""
+async def run_simulator(line: LineConfig, *, paused: bool = False) -> None:
+    """Serve the line's simulated machines until cancelled.
+
+    SIGUSR1 holds simulated time and SIGUSR2 releases it (a line held still, e.g. so
+    a test can read exact counters from outside); ``paused`` starts it held, so
+    the counters read ``counter_start`` until SIGUSR2.
+    """
     specs = machine_specs(line)
     if not specs:
         raise ConfigError(
             str(line.source_path),
             [Problem("machines", "no machine is read over Modbus: nothing to simulate")],
         )
-    async with SimulatedLine(line.simulator, specs):
-        await asyncio.Event().wait()
+    async with SimulatedLine(line.simulator, specs) as sim:
+        if paused:
+            sim.pause()
+
+        def hold(run: bool) -> None:
+            if run:
+                sim.resume()
+            else:
+                sim.pause()
+            _log.info("simulated time %s at %.3f s", "runs" if run else "held", sim.sim_time_s)
+
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, hold, False)
+        loop.add_signal_handler(signal.SIGUSR2, hold, True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            loop.remove_signal_handler(signal.SIGUSR1)
+            loop.remove_signal_handler(signal.SIGUSR2)

@@ -68,6 +68,8 @@ def line_toml(
     machines = [
         f'[[machines]]\nid = "M1"\nname = "Filler"\nideal_cycle_s = 1.0\n{bind}'
         'plc_map = "generic-modbus"\nunit_id = 1\n'
+        'manufacturer = "Acme Filling GmbH"\nmodel = "AF-400"\nserial_number = "AF4-2019-0042"\n'
+        "year_of_construction = 2019\n"
         'reasons = [{ code = 17, name = "jam at infeed" }, { name = "cleaning", '
         'category = "planned" }, { name = "waiting for material" }]\n',
         f'[[machines]]\nid = "M2"\nideal_cycle_s = 0.5\n{bind}plc_map = "packml-modbus"\n'

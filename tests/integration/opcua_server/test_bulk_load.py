@@ -20,6 +20,7 @@ from edge.opcua_server.uaids import ObjectIds, numeric
 pytestmark = pytest.mark.integration
 
 NAMESPACE = "urn:test:bulk"
+TYPES = "urn:test:bulk:types"
 _ATTRIBUTES = {
     ua.NodeClass.Object: ua.ObjectAttributes,
     ua.NodeClass.ObjectType: ua.ObjectTypeAttributes,
@@ -74,7 +75,9 @@ def add_references_item(ref: ReferenceSpec) -> ua.AddReferencesItem:
 async def new_server() -> tuple[Server, int]:
     server = Server()
     await server.init()
-    return server, await server.register_namespace(NAMESPACE)
+    idx = await server.register_namespace(NAMESPACE)
+    await server.register_namespace(TYPES)
+    return server, idx
 
 
 def attributes_of(node: NodeData) -> dict[ua.AttributeIds, tuple[object, object]]:
@@ -110,8 +113,9 @@ async def build_line(space: AddressSpace) -> None:
     await space.add_variables(
         "L1.M1.ProcessValues",
         [
-            (Var("speed", ua.VariantType.Double, "Line speed", "1/min"), 0.0, 600.0),
-            (Var("running", ua.VariantType.Boolean, ""), None, None),
+            Var("speed", ua.VariantType.Double, "Line speed", "1/min", range=(0.0, 600.0)),
+            Var("level", ua.VariantType.Double, "Tank level", range=(0.0, 1.0)),
+            Var("running", ua.VariantType.Boolean, ""),
         ],
     )
     await space.add_instance("L1.Orders.WO-1", "WO-1", ORDER_TYPE, machines)
@@ -131,7 +135,7 @@ async def test_the_bulk_loader_stores_what_the_add_nodes_service_stores() -> Non
     service_server, service_idx = await new_server()
     assert idx == service_idx
     loader = RecordingLoader(bulk_server)
-    await build_line(AddressSpace(bulk_server, idx, loader))
+    await build_line(AddressSpace(bulk_server, idx, loader, types_idx=idx + 1))
 
     session = service_server.iserver.isession
     for nodes, references in loader.batches:
@@ -143,8 +147,9 @@ async def test_the_bulk_loader_stores_what_the_add_nodes_service_stores() -> Non
     bulk = bulk_server.iserver.aspace
     service = service_server.iserver.aspace
     every = list(bulk.keys())  # asyncua's AddressSpace has keys() but no __iter__
-    ours = [node_id for node_id in every if node_id.NamespaceIndex == idx]
+    ours = [node_id for node_id in every if node_id.NamespaceIndex in (idx, idx + 1)]
     assert len(ours) > 150  # the types, a machine, an order, a station, diagnostics
+    assert any(node_id.NamespaceIndex == idx + 1 for node_id in ours)  # the types
     assert sorted(every, key=str) == sorted(service.keys(), key=str)
     for node_id in ours:
         assert attributes_of(bulk[node_id]) == attributes_of(service[node_id]), node_id

@@ -1,6 +1,6 @@
 """A real PLC link cut (the TCP connection to the simulated PLC cut and restored)
 turns a machine's OPC UA values Uncertain with the last usable value, and Good
-again after the reconnect."""
+again after the reconnect; meanwhile the machine's PlcLinkAlarm is active."""
 
 from __future__ import annotations
 
@@ -44,6 +44,11 @@ async def _cut_and_restore(
     ):
         total = c.get_node(await node_of(c, "L1.M1.OEE.TotalCount"))
         link_up = c.get_node(await node_of(c, "L1.M1.PlcLinkUp"))
+        alarm = c.get_node(await node_of(c, "L1.M1.PlcLinkAlarm.ActiveState.Id"))
+        retained = c.get_node(await node_of(c, "L1.M1.PlcLinkAlarm.Retain"))
+
+        async def alarm_is(active: bool) -> bool:
+            return bool(await alarm.read_value() is active)
 
         async def status() -> int:
             value: ua.DataValue = await total.read_data_value(raise_on_bad_status=False)
@@ -58,7 +63,12 @@ async def _cut_and_restore(
         last = await total.read_data_value(raise_on_bad_status=False)
         assert last.Value.Value is not None  # the last usable value, not a made-up one
         assert await link_up.read_value() is False
+        await wait_for(lambda: alarm_is(True), 10)
+        message = await c.get_node(await node_of(c, "L1.M1.PlcLinkAlarm.Message")).read_value()
+        assert message.Text == "M1: PLC link lost"
         await asyncio.sleep(0.5)
         await link.up()
         await wait_for(lambda: is_status(ua.StatusCodes.Good), 10)
         assert await link_up.read_value() is True
+        await wait_for(lambda: alarm_is(False), 10)
+        assert await retained.read_value() is True  # not acknowledged yet

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from asyncua import Client, ua
+from asyncua.ua.ua_binary import struct_from_binary
 
 from actors.machine import GetStatus, SampleBatch
 from actors.messages import Sample
@@ -55,21 +56,67 @@ async def line(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Line]:
         unsubscribe()
 
 
-async def call(c: Client, parent: str, method: str, *args: ua.Variant) -> ua.CallMethodResult:
-    """A raw Call, to see the status, per-argument results and diagnostics."""
-    request = ua.CallMethodRequest()
-    request.ObjectId = await node_of(c, parent)
-    request.MethodId = await node_of(c, f"{parent}.{method}")
-    request.InputArguments = list(args)
-    (result,) = await c.uaclient.call([request])
-    return result
+@dataclass
+class Called:
+    """A Call's result with the words the server gave: the call's DiagnosticInfo and
+    each argument's, looked up in the response's StringTable."""
+
+    result: ua.CallMethodResult
+    text: str | None
+    symbol: str | None
+    argument_texts: list[str | None]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.result, name)
+
+
+# RequestHeader.ReturnDiagnostics: symbolic id, localized text, additional info of operations
+OPERATION_DIAGNOSTICS = 0x20 | 0x40 | 0x80
+
+
+async def call(
+    c: Client, parent: str, method: str, *args: ua.Variant, diagnostics: int = OPERATION_DIAGNOSTICS
+) -> Called:
+    """A raw Call asking for diagnostics, to see the status, per-argument results and words."""
+    item = ua.CallMethodRequest()
+    item.ObjectId = await node_of(c, parent)
+    item.MethodId = await node_of(c, f"{parent}.{method}")
+    item.InputArguments = list(args)
+    request = ua.CallRequest()
+    request.Parameters.MethodsToCall = [item]
+    request.RequestHeader.ReturnDiagnostics = diagnostics
+    assert c.uaclient.protocol is not None
+    data = await c.uaclient.protocol.send_request(request)
+    response = struct_from_binary(ua.CallResponse, data)
+    (result,) = response.Results
+    table = response.ResponseHeader.StringTable
+
+    def text(info: ua.DiagnosticInfo | None) -> str | None:
+        if info is None or info.LocalizedText is None:
+            return None
+        return table[info.LocalizedText]
+
+    diagnostic = response.DiagnosticInfos[0] if response.DiagnosticInfos else None
+    symbol = (
+        table[diagnostic.SymbolicId]
+        if diagnostic is not None and diagnostic.SymbolicId is not None
+        else None
+    )
+    if diagnostic is not None and diagnostic.LocalizedText is not None:
+        assert diagnostic.AdditionalInfo == text(diagnostic)  # the same words, both ways
+    return Called(
+        result,
+        text(diagnostic),
+        symbol,
+        [text(info) for info in result.InputArgumentDiagnosticInfos],
+    )
 
 
 def s(text: str) -> ua.Variant:
     return ua.Variant(text, ua.VariantType.String)
 
 
-def bad(result: ua.CallMethodResult) -> int:
+def bad(result: Called | ua.CallMethodResult) -> int:
     code: int = result.StatusCode.value
     return code
 
@@ -126,20 +173,29 @@ async def test_bad_arguments_get_specific_statuses_and_words(line: Line) -> None
         wrong_type = await call(c, "L1.Orders", "StartOrder", ua.Variant(7, ua.VariantType.Int32))
         assert bad(wrong_type) == ua.StatusCodes.BadTypeMismatch
         assert wrong_type.InputArgumentResults[0].value == ua.StatusCodes.BadTypeMismatch
-        assert wrong_type.InputArgumentDiagnosticInfos[0].AdditionalInfo == (
-            "OrderId: must be String, got Int32"
-        )
+        assert wrong_type.argument_texts[0] == "OrderId: must be String, got Int32"
+        assert wrong_type.text == "OrderId: must be String, got Int32"
+        assert wrong_type.symbol == "BadTypeMismatch"
         empty = await call(c, "L1.Orders", "HoldOrder", s("WO-2"), s("  "))
         assert bad(empty) == ua.StatusCodes.BadInvalidArgument
         assert empty.InputArgumentResults[1].value == ua.StatusCodes.BadInvalidArgument
-        assert empty.InputArgumentDiagnosticInfos[1].AdditionalInfo == "Reason: must not be empty"
+        assert empty.argument_texts[1] == "Reason: must not be empty"
         too_long = await call(c, "L1.Orders", "StartOrder", s("W" * 300))
         assert bad(too_long) == ua.StatusCodes.BadInvalidArgument
         # refused by the order runtime: an unknown order, a transition not allowed
         unknown = await call(c, "L1.Orders", "StartOrder", s("WO-404"))
         assert bad(unknown) == ua.StatusCodes.BadInvalidState
+        assert unknown.text == "StartOrder: order_id: unknown order 'WO-404'"
+        assert unknown.symbol == "BadInvalidState"
         not_running = await call(c, "L1.Orders", "HoldOrder", s("WO-2"), s("why"))
         assert bad(not_running) == ua.StatusCodes.BadInvalidState
+        assert not_running.text == "HoldOrder: order 'WO-2' is released; cannot hold"
+        # diagnostics only when asked for (Part 4 7.29): the status alone otherwise
+        quiet = await call(c, "L1.Orders", "StartOrder", s("WO-404"), diagnostics=0)
+        assert bad(quiet) == ua.StatusCodes.BadInvalidState
+        assert quiet.text is None and quiet.argument_texts == []
+        silent = await call(c, "L1.Orders", "StartOrder", ua.Variant(7), diagnostics=0)
+        assert silent.argument_texts == []
         # the session survives every refusal
         assert (await call(c, "L1.Orders", "StartOrder", s("WO-2"))).StatusCode.is_good()
     refused = [a for a in line.audits() if not a.accepted]
@@ -160,6 +216,10 @@ async def test_roles_decide_who_may_call_what(line: Line) -> None:
         # only supervisor and above complete an order
         refused = await call(c, "L1.Orders", "CompleteOrder", s("WO-3"))
         assert bad(refused) == ua.StatusCodes.BadUserAccessDenied
+        assert refused.text == (
+            "CompleteOrder: user 'op' (roles operator) may not call it; "
+            "allowed roles: admin, supervisor"
+        )
     async with client(line.port, "maint") as c:
         refused = await call(c, "L1.Orders", "StartOrder", s("WO-3"))
         assert bad(refused) == ua.StatusCodes.BadUserAccessDenied

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -27,59 +24,13 @@ from edge import opcua_server
 from edge.service import LineService
 
 from .conftest import NAMESPACE, endpoint, free_port, make_config
+from .nodejs import ensure_installed, protocol_line, start
 
 pytestmark = pytest.mark.integration
 
-NODE_DIR = Path(__file__).parent / "node"
-
-
-PROTOCOL = (b"SUBSCRIBED", b"RESULT ")
-
-
-def _installed(scratch: Path) -> None:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node-opcua client test needs Node.js and npm (not installed here)")
-    if all((NODE_DIR / "node_modules" / p).is_dir() for p in _dependencies()):
-        return
-    if os.environ.get("EDGE_TEST_OFFLINE"):
-        pytest.skip(
-            "offline (make test OFFLINE=1) and node-opcua is not installed: run "
-            f"`npm ci` in {NODE_DIR} once while the npm registry is reachable"
-        )
-    command = "ci" if (NODE_DIR / "package-lock.json").is_file() else "install"
-    env = {
-        **os.environ,
-        "npm_config_cache": str(scratch / "npm-cache"),
-        "npm_config_update_notifier": "false",
-    }
-    run = subprocess.run(
-        [npm, command, "--no-audit", "--no-fund"],
-        cwd=NODE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert run.returncode == 0, f"npm {command} failed:\n{run.stdout}\n{run.stderr}"
-
-
-def _dependencies() -> list[str]:
-    manifest = json.loads((NODE_DIR / "package.json").read_text())
-    return list(manifest["dependencies"])
-
-
-async def _protocol_line(stream: asyncio.StreamReader) -> bytes:
-    """The client's next protocol line; anything else it prints is skipped."""
-    while line := await stream.readline():
-        if line.startswith(PROTOCOL):
-            return line
-    return b""
-
 
 async def test_node_opcua_client_browses_reads_and_subscribes(tmp_path: Path) -> None:
-    _installed(tmp_path)
+    ensure_installed(tmp_path)
     port = free_port()
     config = make_config(tmp_path, port)
     async with LineService(
@@ -92,20 +43,12 @@ async def test_node_opcua_client_browses_reads_and_subscribes(tmp_path: Path) ->
         )
         await ref.ask(GetStatus(time.time()))
         client_log = tmp_path / "node-client.log"
-        with client_log.open("wb") as stderr:
-            proc = await asyncio.create_subprocess_exec(
-                "node",
-                str(NODE_DIR / "client.js"),
-                endpoint(port),
-                NAMESPACE,
-                "3",
-                str(tmp_path / "node-pki"),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
-            )
+        proc = await start(
+            "client.js", endpoint(port), NAMESPACE, "3", str(tmp_path / "node-pki"), log=client_log
+        )
         assert proc.stdout is not None
         # generous: the first run also creates the client's certificate
-        line = await asyncio.wait_for(_protocol_line(proc.stdout), 60)
+        line = await asyncio.wait_for(protocol_line(proc.stdout), 60)
         if line != b"SUBSCRIBED\n":
             await asyncio.wait_for(proc.wait(), 30)
             raise AssertionError(f"node client failed: {line!r}\n{client_log.read_text()}")
@@ -113,7 +56,7 @@ async def test_node_opcua_client_browses_reads_and_subscribes(tmp_path: Path) ->
         for ts, count in ((t0 + 10, 53), (t0 + 20, 57)):
             await ref.tell(SampleBatch((Sample("M1", "total_count", count, ts),)))
             await asyncio.sleep(0.5)
-        result = await asyncio.wait_for(_protocol_line(proc.stdout), 30)
+        result = await asyncio.wait_for(protocol_line(proc.stdout), 30)
         await asyncio.wait_for(proc.wait(), 30)
     assert proc.returncode == 0, client_log.read_text()
     assert result.startswith(b"RESULT "), client_log.read_text()
@@ -126,7 +69,8 @@ async def test_node_opcua_client_browses_reads_and_subscribes(tmp_path: Path) ->
     assert seen["browse"]["L1.Machines"] == ["M1", "M2"]
     assert {"State", "OEE", "ProcessValues", "SetStopReason"} <= set(seen["browse"]["L1.M1"])
     assert "Availability" in seen["browse"]["L1.M1.OEE"]
-    assert seen["typeDefinition"] == [f"ns={ns};s=Types.MachineType"]
+    # the ObjectTypes are in the types namespace, the one after the line's
+    assert seen["typeDefinition"] == [f"ns={ns + 1};s=MachineType"]
     reads = seen["reads"]
     assert reads["L1.M1.Name"] == {"status": "Good", "dataType": "String", "value": "Filler"}
     assert reads["L1.M1.State"]["value"] == "running"

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 def _demo_with_free_ports(tmp_path: Path, free_port: Callable[[], int]) -> Path:
     text = DEMO.read_text(encoding="utf-8")
-    for port in ("5020", "4840", "9712", "1883"):
+    for port in ("5020", "4840", "9712", "9713", "1883"):
         text, count = re.subn(rf"\b{port}\b", str(free_port()), text)
         assert count, f"port {port} is no longer in the demo config"
     text += f'\n[storage]\nstate_dir = "{tmp_path / "state"}"\n'
@@ -93,6 +93,10 @@ def test_make_run_reaches_ready_and_ctrl_c_exits_0(
     seen = bytearray()
     try:
         assert _read_until(master, b" ready: line DEMO/packaging/line1", seen, 90), seen.decode(
+            errors="replace"
+        )
+        # The banner names the line display's page with the other endpoints.
+        assert _read_until(master, b"  display     http://127.0.0.1:", seen, 10), seen.decode(
             errors="replace"
         )
         os.write(master, b"\x03")  # Ctrl-C

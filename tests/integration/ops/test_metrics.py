@@ -27,23 +27,24 @@ from typing import Any
 
 import httpx
 import pytest
+from asyncua import Client
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample as PromSample
 
 from actors.machine import GetStatus, MachineStatus, SampleBatch
 from actors.messages import Sample
 from actors.oee.state import MachineState
-from edge import __version__
-from edge.metrics import MetricsComponent
+from edge import __version__, opcua_server
 from edge.service import LineService
+from edge.web import WebComponent
 from tests.integration.ops.lines import simulated_line_toml, write_config
 
 # ---------------------------------------------------------------------- helpers
 
 
 def metrics_factory(port: int) -> Any:
-    def factory(service: LineService) -> MetricsComponent:
-        return MetricsComponent(service, port=port)
+    def factory(service: LineService) -> WebComponent:
+        return WebComponent(service, metrics_port=port, display=False)
 
     return factory
 
@@ -202,11 +203,13 @@ async def test_a_scrape_after_a_simulated_run_shows_the_engines_kpis(
     config = write_config(tmp_path, simulated_line_toml(sim_port, metrics_port=metrics_port))
     async with LineService(config, components=[metrics_factory(metrics_port)]) as service:
         component = service.components[0]
-        assert component.url == f"http://127.0.0.1:{metrics_port}"
+        assert component.metrics_url == f"http://127.0.0.1:{metrics_port}"
         await asyncio.sleep(3.0)  # ~60 s of simulated production at 20x
         service.simulator.pause()
         await asyncio.sleep(0.3)  # the last polls reach the actors
-        scrape, statuses, text, content_type = await consistent_scrape(service, component.url)
+        scrape, statuses, text, content_type = await consistent_scrape(
+            service, component.metrics_url
+        )
 
     assert content_type == "text/plain; version=0.0.4; charset=utf-8"
     for name, kind in EXPECTED_TYPES.items():
@@ -309,7 +312,7 @@ async def test_promtool_accepts_the_exposition(tmp_path: Path, free_port_factory
     async with LineService(config, components=[metrics_factory(metrics_port)]) as service:
         await asyncio.sleep(1.5)
         async with httpx.AsyncClient() as client:
-            text = (await client.get(service.components[0].url + "/metrics")).text
+            text = (await client.get(service.components[0].metrics_url + "/metrics")).text
     assert "edge_plc_poll_duration_seconds_bucket" in text
     assert "edge_machine_shift_oee_ratio" in text
     promtool = await asyncio.create_subprocess_exec(
@@ -566,7 +569,7 @@ async def test_component_metrics_appear_with_their_components(
         LineService(config, components=components) as service,
         httpx.AsyncClient() as client,
     ):
-        text = (await client.get(service.components[0].url + "/metrics")).text
+        text = (await client.get(service.components[0].metrics_url + "/metrics")).text
     scrape = parse(text)
     assert scrape.value("edge_mqtt_connected") == 1.0
     assert scrape.value("edge_mqtt_published_events_total") == 1234
@@ -618,7 +621,7 @@ async def test_a_broken_component_does_not_break_the_scrape(
         LineService(config, components=components) as service,
         httpx.AsyncClient() as client,
     ):
-        base = service.components[0].url
+        base = service.components[0].metrics_url
         for _ in range(2):
             response = await client.get(base + "/metrics")
             assert response.status_code == 200
@@ -666,9 +669,73 @@ async def test_disabled_metrics_serve_nothing(tmp_path: Path, free_port: int) ->
     text = hand_line_toml(free_port).replace("[metrics]\n", "[metrics]\nenabled = false\n")
     config = write_config(tmp_path, text)
     async with LineService(config, components=[metrics_factory(free_port)]) as service:
-        assert service.components[0].banner() == [
-            "metrics     disabled ([metrics] enabled = false)"
-        ]
+        assert "metrics     disabled ([metrics] enabled = false)" in service.components[0].banner()
         with pytest.raises(httpx.ConnectError):
             async with httpx.AsyncClient() as client:
                 await client.get(f"http://127.0.0.1:{free_port}/metrics")
+
+
+async def test_openmetrics_is_negotiated_and_gzip_given_when_accepted(
+    tmp_path: Path, free_port: int
+) -> None:
+    config = write_config(tmp_path, hand_line_toml(free_port))
+    async with (
+        LineService(config, components=[metrics_factory(free_port)]) as service,
+        httpx.AsyncClient() as client,
+    ):
+        url = service.components[0].metrics_url + "/metrics"
+        # What Prometheus 3 sends: OpenMetrics first, the text format as a fallback.
+        accept = (
+            "application/openmetrics-text;version=1.0.0;q=0.6,"
+            "application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=0.0.4;q=0.4"
+        )
+        response = await client.get(url, headers={"Accept": accept, "Accept-Encoding": "gzip"})
+        plain = await client.get(url, headers={"Accept-Encoding": "identity"})
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.headers["content-encoding"] == "gzip"  # httpx inflated it for us
+    assert response.text.rstrip().endswith("# EOF")  # OpenMetrics ends so
+    assert "# TYPE edge_machine_pieces counter" in response.text
+    assert plain.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert "content-encoding" not in plain.headers
+    assert "# EOF" not in plain.text and "edge_machine_pieces_total" in plain.text
+
+
+async def test_the_opcua_server_exports_sessions_subscriptions_nodes_and_a_named_check(
+    tmp_path: Path, free_port_factory: Any
+) -> None:
+    metrics_port, opc_port = free_port_factory(), free_port_factory()
+    text = hand_line_toml(metrics_port).replace(
+        "[opcua]\nenabled = false\n",
+        f'[opcua]\nendpoint = "opc.tcp://127.0.0.1:{opc_port}/edge/"\nsecurity_policies = []\n',
+    )
+    config = write_config(tmp_path, text)
+    components = [metrics_factory(metrics_port), opcua_server.component]
+    async with (
+        LineService(config, components=components) as service,
+        httpx.AsyncClient() as http,
+    ):
+        base = service.components[0].metrics_url
+
+        async def scrape() -> Any:
+            return parse((await http.get(base + "/metrics")).text)
+
+        before = await scrape()
+        assert before.value("edge_opcua_sessions") == 0.0
+        assert before.value("edge_opcua_subscriptions") == 0.0
+        server = next(c for c in service.components if isinstance(c, opcua_server.OpcUaServer))
+        nodes = before.value("edge_opcua_nodes")
+        # every node of the line's namespace, counted in the node store itself
+        every = server.server.iserver.aspace.keys()
+        assert nodes == sum(1 for n in every if n.NamespaceIndex == server.idx) > 100
+        async with Client(f"opc.tcp://127.0.0.1:{opc_port}/edge/", timeout=5) as c:
+            subscription = await c.create_subscription(100, None)
+            during = await scrape()
+            assert during.value("edge_opcua_sessions") == 1.0
+            assert during.value("edge_opcua_subscriptions") == 1.0
+            await subscription.delete()
+        after = await scrape()
+        assert after.value("edge_opcua_sessions") == 0.0
+        ready = (await http.get(base + "/readyz")).json()
+    assert ready["checks"]["opcua server"] == "ok"
+    assert ready["checks"]["metrics endpoint"] == "ok"
+    assert not [name for name in ready["checks"] if name.startswith("component ")]

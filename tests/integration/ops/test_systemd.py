@@ -33,6 +33,7 @@ from tests.integration.ops.lines import simulated_line_toml
 
 REPO = Path(__file__).resolve().parents[3]
 UNIT = REPO / "systemd" / "edge@.service"
+INGEST_UNIT = REPO / "systemd" / "edge-ingest@.service"
 WATCHDOG_USEC = 300_000  # the service pings every 0.15 s (half of it)
 BLOCK_S = 2.0
 
@@ -175,15 +176,16 @@ def test_ready_carries_a_status_line(tmp_path: Path, free_port: int) -> None:
     shutil.which("systemd-analyze") is None,
     reason="systemd-analyze is not installed (Debian: the systemd package)",
 )
-def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shipped", [UNIT, INGEST_UNIT], ids=lambda p: p.name)
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path, shipped: Path) -> None:
     # The unit runs /opt/edge/.venv/bin/edge (the install location in
     # systemd/README.md); verify checks that ExecStart exists, so point it at
     # this checkout's entry point. Everything else is verified as shipped.
     edge = Path(sys.executable).with_name("edge")
     assert edge.exists(), f"{edge}: the project is not installed in this environment"
-    text = UNIT.read_text(encoding="utf-8")
+    text = shipped.read_text(encoding="utf-8")
     assert "/opt/edge/.venv/bin/edge" in text
-    unit = tmp_path / "edge@.service"
+    unit = tmp_path / shipped.name
     unit.write_text(text.replace("/opt/edge/.venv/bin/edge", str(edge)), encoding="utf-8")
     result = subprocess.run(
         ["systemd-analyze", "verify", unit.name],

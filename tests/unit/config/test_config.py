@@ -80,6 +80,21 @@ def test_full_machine_keys_are_parsed(tmp_path: Path) -> None:
     assert params.reasons[1].category is ReasonCategory.PLANNED
 
 
+def test_machine_identification_keys(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "ideal_cycle_s = 2.0",
+        'ideal_cycle_s = 2.0\nmanufacturer = "Acme"\nmodel = "X-1"\nserial_number = "X1-7"\n'
+        'product_instance_uri = "urn:acme:X1-7"\nyear_of_construction = 2020',
+    )
+    machine = load_config(write(tmp_path, text)).machine("SMT01")
+    assert (machine.manufacturer, machine.model, machine.serial_number) == ("Acme", "X-1", "X1-7")
+    assert machine.product_instance_uri == "urn:acme:X1-7"
+    assert machine.year_of_construction == 2020
+    # none given: empty, no year
+    bare = load_config(write(tmp_path, MINIMAL)).machine("SMT01")
+    assert (bare.manufacturer, bare.serial_number, bare.year_of_construction) == ("", "", None)
+
+
 def test_demo_config_is_valid() -> None:
     config = load_config(DEFAULT_CONFIG)
     assert config.simulator.enabled
@@ -180,6 +195,11 @@ BAD_CONFIGS = [
         "[line\nsite=1",
         "invalid TOML",
         id="invalid-toml",
+    ),
+    pytest.param(
+        MINIMAL.replace("ideal_cycle_s = 2.0", "ideal_cycle_s = 2.0\nyear_of_construction = 20"),
+        "machines[0].year_of_construction: must be between 1900 and 2200, got 20",
+        id="bad-year-of-construction",
     ),
 ]
 
@@ -318,3 +338,40 @@ def test_an_invalid_plc_is_still_known_to_the_machines_that_use_it(tmp_path: Pat
     assert problems_of(tmp_path, text + no_host + machines) == [
         "plcs[0].host: missing required key (expected a string)"
     ]
+
+
+def test_the_web_section_and_user_pins_are_checked(tmp_path: Path) -> None:
+    text = MINIMAL + textwrap.dedent(
+        """
+        [web]
+        port = 70000
+        tls_cert_file = "cert.pem"
+        session_idle_s = 600
+        session_max_s = 60
+        max_body_bytes = 10
+        colour = "green"
+
+        [[opcua.users]]
+        name = "op"
+        password = "pw"
+        pin = "12a4"
+        roles = ["operator"]
+        """
+    )
+    problems = problems_of(tmp_path, text)
+    for expected in (
+        "web.port: must be a TCP port 0..65535, got 70000",
+        "web.tls_cert_file: no such file",
+        "web.tls_key_file: tls_cert_file and tls_key_file go together",
+        "web.session_max_s: must be >= session_idle_s",
+        "web.max_body_bytes: must be between 1024 and 1.67772e+07, got 10",
+        "web.colour: unknown key",
+        "opcua.users[0].pin: must be 4 to 12 digits",
+    ):
+        assert any(p.startswith(expected) for p in problems), (expected, problems)
+    user = '[[opcua.users]]\nname = "op"\npassword = "pw"\npin = "0042"\nroles = ["operator"]\n'
+    ok = MINIMAL + "\n" + user
+    config = load_config(write(tmp_path, ok))
+    assert config.web.port == 9713 and config.web.enabled
+    [user] = config.opcua.users
+    assert user.pin is not None and user.pin.reveal() == "0042"

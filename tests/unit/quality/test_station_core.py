@@ -240,7 +240,7 @@ async def test_station_actor_feeds_machine_rejects_after_publishing() -> None:
     published: list[object] = []
     rejects: list[tuple[int, float]] = []
 
-    async def add_rejects(count: int, ts: float) -> None:
+    def add_rejects(count: int, ts: float) -> None:
         published.append(("rejects", count))
         rejects.append((count, ts))
 
@@ -273,7 +273,7 @@ async def test_station_actor_feeds_machine_rejects_after_publishing() -> None:
 async def test_station_that_does_not_feed_the_machine_never_adds_rejects() -> None:
     rejects: list[int] = []
 
-    async def add_rejects(count: int, ts: float) -> None:
+    def add_rejects(count: int, ts: float) -> None:
         rejects.append(count)
 
     ref = await start_actor(QualityStationActor(params(), lambda events: None, add_rejects))
@@ -282,3 +282,29 @@ async def test_station_that_does_not_feed_the_machine_never_adds_rejects() -> No
     finally:
         await ref.stop()
     assert rejects == []
+
+
+def test_charts_keep_the_plotted_points_with_the_rules_they_broke() -> None:
+    core = QualityStationCore(params())
+    for n, value in enumerate([10.0, 12.0, 11.0, 13.0, 14.0, 16.5, 12.0]):
+        core.apply(sample("thickness", value, 10.0 + n))
+    thickness, weight = core.charts()
+    assert (thickness.characteristic, thickness.unit, thickness.lsl, thickness.usl) == (
+        "thickness",
+        "mm",
+        6.0,
+        20.0,
+    )
+    assert thickness.limits is not None and thickness.limits["ucl"] == pytest.approx(
+        12 + 4.5 / 1.128
+    )
+    assert [(p.index, p.ts, p.value) for p in thickness.points] == [
+        (n + 1, 10.0 + n, v) for n, v in enumerate([10.0, 12.0, 11.0, 13.0, 14.0, 16.5, 12.0])
+    ]
+    assert [p.range for p in thickness.points] == [None, 2.0, 1.0, 2.0, 1.0, 2.5, 4.5]
+    # 16.5 > UCL 15.99: rule 1 on the X chart; MR 4.5 < the MR chart's UCL 3.267 * 1.5 = 4.9
+    assert [p.rules for p in thickness.points] == [(), (), (), (), (), (1,), ()]
+    assert [p.range_out for p in thickness.points] == [False] * 7
+    assert weight.points == () and weight.limits is not None  # baseline: limits from the start
+    twin = QualityStationCore.restore(params(), core.snapshot())
+    assert twin.charts() == core.charts()
