@@ -10,8 +10,13 @@ previous layout if need be) with its writer, which from then on commits every
 event for the MES together with a consistent cut of the line's state
 (:mod:`edge.cut`); the simulator (when the config enables it); the supervisor
 with one MachineActor per machine (each restored from the last committed cut);
-the components; the PLC sources, whose samples are routed to the actors; and
-the clocks (event-time ticks, status log, systemd watchdog). No cut is taken
+the components that must see every event from the first sample on (outbox,
+orders, MQTT, metrics); the PLC sources, whose samples are routed to the
+actors; then the components that take long to start (:class:`AfterSources`:
+the OPC UA server builds its address space) and the clocks (event-time ticks,
+status log, systemd watchdog). So the line counts from its first second, while
+``READY=1`` still means everything is up: what the buses carried while a late
+component started is replayed to it, in order, when it is up. No cut is taken
 while the line starts. Stop runs in reverse: sources stop first so nothing new
 arrives, every machine drains its mailbox, the last events and the last cut
 are committed, then the actors stop and the database closes.
@@ -27,6 +32,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -81,27 +87,51 @@ class ServiceState(enum.Enum):
 # service to reach the bus, the machine actors, the config and ``commands``.
 ComponentFactory = Callable[["LineService"], AbstractAsyncContextManager[Any]]
 
+# How long the start waits for the first poll of every Modbus PLC before it builds
+# the slow components, whose synchronous work would hold those polls back.
+FIRST_POLL_WAIT_S = 0.5
 
-def default_components(config: LineConfig) -> list[ComponentFactory]:
+
+@dataclass(frozen=True, slots=True)
+class AfterSources:
+    """A component that takes long to start (the OPC UA server builds thousands of
+    nodes), started after the PLC sources so counting does not wait for it.
+
+    It may not attach bindings (the sources are built); everything published on
+    ``service.bus`` and ``service.samples`` while it starts is replayed to the
+    consumers it subscribes, in order, once it is up."""
+
+    factory: ComponentFactory
+
+
+Component = ComponentFactory | AfterSources
+
+
+def _opcua_server(service: LineService) -> AbstractAsyncContextManager[Any]:
+    from edge import opcua_server  # noqa: PLC0415 - asyncua: imported while the PLCs poll
+
+    return opcua_server.component(service)
+
+
+def default_components(config: LineConfig) -> list[Component]:
     """The parts ``edge run`` starts besides the actors, in start order.
 
     The outbox comes first so it sees every event from the first sample on; the
     order runtime sets ``service.commands`` before the front ends (OPC UA, MQTT,
     the line display) that call it; the HTTP component (the line display and the
-    metrics) comes last and reads everything else.
+    metrics) comes last and reads everything else. The OPC UA server starts after
+    the PLC sources (:class:`AfterSources`).
     """
     # Each imported only when enabled: they pull in heavy libraries (asyncua,
     # aiomqtt, httpx, numpy), and a line pays the start time and memory of what it runs.
-    components: list[ComponentFactory] = []
+    components: list[Component] = []
     if config.mqtt.enabled or config.qmib.enabled:
         components.append(outbox_component)
     from edge import orders_runtime  # noqa: PLC0415
 
     components.append(orders_runtime.component)
     if config.opcua.enabled:
-        from edge import opcua_server  # noqa: PLC0415
-
-        components.append(opcua_server.component)
+        components.append(AfterSources(_opcua_server))
     if config.mqtt.enabled:
         from edge.mqtt import component as mqtt_component  # noqa: PLC0415
 
@@ -137,7 +167,7 @@ class LineService:
         config: LineConfig,
         *,
         notifier: Notifier | None = None,
-        components: Sequence[ComponentFactory] = (),
+        components: Sequence[Component] = (),
         tick_interval_s: float | None = TICK_INTERVAL_S,
     ) -> None:
         """``tick_interval_s``: how often the wall clock advances the machines' event
@@ -176,6 +206,7 @@ class LineService:
         self._attached: dict[str, list[MachineBinding]] = {}
         self._attached_sinks: dict[str, SampleSink] = {}
         self._sources_built = False
+        self._first_counted = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -280,10 +311,22 @@ class LineService:
                 log.info("machine state restored", extra={"machine": machine.id})
 
         self.bus.subscribe("event-log", _log_events)
+        late = [c.factory for c in self._component_factories if isinstance(c, AfterSources)]
         for factory in self._component_factories:
-            self.components.append(await stack.enter_async_context(factory(self)))
+            if not isinstance(factory, AfterSources):
+                self.components.append(await stack.enter_async_context(factory(self)))
         for source in self._build_sources():
             self.sources.append(await stack.enter_async_context(source))
+        if late:
+            await self._first_polls(FIRST_POLL_WAIT_S)
+            self.bus.hold()
+            self.samples.hold()
+            try:
+                for factory in late:
+                    self.components.append(await stack.enter_async_context(factory(self)))
+            finally:
+                self.samples.release()
+                self.bus.release()
 
         if self._tick_interval_s is not None:
             self._spawn(self._tick_loop(self._tick_interval_s), "ticks")
@@ -291,6 +334,19 @@ class LineService:
         interval = watchdog_interval_s()
         if interval is not None:
             self._spawn(run_watchdog(self.notifier, interval, self._making_progress), "watchdog")
+
+    async def _first_polls(self, timeout_s: float) -> None:
+        """Until every Modbus PLC was polled once (read or failed), at most ``timeout_s``."""
+        waits = [
+            asyncio.ensure_future(s.first_polled.wait())
+            for s in self.sources
+            if isinstance(s, ModbusSource)
+        ]
+        if not waits:
+            return
+        _done, pending = await asyncio.wait(waits, timeout=timeout_s)
+        for wait in pending:
+            wait.cancel()
 
     def _machine_factory(
         self, machine_id: str, snapshot: dict[str, Any] | None
@@ -397,7 +453,31 @@ class LineService:
         if self.samples.has_consumers:
             self.samples.publish(batch)
         for machine_id, item in per_reader(batch):
-            await self._tell(machine_id, SampleBatch(item) if isinstance(item, tuple) else item)
+            if isinstance(item, tuple):
+                if self._first_counted:
+                    await self._tell(machine_id, SampleBatch(item))
+                else:
+                    await self._count_first(machine_id, SampleBatch(item))
+            else:
+                await self._tell(machine_id, item)
+
+    async def _count_first(self, machine_id: str, batch: SampleBatch) -> None:
+        """The first samples of the line, handed over with ``ask``: when it returns
+        they are counted, which the service tells systemd (``STATUS=``) and the log."""
+        ref = self._machines.get(machine_id)
+        if ref is None:
+            await self._tell(machine_id, batch)
+            return
+        try:
+            await ref.ask(batch, timeout=5.0)
+        except ActorError as exc:
+            log.debug(
+                "machine did not take a message", extra={"machine": machine_id, "error": str(exc)}
+            )
+            return
+        self._first_counted = True
+        self.notifier.status(f"counting: first PLC samples applied (machine {machine_id})")
+        log.info("first PLC samples counted", extra={"machine": machine_id})
 
     async def _tell(self, machine_id: str, message: MachineMessage) -> None:
         ref = self._machines.get(machine_id)

@@ -157,6 +157,8 @@ def line_toml(plan: Plan, sim_port: int, mqtt_port: int, counter_start: int) -> 
         enabled = false
         [metrics]
         enabled = false
+        [web]
+        enabled = false
         [storage]
         state_dir = "state"
 
