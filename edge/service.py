@@ -102,9 +102,9 @@ def default_components(config: LineConfig) -> list[ComponentFactory]:
     components: list[ComponentFactory] = []
     if config.mqtt.enabled or config.qmib.enabled:
         components.append(outbox_component)
-    from edge import orders_runtime  # noqa: PLC0415
+    from edge import orders  # noqa: PLC0415
 
-    components.append(orders_runtime.component)
+    components.append(orders.component)
     if config.opcua.enabled:
         from edge import opcua_server  # noqa: PLC0415
 

@@ -67,7 +67,7 @@ SERVICE_COMMAND = (sys.executable, "-m", "edge", "run", "--config")
 IMPORT_BASELINE = (
     sys.executable,
     "-c",
-    "import edge.service, edge.plc, edge.web, edge.orders_runtime, edge.opcua_server",
+    "import edge.service, edge.plc, edge.web, edge.orders, edge.opcua_server",
 )
 
 
