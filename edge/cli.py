@@ -103,10 +103,16 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Run the line simulator standalone: a Modbus TCP server at the config's "
             "[simulator] host/port playing every machine bound to it. Point another "
-            "`edge run` (or any Modbus client) at it."
+            "`edge run` (or any Modbus client) at it. SIGUSR1 holds simulated time (the "
+            "registers keep their values), SIGUSR2 lets it run again."
         ),
     )
     simulate.add_argument("--config", type=Path, default=None, metavar="PATH")
+    simulate.add_argument(
+        "--paused",
+        action="store_true",
+        help="start with simulated time held (counters at counter_start) until SIGUSR2",
+    )
 
     tail = commands.add_parser(
         "tail",
@@ -199,7 +205,7 @@ def _cmd_replay(trace: str, config_path: Path) -> int:
     return run_replay(trace, config, sys.stdout, sys.stderr)
 
 
-def _cmd_simulate(config_path: Path | None) -> int:
+def _cmd_simulate(config_path: Path | None, paused: bool) -> int:
     configure_logging("info")
     try:
         config = _load(config_path)
@@ -208,7 +214,7 @@ def _cmd_simulate(config_path: Path | None) -> int:
         return EXIT_CONFIG
     from edge.service import run_simulator_only  # noqa: PLC0415
 
-    return run_simulator_only(config)
+    return run_simulator_only(config, paused=paused)
 
 
 def _cmd_bench(names: Sequence[str], json_path: Path | None) -> int:
@@ -230,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "replay":
                 return _cmd_replay(args.trace, args.config)
             case "simulate":
-                return _cmd_simulate(args.config)
+                return _cmd_simulate(args.config, args.paused)
             case "bench":
                 return _cmd_bench(args.names, args.json)
             case "ingest":

@@ -681,12 +681,12 @@ def run_service(config: LineConfig) -> int:
     return actor_loop.run(serve(config))
 
 
-async def _simulate(config: LineConfig) -> int:
+async def _simulate(config: LineConfig, paused: bool) -> int:
     from edge.simulator import run_simulator  # noqa: PLC0415
 
     stop = asyncio.Event()
     _install_stop_signals(stop)
-    task = asyncio.ensure_future(run_simulator(config, control_signals=True))
+    task = asyncio.ensure_future(run_simulator(config, paused=paused))
     waiter = asyncio.ensure_future(stop.wait())
     await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     task.cancel()
@@ -696,5 +696,5 @@ async def _simulate(config: LineConfig) -> int:
     return 0
 
 
-def run_simulator_only(config: LineConfig) -> int:
-    return actor_loop.run(_simulate(config))
+def run_simulator_only(config: LineConfig, *, paused: bool = False) -> int:
+    return actor_loop.run(_simulate(config, paused))

@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from actors.oee.params import LossBucket, MachineParams, Reason, ReasonCategory, StateSource
+from actors.oee.params import (
+    DEFAULT_MAX_RATE_FACTOR,
+    LossBucket,
+    MachineParams,
+    Reason,
+    ReasonCategory,
+    StateSource,
+)
 from edge.config.plcs import Plcs, read_plc_map
 from edge.config.schema import (
     REQUIRED,
@@ -25,6 +32,7 @@ UnitId = Annotated[int, between(0, 255)]
 AddressOffset = Annotated[int, between(0, 65535)]
 CounterBits = Literal[16, 32, 64]
 YearOfConstruction = Annotated[int, between(1900, 2200)]
+RateFactor = Annotated[float, between(1.0, 1000.0)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,8 @@ class MachineEntry:
     stop_after_s: Annotated[float, Positive] | None = None  # None: 5 x ideal cycle
     micro_stop_bucket: LossBucket = LossBucket.PERFORMANCE
     counter_bits: CounterBits | None = None  # None: the plc_map's, else 32
+    # A counter step beyond this x the ideal rate is capped (actors.oee.counters).
+    max_rate_factor: RateFactor = DEFAULT_MAX_RATE_FACTOR
     state_source: StateSource | None = None
     reasons: tuple[ReasonEntry, ...] = ()
     plc: str | None = None
@@ -142,6 +152,7 @@ def read_machines(
             counter_bits=entry.counter_bits or bits or 32,
             reasons=reasons,
             state_source=entry.state_source,
+            max_rate_factor=entry.max_rate_factor,
         )
         name, plc_id, offset = entry.name or entry.id, entry.plc, entry.address_offset
         config = MachineConfig(

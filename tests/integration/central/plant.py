@@ -209,7 +209,7 @@ async def _read_counters(port: int) -> dict[tuple[str, str], int]:
 
 def _pause_all(lines: list[Line]) -> None:
     marks = {
-        line.name: line.simulator.text().count("simulator paused")
+        line.name: line.simulator.text().count("simulated time held")
         for line in lines
         if line.simulator
     }
@@ -220,7 +220,7 @@ def _pause_all(lines: list[Line]) -> None:
         sim = line.simulator
         assert sim is not None
         _wait(
-            lambda sim=sim, n=marks[line.name]: sim.text().count("simulator paused") > n,
+            lambda sim=sim, n=marks[line.name]: sim.text().count("simulated time held") > n,
             30,
             f"{line.name} paused",
         )
