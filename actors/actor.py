@@ -48,7 +48,7 @@ Snapshots
     integer comparison per message for this. ``snapshot()`` should return an
     immutable value or a copy: the runtime keeps the object as it is.
 
-Cuts (the line's durable state, edge.state_store)
+Cuts (the line's durable state, edge.state.store)
     ``ActorRef.cut()`` is called synchronously from another task on the same
     event loop: it returns the actor's snapshot taken right then, between two
     messages, plus the queued messages of the types in ``Actor.kept_on_cut``

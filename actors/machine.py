@@ -17,7 +17,7 @@ first reading after the restart.
 Between two messages the actor has published every event its state implies
 (each handler publishes at its end and never awaits), so a snapshot taken
 then agrees with the events already on the bus: the line's state store
-commits both in one transaction (edge.cut).
+commits both in one transaction (edge.state.cut).
 """
 
 from __future__ import annotations

@@ -183,7 +183,7 @@ def _cmd_run(config_path: Path | None, log_level: str | None) -> int:
         log.error("invalid config, not starting:\n%s", exc)
         return EXIT_CONFIG
     configure_logging(log_level or config.logging.level)
-    from edge.service import run_service  # noqa: PLC0415 - keep `edge --help` fast
+    from edge.runtime.service import run_service  # noqa: PLC0415 - keep `edge --help` fast
 
     try:
         return run_service(config)
@@ -212,7 +212,7 @@ def _cmd_simulate(config_path: Path | None, paused: bool) -> int:
     except ConfigError as exc:
         log.error("invalid config, not starting:\n%s", exc)
         return EXIT_CONFIG
-    from edge.service import run_simulator_only  # noqa: PLC0415
+    from edge.runtime.service import run_simulator_only  # noqa: PLC0415
 
     return run_simulator_only(config, paused=paused)
 

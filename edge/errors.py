@@ -19,7 +19,7 @@ this module re-exports them, and the I/O errors subclass the same root:
     │   ├── AskTimeoutError      no reply within the ask timeout
     │   └── EscalationError      a supervisor's restart intensity was exceeded
     ├── CommandError             (actors) a command (MQTT, OPC UA method, CLI) was rejected
-    │   └── CommandRejected      ... with a reply code for the MES (edge.mqtt.commands)
+    │   └── CommandRejected      ... with a reply code for the MES (edge.forward.mqtt.commands)
     ├── SnapshotError            (actors) a saved state cannot restore a core
     ├── StateStoreError          the state database (snapshots, outbox) failed
     │   └── StateDirError        the state directory cannot be used (edge run exits 78)
@@ -28,11 +28,11 @@ this module re-exports them, and the I/O errors subclass the same root:
         ├── PlcError
         │   ├── PlcConnectionError   the link to a PLC is down
         │   └── PlcDataError         a PLC answered with data that cannot be decoded
-        ├── BrokerError          the MQTT broker is unreachable or refused (edge.mqtt.connection)
+        ├── BrokerError          the MQTT broker is unreachable or refused (forward.mqtt)
         ├── StoreError           the central PostgreSQL store failed (edge.ingest.errors)
         │   ├── StoreUnavailableError  unreachable or busy: the batch is retried
         │   └── RefusedBatch           the database refused the data: a dead letter
-        └── QmibError            QMIB's REST gateway failed (edge.qmib)
+        └── QmibError            QMIB's REST gateway failed (edge.forward.qmib)
             ├── QmibAuthError        401/403: credentials wrong, never retried
             ├── QmibRejectedError    another 4xx: the request itself is wrong, never retried
             └── QmibUnavailableError 5xx or no connection after the retries

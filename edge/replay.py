@@ -56,9 +56,9 @@ from actors.oee.core import MachineCore
 from actors.oee.events import DomainEvent, ShiftClosed, Warning, WindowRevised
 from actors.oee.kpi import KpiRecord
 from edge.config import LineConfig
+from edge.config.plc_maps import load_plc_map
 from edge.errors import EdgeError, TraceError
-from edge.plc.maps import load_plc_map
-from edge.trace import TraceParser
+from edge.sources.trace import TraceParser
 
 MAX_REPORTED = 20
 # The trace "sensor" that carries a machine's PLC link state instead of a signal.

@@ -36,8 +36,8 @@ from typing import Any, TextIO
 import aiomqtt
 
 from edge.errors import ConfigError
-from edge.mqtt.connection import ClientSettings, ProtocolVersion, describe, new_client
-from edge.mqtt.topics import Topics
+from edge.forward.mqtt.connection import ClientSettings, ProtocolVersion, describe, new_client
+from edge.forward.mqtt.topics import Topics
 from edge.tail_args import add_arguments
 from edge.wire import Batch, WireError, decode_batch, decode_status, json_safe
 

@@ -29,10 +29,10 @@ import asyncpg
 
 from edge.bench import Figure
 from edge.bench.mqtt import _broker, _mosquitto
+from edge.forward.mqtt.connection import ClientSettings
 from edge.ingest.decode import EVENT_COLUMNS, decode_message
 from edge.ingest.scratch import ScratchCluster, find_binaries
 from edge.ingest.service import IngestService, IngestSettings
-from edge.mqtt.connection import ClientSettings
 from edge.wire import BatchHeader, batch_id_for, encode_batch, encode_envelope
 
 NAME = "ingest: events/s into PostgreSQL, one worker"

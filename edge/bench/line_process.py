@@ -224,7 +224,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def map_without_deadbands(directory: Path) -> Path:
     """The ``sim-line`` map with its deadbands taken out: every change is delivered."""
     from edge.config import BUILTIN_PLC_MAPS  # noqa: PLC0415
-    from edge.plc import find_plc_map  # noqa: PLC0415
+    from edge.sources.plc import find_plc_map  # noqa: PLC0415
 
     found = find_plc_map("sim-line", [BUILTIN_PLC_MAPS])
     if found is None:

@@ -34,7 +34,7 @@ import aiomqtt
 from actors import loop as actor_loop
 from actors.oee.events import PiecesCounted
 from edge.bench import Figure
-from edge.outbox import EVENTS_STREAM, Outbox
+from edge.state.outbox import EVENTS_STREAM, Outbox
 
 BACKLOG = 1_000_000
 BATCH = 500
@@ -111,7 +111,7 @@ async def _fill(path: Path, events: int) -> None:
 
 
 async def _drain_s(path: Path, port: int) -> float:
-    from edge.mqtt.forwarder import Forwarder  # noqa: PLC0415
+    from edge.forward.mqtt.forwarder import Forwarder  # noqa: PLC0415
 
     async with (
         Outbox(path, synchronous="FULL") as outbox,
@@ -253,15 +253,19 @@ async def _subscriber(port: int, topic: str) -> AsyncIterator[asyncio.Queue[tupl
 
 
 async def _latencies(directory: Path, mqtt_port: int) -> list[float]:
-    import edge.mqtt  # noqa: PLC0415
-    import edge.outbox  # noqa: PLC0415
+    import edge.forward.mqtt  # noqa: PLC0415
+    import edge.state.outbox  # noqa: PLC0415
     from edge.config import load_config  # noqa: PLC0415
-    from edge.service import ComponentFactory, LineService  # noqa: PLC0415
+    from edge.context import ComponentFactory  # noqa: PLC0415
+    from edge.runtime.service import LineService  # noqa: PLC0415
 
     config = load_config(_line_config(directory, _free_port(), mqtt_port))
     latencies: list[float] = []
     async with _subscriber(mqtt_port, "edge/B/L1/events") as received:
-        components: list[ComponentFactory] = [edge.outbox.component, edge.mqtt.component]
+        components: list[ComponentFactory] = [
+            edge.forward.streams.component,
+            edge.forward.mqtt.component,
+        ]
         async with LineService(config, components=components) as service:
             simulator = service.simulator
             simulator.pause()

@@ -51,7 +51,7 @@ from asyncua.server.server import Server
 
 from edge.bench import Figure
 from edge.config import LineConfig, load_config
-from edge.opcua_server.uaids import AttributeIds, ObjectIds, numeric
+from edge.serve.opcua.uaids import AttributeIds, ObjectIds, numeric
 
 MACHINES = 50
 WINDOW_S = 2.0
@@ -227,8 +227,8 @@ async def _measure(subscriber: _Subscriber, name: str, load: Awaitable[None]) ->
 
 
 async def _run() -> list[Figure]:
-    from edge import opcua_server  # noqa: PLC0415 - heavy; only when benchmarking
-    from edge.service import LineService  # noqa: PLC0415
+    from edge.runtime.service import LineService  # noqa: PLC0415
+    from edge.serve import opcua as opcua_server  # noqa: PLC0415 - heavy; only when benchmarking
 
     edge_port, bare_port = _port(), _port()
     with tempfile.TemporaryDirectory() as tmp:

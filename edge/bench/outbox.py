@@ -6,7 +6,7 @@ bursts, each burst from one of 50 machines, the producer yielding after each
 as the machine actors do. Every commit of the writer also stores a cut of the
 line's state: the snapshot of each machine that published since the previous
 cut, taken from a real :class:`~actors.oee.core.MachineCore` with an hour of
-history (edge.cut). The figure counts from the first publish until the last
+history (edge.state.cut). The figure counts from the first publish until the last
 event is committed with ``synchronous = FULL``.
 
 Two loads: *flat out* (the producer never waits, so group commit makes few,
@@ -41,10 +41,10 @@ from actors.oee.params import ReasonCategory
 from actors.oee.state import MachineState
 from actors.oee.stops import StopKind
 from edge.bench import Figure
-from edge.cut import CutSources, Saved
 from edge.event_bus import EventBus
-from edge.outbox import EVENTS_STREAM, Outbox, OutboxWriter
-from edge.state_store import SCHEMA, UPSERT_SNAPSHOT, pack_row
+from edge.state.cut import CutSources, Saved
+from edge.state.outbox import EVENTS_STREAM, Outbox, OutboxWriter
+from edge.state.store import SCHEMA, UPSERT_SNAPSHOT, pack_row
 from edge.wire import envelope, pack_event
 
 EVENTS = 300_000

@@ -3,7 +3,7 @@
 ``python -m edge.bench.raw_poller --port P --units N --registers R --interval S
 --warmup W --window D`` opens one pymodbus connection per unit id 1..N (as the
 service opens one per PLC), reads holding registers 0..R-1 of its unit on the
-same schedule as the service's Modbus source (:class:`~edge.plc.schedule.PollGrid`:
+same schedule as the service's Modbus source (:class:`~edge.sources.plc.schedule.PollGrid`:
 a random first slot, a drift-free grid), throws the answer away, and after the
 warm-up measures one window: its own CPU time, peak memory, polls and how late
 each poll started. It prints one JSON object and exits.
@@ -27,7 +27,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from actors import loop as actor_loop
 from edge.bench.line_process import memory_mb
 from edge.histogram import HistogramSnapshot
-from edge.plc.schedule import PollGrid
+from edge.sources.plc.schedule import PollGrid
 
 
 class _Poller:

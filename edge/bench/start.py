@@ -48,8 +48,8 @@ COUNTING_BAR_S = 1.0
 IMPORT_BASELINE = (
     sys.executable,
     "-c",
-    "import edge.cli, edge.service, edge.plc, edge.metrics, edge.orders, edge.opcua_server,"
-    " edge.web",
+    "import edge.cli, edge.runtime.service, edge.sources.plc, edge.serve.metrics, edge.orders,"
+    " edge.serve.opcua, edge.serve.web",
 )
 
 

@@ -26,7 +26,7 @@ from edge.config.schema import (
 )
 
 if TYPE_CHECKING:
-    from edge.plc.maps import PlcMap
+    from edge.config.plc_maps import PlcMap
 
 UnitId = Annotated[int, between(0, 255)]
 AddressOffset = Annotated[int, between(0, 65535)]

@@ -20,7 +20,7 @@ from edge.config.schema import (
 )
 from edge.secrets import Secret
 
-# What the MES may send on <prefix>/<site>/<line>/cmd/<name> (edge.mqtt.commands).
+# What the MES may send on <prefix>/<site>/<line>/cmd/<name> (edge.forward.mqtt.commands).
 MQTT_COMMANDS = tuple(
     [
         "download_order",

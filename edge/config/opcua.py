@@ -46,10 +46,10 @@ Modes = Annotated[tuple[Annotated[str, one_of(*OPCUA_SECURITY_MODES)], ...], _TW
 
 @dataclass(frozen=True, slots=True)
 class OpcUaUser:
-    """A user of the line: of its OPC UA server and of the line display (edge.web).
+    """A user of the line: of its OPC UA server and of the line display (edge.serve.web).
 
     ``roles`` decide which commands it may give (``[opcua.method_roles]``, the same
-    rule for both, edge.access); ``pin`` is a short secret for the line display only.
+    rule for both, edge.serve.access); ``pin`` is a short secret for the line display only.
     """
 
     name: Annotated[str, NonEmpty]

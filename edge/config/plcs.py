@@ -12,7 +12,7 @@ from edge.errors import ConfigError
 from edge.secrets import Secret
 
 if TYPE_CHECKING:
-    from edge.plc.maps import PlcMap
+    from edge.config.plc_maps import PlcMap
 
 
 def _opc_endpoint(value: str) -> str | None:
@@ -101,7 +101,7 @@ def read_plc_map(
     reader: Reader, name: str, map_dirs: tuple[Path, ...], path: str, plc: PlcConfig | None
 ) -> PlcMap | None:
     """A machine's or station's plc_map, its problems reported under ``path``."""
-    from edge.plc.maps import find_plc_map, load_plc_map  # noqa: PLC0415 - avoids a cycle
+    from edge.config.plc_maps import find_plc_map, load_plc_map  # noqa: PLC0415 - avoids a cycle
 
     if find_plc_map(name, map_dirs) is None:
         dirs = ", ".join(str(d) for d in map_dirs)

@@ -30,7 +30,7 @@ from edge.config.schema import (
 )
 
 if TYPE_CHECKING:
-    from edge.plc.maps import PlcMap
+    from edge.config.plc_maps import PlcMap
 
 _UNSIGNED_BITS = {"uint16": 16, "uint32": 32, "uint64": 64}
 _RULE = msgspec.Meta(ge=1, le=8, description="must be a run rule number 1..8, got {value!r}")

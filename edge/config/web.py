@@ -1,4 +1,4 @@
-"""``[web]``: the line display (pages, JSON API, live feed) served by edge.web.
+"""``[web]``: the line display (pages, JSON API, live feed) served by edge.serve.web.
 
 The limits apply to the ``[metrics]`` listener too.
 """

@@ -12,11 +12,11 @@ import sys
 
 from actors import loop as actor_loop
 from edge.errors import EdgeError
+from edge.forward.mqtt.connection import ClientSettings
 from edge.ingest.errors import StoreError
 from edge.ingest.service import IngestService, IngestSettings, default_client_id
 from edge.logs import configure_logging
-from edge.mqtt.connection import ClientSettings
-from edge.sd_notify import Notifier
+from edge.runtime.sd_notify import Notifier
 
 __all__ = ["ingest_main", "settings_of"]
 

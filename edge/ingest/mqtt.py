@@ -30,7 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.errors import EdgeError
-from edge.mqtt.connection import ClientSettings
+from edge.forward.mqtt.connection import ClientSettings
 
 __all__ = ["acknowledge", "check_manual_ack_support", "ingest_client", "share_filter"]
 

@@ -44,6 +44,7 @@ import aiomqtt
 import asyncpg
 from aiohttp import web
 
+from edge.forward.mqtt.connection import ClientSettings, describe
 from edge.ingest.decode import decode_message, peek
 from edge.ingest.errors import MalformedBatch, StoreError, StoreUnavailableError
 from edge.ingest.metrics import IngestMetrics
@@ -51,8 +52,7 @@ from edge.ingest.mqtt import acknowledge, check_manual_ack_support, ingest_clien
 from edge.ingest.schema import apply_migrations
 from edge.ingest.writer import RefusedBatch, StoreWriter
 from edge.logs import OutageLog
-from edge.mqtt.connection import ClientSettings, describe
-from edge.web.server import ServerLimits, WebServer, new_app
+from edge.serve.web.server import ServerLimits, WebServer, new_app
 
 __all__ = ["IngestService", "IngestSettings", "IngestState", "default_client_id"]
 

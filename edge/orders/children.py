@@ -103,7 +103,7 @@ class LineChildren:
 
         def add_rejects(count: int, ts: float) -> None:
             # Posted, not told: the station's handler must not await after publishing
-            # (edge.cut), and the machine keeps these in a cut until it handled them.
+            # (edge.state.cut), and the machine keeps these in a cut until it handled them.
             try:
                 machine_ref(params.machine_id).post(AddRejects(count, ts))
             except ActorError as exc:

@@ -38,7 +38,7 @@ How pieces reach an order
 Restart safety
     Orders (with the pieces still queued for them), stations, the lot ledger and
     the finished orders' records are a state source of the line's cut
-    (:mod:`edge.cut`), saved in the same transaction as the machines and the
+    (:mod:`edge.state.cut`), saved in the same transaction as the machines and the
     events. A command holds the cut's gate while it runs and replies only once
     a cut taken after it is committed. A restart with the same state directory
     restores them and tells every machine its order again.
@@ -53,7 +53,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from actors.machine import GetStatus
 from actors.oee.counters import ROLE_INDEX
@@ -62,6 +62,7 @@ from actors.orders.core import OrderAction, OrderView, QuantityRule
 from actors.orders.line import AUTO, AUTO_COMPLETE_REASON, LineOrders, progress, target_reached
 from actors.quality.routes import StationRoute, StationRoutes
 from edge.config import LineConfig
+from edge.context import LineContext
 from edge.errors import ActorError, CommandError, EdgeError
 from edge.event_bus import BusEvent
 from edge.orders import persistence
@@ -69,9 +70,6 @@ from edge.orders.children import LineChildren
 from edge.orders.commands import OrderCommands
 from edge.orders.runner import CommandRunner
 from edge.orders.stations import StationFeed
-
-if TYPE_CHECKING:
-    from edge.service import LineService
 
 __all__ = ["OrdersRuntime", "RuntimeState", "component", "machine_roles"]
 
@@ -88,7 +86,7 @@ class RuntimeState(enum.Enum):
 
 def machine_roles(config: LineConfig) -> dict[str, int]:
     """Per machine, the counter roles its plc_map maps (``actors.oee.counters`` bits)."""
-    from edge.plc import load_plc_map  # noqa: PLC0415 - only when the runtime starts
+    from edge.sources.plc import load_plc_map  # noqa: PLC0415 - only when the runtime starts
 
     roles: dict[str, int] = {}
     for machine in config.machines:
@@ -113,7 +111,7 @@ class OrdersRuntime(OrderCommands):
 
     def __init__(
         self,
-        service: LineService,
+        service: LineContext,
         *,
         clock: Callable[[], float] = time.time,
         progress_interval_s: float = PROGRESS_INTERVAL_S,
@@ -312,6 +310,6 @@ class OrdersRuntime(OrderCommands):
             self._publish(events)
 
 
-def component(service: LineService) -> OrdersRuntime:
+def component(service: LineContext) -> OrdersRuntime:
     """The service component factory: ``LineService(config, components=[component])``."""
     return OrdersRuntime(service)

@@ -1,4 +1,4 @@
-"""The order runtime's part of the line's state (:mod:`edge.cut`): what it saves with
+"""The order runtime's part of the line's state (:mod:`edge.state.cut`): what it saves with
 every commit, and what a restart restores.
 
 Keys in ``state.db`` (docs/state-and-recovery.md): ``order/<id>`` (an open
@@ -15,9 +15,9 @@ import logging
 
 from actors.orders.actor import OrderActor
 from actors.orders.line import LineOrders
-from edge.cut import Saved, decode_pending, encode_pending
 from edge.orders.children import LineChildren, order_key, station_key
-from edge.state_store import StateStore
+from edge.state.cut import Saved, decode_pending, encode_pending
+from edge.state.store import StateStore
 
 __all__ = ["INDEX_KEY", "LEDGER_KEY", "cut", "restore"]
 

@@ -6,7 +6,7 @@
   does not cut a command in half; it runs to its end, like an ask whose asker
   left.
 - **One step of the line's state**: the command holds the cut's gate
-  (:class:`edge.cut.Gate`) while it runs and audits, so no cut falls inside it
+  (:class:`edge.state.cut.Gate`) while it runs and audits, so no cut falls inside it
   and a restart sees all of it or none of it.
 - **Audited**: accepted or refused, as a :class:`~edge.commands.CommandAudit`
   on the bus, except for the sources that audit their calls themselves (the OPC
@@ -26,10 +26,10 @@ from typing import Any, TypeVar
 
 from actors.orders.line import Who
 from edge.commands import CommandAudit, OrderInfo
-from edge.cut import Gate
 from edge.errors import CommandError, EdgeError, StateStoreError
 from edge.event_bus import BusEvent
 from edge.logs import OutageLog
+from edge.state.cut import Gate
 
 __all__ = ["CommandRunner", "describe"]
 

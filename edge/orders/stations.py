@@ -23,8 +23,8 @@ from actors.messages import LinkChanged, Sample
 from actors.quality.actor import StationMessage, StationSamples
 from actors.quality.routes import StationRoutes
 from edge.config import LineConfig
-from edge.plc import MachineBinding, load_plc_map
-from edge.plc.delivery import SampleSink, per_reader
+from edge.sources.plc import MachineBinding, load_plc_map
+from edge.sources.plc.delivery import SampleSink, per_reader
 
 __all__ = ["StationFeed"]
 

@@ -32,8 +32,8 @@ from actors.oee.events import (
     PiecesCounted,
 )
 from edge.config import LineConfig, load_config
-from edge.service import LineService
-from edge.simulator import SimulatedLine, machine_specs
+from edge.runtime.service import LineService
+from edge.sources.simulator import SimulatedLine, machine_specs
 from tests.integration.line.test_line_service import (
     CuttableLink,
     baseline_seen,

@@ -16,8 +16,8 @@ from typing import Any
 import aiomqtt
 import asyncpg
 
+from edge.forward.mqtt.connection import ClientSettings
 from edge.ingest.service import IngestService, IngestSettings
-from edge.mqtt.connection import ClientSettings
 
 REPO = Path(__file__).resolve().parents[3]
 

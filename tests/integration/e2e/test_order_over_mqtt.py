@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import edge.mqtt
-import edge.outbox
-import edge.qmib
+import edge.forward.mqtt
+import edge.forward.qmib
+import edge.state.outbox
 from edge.orders import component as orders_component
-from edge.service import LineService
+from edge.runtime.service import LineService
 from tests.integration.mqtt.broker import Broker, needs_mosquitto
 from tests.integration.mqtt.helpers import Received, consumer, line_toml, make_config
 from tests.integration.mqtt.test_commands import js, mes
@@ -50,10 +50,10 @@ async def test_mqtt_order_runs_completes_at_target_and_its_batch_record_reaches_
         ),
     )
     components = [
-        edge.outbox.component,
+        edge.forward.streams.component,
         orders_component,
-        edge.mqtt.component,
-        edge.qmib.component,
+        edge.forward.mqtt.component,
+        edge.forward.qmib.component,
     ]
     received = Received()
     async with (

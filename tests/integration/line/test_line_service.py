@@ -23,9 +23,9 @@ from actors.machine import GetStatus, MachineStatus
 from actors.messages import LinkChanged, Sample
 from edge.config import LineConfig, SimulatorConfig, load_config
 from edge.errors import EdgeError
-from edge.plc import MachineBinding, load_plc_map
-from edge.service import LineService
-from edge.simulator import SimTruth, SimulatedLine, machine_specs
+from edge.runtime.service import LineService
+from edge.sources.plc import MachineBinding, load_plc_map
+from edge.sources.simulator import SimTruth, SimulatedLine, machine_specs
 
 POLL_S = 0.05
 

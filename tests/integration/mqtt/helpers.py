@@ -11,8 +11,8 @@ from types import TracebackType
 from typing import Any
 
 from edge.config import LineConfig, load_config
-from edge.mqtt.connection import ClientSettings
-from edge.service import LineService
+from edge.forward.mqtt.connection import ClientSettings
+from edge.runtime.service import LineService
 from edge.tail import TailConsumer, TailMessage
 from edge.wire import WireEvent, event_body
 

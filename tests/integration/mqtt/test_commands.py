@@ -20,11 +20,11 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-import edge.mqtt
-import edge.outbox
+import edge.forward.mqtt
+import edge.state.outbox
 from edge.commands import CommandAudit
 from edge.orders import component as orders_component
-from edge.service import LineService
+from edge.runtime.service import LineService
 from tests.integration.mqtt.broker import Broker, needs_mosquitto
 from tests.integration.mqtt.helpers import Received, Recorder, consumer, line_toml, make_config
 from tests.unit.mqtt.fakes import FakeCommands
@@ -109,7 +109,7 @@ async def test_good_and_bad_commands_each_get_one_reply(tmp_path: Path, broker: 
         tmp_path,
         line_toml(broker.port, mqtt_extra="command_max_bytes = 1024\nkpi_interval_s = 0\n"),
     )
-    components = [WithFakeCommands, edge.outbox.component, edge.mqtt.component]
+    components = [WithFakeCommands, edge.forward.streams.component, edge.forward.mqtt.component]
     async with LineService(config, components=components) as service:
         fake = service.components[0].fake
         mqtt = service.components[2]
@@ -177,7 +177,7 @@ async def test_a_retained_command_is_not_run_when_the_edge_connects(
             retain=True,
             properties=properties,
         )
-        components = [WithFakeCommands, edge.outbox.component, edge.mqtt.component]
+        components = [WithFakeCommands, edge.forward.streams.component, edge.forward.mqtt.component]
         async with LineService(config, components=components) as service:
             fake = service.components[0].fake
             message = await asyncio.wait_for(side.replies.get(), 10)
@@ -192,7 +192,7 @@ async def test_mqtt_311_clients_name_the_response_topic_in_the_payload(
     tmp_path: Path, broker: Broker
 ) -> None:
     config = make_config(tmp_path, line_toml(broker.port, mqtt_extra='protocol = "3.1.1"\n'))
-    components = [WithFakeCommands, edge.outbox.component, edge.mqtt.component]
+    components = [WithFakeCommands, edge.forward.streams.component, edge.forward.mqtt.component]
     async with LineService(config, components=components) as service:
         mqtt = service.components[2]
         await mqtt.wait_connected(5)
@@ -210,7 +210,7 @@ async def test_unauthorised_commands_are_rejected(tmp_path: Path, broker: Broker
         tmp_path,
         line_toml(broker.port, mqtt_extra='command_token = "s3cret"\ncommand_users = ["mes"]\n'),
     )
-    components = [WithFakeCommands, edge.outbox.component, edge.mqtt.component]
+    components = [WithFakeCommands, edge.forward.streams.component, edge.forward.mqtt.component]
     async with LineService(config, components=components) as service:
         fake = service.components[0].fake
         await service.components[2].wait_connected(5)
@@ -232,7 +232,7 @@ async def test_commands_drive_the_real_order_runtime_and_show_in_the_events(
     tmp_path: Path, broker: Broker
 ) -> None:
     config = make_config(tmp_path, line_toml(broker.port, mqtt_extra="kpi_interval_s = 0\n"))
-    components = [edge.outbox.component, orders_component, edge.mqtt.component]
+    components = [edge.forward.streams.component, orders_component, edge.forward.mqtt.component]
     received = Received()
     async with consumer(broker.port, "edge/T/L1/events", "edge/T/L1/status") as tail:
         await asyncio.wait_for(tail.connected.wait(), 5)
@@ -291,7 +291,7 @@ async def test_a_retained_command_reaching_the_live_subscription_is_recognised(
     # The edge is subscribed already: the broker delivers live, and only MQTT 5's
     # Retain As Published keeps the flag that says the command was retained.
     config = make_config(tmp_path, line_toml(broker.port, mqtt_extra="kpi_interval_s = 0\n"))
-    components = [WithFakeCommands, edge.outbox.component, edge.mqtt.component]
+    components = [WithFakeCommands, edge.forward.streams.component, edge.forward.mqtt.component]
     async with LineService(config, components=components) as service:
         fake = service.components[0].fake
         await service.components[2].wait_connected(5)
@@ -313,12 +313,12 @@ async def test_a_flood_of_bad_commands_is_answered_audited_and_logged_twice(
     tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = make_config(tmp_path, line_toml(broker.port, mqtt_extra="kpi_interval_s = 0\n"))
-    components = [Recorder, edge.outbox.component, edge.mqtt.component]
+    components = [Recorder, edge.forward.streams.component, edge.forward.mqtt.component]
     caplog.set_level(logging.WARNING, logger="edge.mqtt.commands")
     flood = 1000
     async with LineService(config, components=components) as service:
         recorder, _, mqtt = service.components
-        assert isinstance(recorder, Recorder) and isinstance(mqtt, edge.mqtt.MqttComponent)
+        assert isinstance(recorder, Recorder) and isinstance(mqtt, edge.forward.mqtt.MqttComponent)
         await mqtt.wait_connected(5)
         async with aiomqtt.Client("127.0.0.1", broker.port) as client:
             await client.subscribe("edge/T/L1/reply/#", qos=1)

@@ -14,11 +14,12 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-import edge.mqtt
-import edge.outbox
-from edge.metrics import component_values
-from edge.outbox import EVENTS_STREAM, OutboxComponent, OutboxPolicyApplied
-from edge.service import LineService
+import edge.forward.mqtt
+import edge.state.outbox
+from edge.forward.streams import OutboxComponent
+from edge.runtime.service import LineService
+from edge.serve.metrics import component_values
+from edge.state.outbox import EVENTS_STREAM, OutboxPolicyApplied
 from edge.wire import decode_kpi_snapshot, decode_status
 from tests.integration.conftest import _free_port
 from tests.integration.mqtt.broker import Broker, needs_mosquitto
@@ -34,14 +35,16 @@ from tests.integration.mqtt.helpers import (
 
 pytestmark = needs_mosquitto
 
-COMPONENTS = [Recorder, edge.outbox.component, edge.mqtt.component]
+COMPONENTS = [Recorder, edge.forward.streams.component, edge.forward.mqtt.component]
 
 
-def _parts(service: LineService) -> tuple[Recorder, OutboxComponent, edge.mqtt.MqttComponent]:
+def _parts(
+    service: LineService,
+) -> tuple[Recorder, OutboxComponent, edge.forward.mqtt.MqttComponent]:
     recorder, outbox, mqtt = service.components
     assert isinstance(recorder, Recorder)
     assert isinstance(outbox, OutboxComponent)
-    assert isinstance(mqtt, edge.mqtt.MqttComponent)
+    assert isinstance(mqtt, edge.forward.mqtt.MqttComponent)
     return recorder, outbox, mqtt
 
 
@@ -74,7 +77,7 @@ async def test_events_arrive_decoded_in_order_with_birth_death_and_kpis(
     # outbox still listened, so every event the line published was stored.
     assert outbox.outbox.last_seq(EVENTS_STREAM) == len(recorder.events)
     assert statistics.connected and statistics.protocol == "5"
-    # What /metrics shows (edge.metrics reads the components' metric_values()).
+    # What /metrics shows (edge.serve.metrics reads the components' metric_values()).
     assert metrics["mqtt_connected"] == 1.0
     assert metrics["mqtt_published_events"] == statistics.forwarder.events_sent > 0
     assert metrics["outbox_appended"] >= metrics["mqtt_published_events"]

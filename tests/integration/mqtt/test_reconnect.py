@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-import edge.mqtt
-import edge.outbox
-from edge.service import LineService
+import edge.forward.mqtt
+import edge.state.outbox
+from edge.runtime.service import LineService
 from tests.integration.conftest import _free_port
 from tests.integration.mqtt.broker import Broker, needs_mosquitto
 from tests.integration.mqtt.helpers import line_toml, make_config, wait_for
@@ -31,7 +31,9 @@ pytestmark = needs_mosquitto
 BACK_WITHIN_S = 4.0
 
 
-async def _reconnect_delay(mqtt: edge.mqtt.MqttComponent, broker: Broker, down_s: float) -> float:
+async def _reconnect_delay(
+    mqtt: edge.forward.mqtt.MqttComponent, broker: Broker, down_s: float
+) -> float:
     """Kill the broker, keep it down ``down_s``, start it; seconds from its start to the edge's."""
     connects = mqtt.connects
     broker.kill()
@@ -49,10 +51,10 @@ async def test_a_crashed_broker_is_rejoined_within_seconds_of_its_return(
     config = make_config(tmp_path, line_toml(broker.port, sim_port=_free_port(), backoff=None))
     assert (config.mqtt.backoff_initial_s, config.mqtt.backoff_max_s) == (1.0, 30.0)
     caplog.set_level(logging.INFO, logger="edge.mqtt")
-    components = [edge.outbox.component, edge.mqtt.component]
+    components = [edge.forward.streams.component, edge.forward.mqtt.component]
     async with LineService(config, components=components) as service:
         mqtt = service.components[1]
-        assert isinstance(mqtt, edge.mqtt.MqttComponent)
+        assert isinstance(mqtt, edge.forward.mqtt.MqttComponent)
         await mqtt.wait_connected(10)
         long_outage = await _reconnect_delay(mqtt, broker, 8.0)
         short_outage = await _reconnect_delay(mqtt, broker, 1.0)

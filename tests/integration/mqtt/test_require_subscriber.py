@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import edge.mqtt
-import edge.outbox
-from edge.outbox import EVENTS_STREAM, OutboxComponent
-from edge.service import LineService
+import edge.forward.mqtt
+import edge.state.outbox
+from edge.forward.streams import OutboxComponent
+from edge.runtime.service import LineService
+from edge.state.outbox import EVENTS_STREAM
 from tests.integration.conftest import _free_port
 from tests.integration.mqtt.broker import Broker, needs_mosquitto
 from tests.integration.mqtt.helpers import Received, consumer, line_toml, make_config, wait_for
@@ -31,7 +32,9 @@ async def test_batches_wait_for_a_subscriber_and_none_is_lost(
         line_toml(broker.port, sim_port=_free_port(), mqtt_extra="require_subscriber = true\n"),
     )
     received = Received()
-    async with LineService(config, components=[edge.outbox.component, edge.mqtt.component]) as svc:
+    async with LineService(
+        config, components=[edge.forward.streams.component, edge.forward.mqtt.component]
+    ) as svc:
         outbox = next(c for c in svc.components if isinstance(c, OutboxComponent)).outbox
         await wait_for(lambda: outbox.last_seq(EVENTS_STREAM) >= 20, 20, "20 events, no subscriber")
         await asyncio.sleep(0.5)  # forwarding attempts meanwhile: all answered "no subscribers"

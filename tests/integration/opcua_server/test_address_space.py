@@ -23,11 +23,11 @@ from asyncua.ua.object_ids import ObjectIds
 
 from actors.machine import GetStatus, SampleBatch
 from actors.messages import LinkChanged, Sample
-from edge import opcua_server
-from edge.opcua_server import OpcUaServer
-from edge.opcua_server.model import TYPES_NAMESPACE as TYPES
-from edge.opcua_server.units import unece_unit_id
-from edge.service import LineService
+from edge.runtime.service import LineService
+from edge.serve import opcua as opcua_server
+from edge.serve.opcua import OpcUaServer
+from edge.serve.opcua.model import TYPES_NAMESPACE as TYPES
+from edge.serve.opcua.units import unece_unit_id
 
 from .conftest import USERS, client, free_port, make_config, node_of, wait_for
 

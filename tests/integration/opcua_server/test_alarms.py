@@ -17,11 +17,11 @@ import pytest_asyncio
 from asyncua import Client, ua
 
 from actors.messages import LinkChanged, Sample
-from edge import opcua_server
 from edge.commands import CommandAudit
-from edge.opcua_server import OpcUaServer
 from edge.orders import component as orders_component
-from edge.service import LineService
+from edge.runtime.service import LineService
+from edge.serve import opcua as opcua_server
+from edge.serve.opcua import OpcUaServer
 
 from .conftest import USERS, client, free_port, make_config, node_of, wait_for
 

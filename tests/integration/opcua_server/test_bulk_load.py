@@ -12,10 +12,10 @@ from asyncua import Server, ua
 from asyncua.server.address_space import NodeData
 
 from edge.errors import EdgeError
-from edge.opcua_server.address_space import AddressSpace
-from edge.opcua_server.bulk import NodeLoader, NodeSpec, ReferenceSpec
-from edge.opcua_server.model import MACHINE_TYPE, ORDER_TYPE, QUALITY_STATION_TYPE, Var
-from edge.opcua_server.uaids import ObjectIds, numeric
+from edge.serve.opcua.address_space import AddressSpace
+from edge.serve.opcua.bulk import NodeLoader, NodeSpec, ReferenceSpec
+from edge.serve.opcua.model import MACHINE_TYPE, ORDER_TYPE, QUALITY_STATION_TYPE, Var
+from edge.serve.opcua.uaids import ObjectIds, numeric
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ from asyncua import Client, ua
 
 from actors.machine import GetStatus, SampleBatch, SetStopReason
 from actors.messages import Sample
-from edge import opcua_server
-from edge.opcua_server import OpcUaServer
-from edge.service import LineService
+from edge.runtime.service import LineService
+from edge.serve import opcua as opcua_server
+from edge.serve.opcua import OpcUaServer
 
 from .conftest import client, free_port, make_config, node_of, wait_for
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import edge.mqtt
-import edge.outbox
+import edge.forward.mqtt
+import edge.state.outbox
 from actors.oee.events import PiecesCounted
-from edge import opcua_server
-from edge.service import LineService
+from edge.runtime.service import LineService
+from edge.serve import opcua as opcua_server
 from tests.integration.opcua_server.conftest import client, make_config, node_of, wait_for
 
 
@@ -25,7 +25,11 @@ async def test_outbox_depth_and_mqtt_state_reach_the_diagnostics(
         port = {dead_broker}
         """
     config = make_config(tmp_path, opc_port, opcua=mqtt)
-    components = [edge.outbox.component, opcua_server.component, edge.mqtt.component]
+    components = [
+        edge.forward.streams.component,
+        opcua_server.component,
+        edge.forward.mqtt.component,
+    ]
     async with LineService(config, components=components) as service, client(opc_port) as c:
         service.bus.publish(
             [PiecesCounted("M1", 1.7e9 + i, "total_count", 1, None) for i in range(5)]

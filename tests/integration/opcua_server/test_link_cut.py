@@ -10,10 +10,10 @@ from pathlib import Path
 
 from asyncua import ua
 
-from edge import opcua_server
 from edge.config import LineConfig, SimulatorConfig
-from edge.service import LineService
-from edge.simulator import SimulatedLine, machine_specs
+from edge.runtime.service import LineService
+from edge.serve import opcua as opcua_server
+from edge.sources.simulator import SimulatedLine, machine_specs
 from tests.integration.line.test_line_service import CuttableLink, _sim_fields
 from tests.integration.opcua_server.conftest import client, make_config, node_of, wait_for
 

@@ -21,9 +21,9 @@ from asyncua.ua.ua_binary import struct_from_binary
 from actors.machine import GetStatus, SampleBatch
 from actors.messages import Sample
 from actors.oee.events import StopReasonChanged
-from edge import opcua_server
 from edge.commands import CommandAudit
-from edge.service import LineService
+from edge.runtime.service import LineService
+from edge.serve import opcua as opcua_server
 
 from .conftest import USERS, OrdersDouble, client, free_port, make_config, node_of, wait_for
 

@@ -20,8 +20,8 @@ import pytest
 
 from actors.machine import GetStatus, SampleBatch
 from actors.messages import Sample
-from edge import opcua_server
-from edge.service import LineService
+from edge.runtime.service import LineService
+from edge.serve import opcua as opcua_server
 
 from .conftest import NAMESPACE, endpoint, free_port, make_config
 from .nodejs import ensure_installed, protocol_line, start

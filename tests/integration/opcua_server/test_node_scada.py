@@ -23,12 +23,12 @@ from cryptography.hazmat.primitives import serialization
 
 from actors.machine import GetStatus, SampleBatch
 from actors.messages import Sample
-from edge import opcua_server
 from edge.config import SimulatorConfig
-from edge.opcua_server.model import TYPES_NAMESPACE
 from edge.orders import component as orders_component
-from edge.service import LineService
-from edge.simulator import SimulatedLine, machine_specs
+from edge.runtime.service import LineService
+from edge.serve import opcua as opcua_server
+from edge.serve.opcua.model import TYPES_NAMESPACE
+from edge.sources.simulator import SimulatedLine, machine_specs
 from tests.integration.line.test_line_service import _sim_fields
 
 from .conftest import NAMESPACE, USERS, endpoint, free_port, make_config, wait_for

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from edge import opcua_server
 from edge.commands import OrderSpec
 from edge.orders import component as orders_component
-from edge.service import LineService
+from edge.runtime.service import LineService
+from edge.serve import opcua as opcua_server
 
 from .conftest import USERS, client, free_port, make_config, node_of, wait_for
 

@@ -18,9 +18,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from edge import opcua_server
 from edge.errors import EdgeError
-from edge.service import LineService
+from edge.runtime.service import LineService
+from edge.serve import opcua as opcua_server
 
 from .conftest import NAMESPACE, PASSWORDS, USERS, endpoint, free_port, make_config
 

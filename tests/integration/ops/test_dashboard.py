@@ -22,8 +22,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.messages import LinkChanged
-from edge.metrics import COMPONENT_METRICS
-from edge.service import LineService
+from edge.runtime.service import LineService
+from edge.serve.metrics import COMPONENT_METRICS
 from tests.integration.ops.lines import simulated_line_toml, write_config
 from tests.integration.ops.test_metrics import FakeComponent, _promtool, metrics_factory
 
@@ -167,8 +167,8 @@ def _full_line_toml(
 async def test_no_panel_is_empty_against_a_real_scrape(
     tmp_path: Path, free_port_factory: Any
 ) -> None:
-    from edge.service import default_components  # noqa: PLC0415 - what `edge run` starts
-    from edge.web import WebComponent  # noqa: PLC0415
+    from edge.runtime.service import default_components  # noqa: PLC0415 - what `edge run` starts
+    from edge.serve.web import WebComponent  # noqa: PLC0415
     from tests.integration.mqtt.broker import Broker  # noqa: PLC0415
     from tests.integration.qmib.server import FakeQmib  # noqa: PLC0415
 

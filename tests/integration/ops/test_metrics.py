@@ -34,9 +34,10 @@ from prometheus_client.samples import Sample as PromSample
 from actors.machine import GetStatus, MachineStatus, SampleBatch
 from actors.messages import Sample
 from actors.oee.state import MachineState
-from edge import __version__, opcua_server
-from edge.service import LineService
-from edge.web import WebComponent
+from edge import __version__
+from edge.runtime.service import LineService
+from edge.serve import opcua as opcua_server
+from edge.serve.web import WebComponent
 from tests.integration.ops.lines import simulated_line_toml, write_config
 
 # ---------------------------------------------------------------------- helpers

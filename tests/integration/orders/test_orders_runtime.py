@@ -25,7 +25,7 @@ from edge.commands import CommandAudit, OrderSpec
 from edge.config import LineConfig, load_config
 from edge.errors import CommandError
 from edge.orders import OrdersRuntime, component
-from edge.service import LineService
+from edge.runtime.service import LineService
 
 CONFIG = """
 [line]

@@ -17,8 +17,8 @@ from actors.orders.events import BatchRecordCompleted, OrderProgress
 from edge.commands import OrderSpec
 from edge.config import LineConfig, SimulatorConfig, load_config
 from edge.orders import OrdersRuntime, component
-from edge.service import LineService
-from edge.simulator import SimTruth, SimulatedLine, machine_specs
+from edge.runtime.service import LineService
+from edge.sources.simulator import SimTruth, SimulatedLine, machine_specs
 
 POLL_S = 0.05
 MES = {"source": "mqtt", "user": "mes"}

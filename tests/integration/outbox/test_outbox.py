@@ -13,9 +13,9 @@ import pytest
 from actors.oee.events import PiecesCounted
 from edge.errors import StateStoreError
 from edge.event_bus import EventBus
-from edge.mqtt.connection import BrokerError
-from edge.mqtt.forwarder import Forwarder
-from edge.outbox import (
+from edge.forward.mqtt.connection import BrokerError
+from edge.forward.mqtt.forwarder import Forwarder
+from edge.state.outbox import (
     EVENTS_STREAM,
     BatchPlan,
     CapPolicy,

@@ -15,8 +15,8 @@ from pymodbus.server import ModbusTcpServer
 
 from actors.messages import LinkChanged, Sample
 from edge.config import ModbusPlcConfig
-from edge.plc import SourceEvent
-from edge.plc.maps import Area
+from edge.config.plc_maps import Area
+from edge.sources.plc import SourceEvent
 
 FUNCTION_CODE = {
     Area.COIL: 1,

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from actors.messages import LinkChanged, Quality, Sample
-from edge.plc import MachineBinding, ModbusSource, parse_plc_map
-from edge.plc.maps import PlcMap
+from edge.config.plc_maps import PlcMap
+from edge.sources.plc import MachineBinding, ModbusSource, parse_plc_map
 
 from .conftest import Collector, PlcServer, plc_config
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from actors.messages import LinkChanged, Quality, Sample
+from edge.config.plc_maps import Area, PlcMap
 from edge.errors import ConfigError
-from edge.plc import MachineBinding, ModbusSource, SourceState, parse_plc_map
-from edge.plc.maps import Area, PlcMap
+from edge.sources.plc import MachineBinding, ModbusSource, SourceState, parse_plc_map
 
 from .conftest import Collector, PlcServer, plc_config
 

@@ -11,8 +11,8 @@ import pytest
 from actors.messages import Quality
 from edge.config import SimulatorConfig
 from edge.errors import ConfigError
-from edge.plc import MachineBinding, ModbusSource, load_plc_map
-from edge.simulator import (
+from edge.sources.plc import MachineBinding, ModbusSource, load_plc_map
+from edge.sources.simulator import (
     PACKML_ABORTED,
     PACKML_EXECUTE,
     PACKML_HELD,

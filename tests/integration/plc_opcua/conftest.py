@@ -15,8 +15,8 @@ from asyncua.server.server import Server
 
 from actors.messages import LinkChanged, Sample, Value
 from edge.config import OpcUaPlcConfig
-from edge.plc.delivery import SourceEvent
-from edge.plc.maps import DataType, NodeLocation, PlcMap, Protocol, SignalDef
+from edge.config.plc_maps import DataType, NodeLocation, PlcMap, Protocol, SignalDef
+from edge.sources.plc.delivery import SourceEvent
 
 NAMESPACE = "urn:test:opcua-plc"
 

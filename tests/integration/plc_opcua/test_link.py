@@ -15,9 +15,9 @@ import pytest
 import pytest_asyncio
 
 from actors.messages import LinkChanged, Sample
-from edge.plc.binding import MachineBinding
-from edge.plc.maps import DataType, load_plc_map
-from edge.plc.opcua import OpcUaSource
+from edge.config.plc_maps import DataType, load_plc_map
+from edge.sources.plc.binding import MachineBinding
+from edge.sources.plc.opcua import OpcUaSource
 
 from .conftest import (
     OpcUaPlc,

@@ -15,11 +15,11 @@ import pytest_asyncio
 from asyncua.ua.status_codes import StatusCodes
 
 from actors.messages import LinkChanged, Quality, Sample
+from edge.config.plc_maps import Area, DataType, ModbusLocation, PlcMap, Protocol, SignalDef
 from edge.errors import ConfigError
-from edge.plc.binding import MachineBinding, SourceState
-from edge.plc.delivery import SourceEvent
-from edge.plc.maps import Area, DataType, ModbusLocation, PlcMap, Protocol, SignalDef
-from edge.plc.opcua import OpcUaSource
+from edge.sources.plc.binding import MachineBinding, SourceState
+from edge.sources.plc.delivery import SourceEvent
+from edge.sources.plc.opcua import OpcUaSource
 
 from .conftest import (
     OpcUaPlc,

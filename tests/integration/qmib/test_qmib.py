@@ -17,14 +17,11 @@ from typing import Any
 
 import pytest
 
-import edge.outbox
-import edge.qmib
+import edge.forward.qmib
+import edge.state.outbox
 from edge.commands import OrderSpec
 from edge.config import QmibConfig, load_config
-from edge.metrics import component_values
-from edge.orders import component as orders_component
-from edge.outbox import QMIB_STREAM, OutboxComponent
-from edge.qmib import (
+from edge.forward.qmib import (
     QMIB_REJECTED_STREAM,
     QmibAuthError,
     QmibClient,
@@ -33,8 +30,12 @@ from edge.qmib import (
     QmibRejectedError,
     QmibUnavailableError,
 )
+from edge.forward.streams import OutboxComponent
+from edge.orders import component as orders_component
+from edge.runtime.service import LineService
 from edge.secrets import Secret
-from edge.service import LineService
+from edge.serve.metrics import component_values
+from edge.state.outbox import QMIB_STREAM
 from edge.wire import decode_envelope
 from tests.integration.qmib.server import FakeQmib
 
@@ -184,7 +185,7 @@ async def test_qmib_down_then_back_the_batch_record_is_delivered(
     path = tmp_path / "line.toml"
     path.write_text(textwrap.dedent(LINE).replace("{base_url}", qmib.base_url), encoding="utf-8")
     config = load_config(path)
-    components = [edge.outbox.component, orders_component, edge.qmib.component]
+    components = [edge.forward.streams.component, orders_component, edge.forward.qmib.component]
     async with LineService(config, components=components) as service:
         outbox_component, _runtime, qmib_component = service.components
         assert isinstance(outbox_component, OutboxComponent)
@@ -235,7 +236,7 @@ async def test_a_record_qmib_rejects_is_set_aside_and_reported(
         )
         config = load_config(path)
         seen: list[Any] = []
-        components = [edge.outbox.component, orders_component, edge.qmib.component]
+        components = [edge.forward.streams.component, orders_component, edge.forward.qmib.component]
         async with LineService(config, components=components) as service:
             service.bus.subscribe("test", seen.extend)
             outbox = service.components[0].outbox

@@ -21,13 +21,14 @@ from typing import Any
 
 from actors.oee.counters import ROLE_INDEX
 from actors.oee.events import PiecesCounted
-from edge import orders, outbox
+from edge import orders
 from edge.commands import OrderSpec
 from edge.config import LineConfig, SimulatorConfig, load_config
-from edge.outbox import EVENTS_STREAM, Outbox
-from edge.service import LineService
-from edge.simulator import SimTruth, SimulatedLine, machine_specs
-from edge.state_store import StateStore, pack_row
+from edge.forward import streams
+from edge.runtime.service import LineService
+from edge.sources.simulator import SimTruth, SimulatedLine, machine_specs
+from edge.state.outbox import EVENTS_STREAM, Outbox
+from edge.state.store import StateStore, pack_row
 from edge.wire import decode_envelope
 from tests.integration.line.test_line_service import _sim_fields, baseline_seen, line_toml
 
@@ -106,7 +107,7 @@ async def test_every_committed_state_agrees_exactly_with_the_committed_events(
     copies.mkdir()
     async with SimulatedLine(sim_config, machine_specs(config)) as sim:
         sim.pause()
-        components = [outbox.component, orders.component]
+        components = [streams.component, orders.component]
         async with LineService(config, components=components) as service:
             await baseline_seen(service)
             first = {m: readings(sim.ground_truth(m)) for m in ("M1", "M2")}

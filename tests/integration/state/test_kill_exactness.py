@@ -27,9 +27,9 @@ from pathlib import Path
 from pymodbus.client import AsyncModbusTcpClient
 
 from edge.config import LineConfig, SimulatorConfig, load_config
-from edge.plc import load_plc_map
-from edge.plc.maps import ModbusLocation
-from edge.simulator import SimulatedLine, machine_specs
+from edge.config.plc_maps import ModbusLocation
+from edge.sources.plc import load_plc_map
+from edge.sources.simulator import SimulatedLine, machine_specs
 from edge.wire import decode_envelope
 from tests.integration.conftest import _free_port
 from tests.integration.line.test_line_service import _sim_fields, line_toml

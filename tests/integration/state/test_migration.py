@@ -16,15 +16,16 @@ from typing import Any
 
 import pytest
 
-from edge import orders, outbox
+from edge import orders
 from edge.config import LineConfig, load_config
-from edge.outbox import EVENTS_STREAM, BatchPlan
-from edge.service import LineService
-from edge.state_store import LegacyFiles, StateStore
+from edge.forward import streams
+from edge.runtime.service import LineService
+from edge.state.outbox import EVENTS_STREAM, BatchPlan
+from edge.state.store import LegacyFiles, StateStore
 from tests.integration.line.test_line_service import statuses
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "legacy_0772bec"
-COMPONENTS = [outbox.component, orders.component]
+COMPONENTS = [streams.component, orders.component]
 
 
 def old_line(tmp_path: Path, port: int) -> LineConfig:

@@ -16,15 +16,16 @@ import msgpack
 
 from actors.machine import AddRejects
 from actors.oee.events import PiecesCounted
-from edge import orders, outbox
+from edge import orders
 from edge.commands import OrderSpec
 from edge.config import LineConfig
-from edge.outbox import Outbox
-from edge.service import LineService
+from edge.forward import streams
+from edge.runtime.service import LineService
+from edge.state.outbox import Outbox
 from tests.integration.line.test_line_service import make_config, statuses
 
 WHO = {"source": "mqtt", "user": "mes"}
-COMPONENTS = [outbox.component, orders.component]
+COMPONENTS = [streams.component, orders.component]
 
 
 def copy_state(config: LineConfig, target: Path) -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from actors.oee.events import PiecesCounted
-from edge.cut import CutSources, Saved
 from edge.errors import StateDirError, StateStoreError
-from edge.outbox import EVENTS_STREAM, Outbox
-from edge.service import LineService
-from edge.state_store import StateStore, pack_row
+from edge.runtime.service import LineService
+from edge.state.cut import CutSources, Saved
+from edge.state.outbox import EVENTS_STREAM, Outbox
+from edge.state.store import StateStore, pack_row
 from tests.integration.orders.test_orders_runtime import make_config
 
 
@@ -139,19 +139,19 @@ async def test_a_state_directory_that_cannot_be_used_is_named(tmp_path: Path) ->
 async def test_the_line_tells_the_mes_its_state_was_reset_and_starts_afresh(
     tmp_path: Path, free_port: int
 ) -> None:
-    from edge import outbox as outbox_module  # noqa: PLC0415
-    from edge.service import LineService  # noqa: PLC0415
+    from edge.forward import streams  # noqa: PLC0415
+    from edge.runtime.service import LineService  # noqa: PLC0415
     from edge.wire import decode_envelope  # noqa: PLC0415
     from tests.integration.line.test_line_service import make_config  # noqa: PLC0415
 
     config = make_config(tmp_path, free_port)
     state = config.storage.state_dir
-    async with LineService(config, components=[outbox_module.component]):
+    async with LineService(config, components=[streams.component]):
         pass
     async with StateStore(state / "state.db") as store:
         assert store.record("machine/M1") is not None
     write_garbage(state / "state.db")
-    async with LineService(config, components=[outbox_module.component]) as service:
+    async with LineService(config, components=[streams.component]) as service:
         assert service.store.record("machine/M1") is None, "no saved state: PLC counters rule"
         await service.persist_now()
         (first, *_) = await service.outbox.read(EVENTS_STREAM, 0, 10)

@@ -26,9 +26,9 @@ from actors.messages import Sample
 from edge.commands import OrderSpec
 from edge.config import DEFAULT_CONFIG, load_config
 from edge.orders import OrdersRuntime
-from edge.service import LineService
-from edge.simulator.model import SimMachine, SimParams
-from edge.web import WebComponent
+from edge.runtime.service import LineService
+from edge.serve.web import WebComponent
+from edge.sources.simulator.model import SimMachine, SimParams
 from tests.integration.web.browser import chromium
 
 STEP_S = 1.0

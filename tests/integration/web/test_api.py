@@ -33,8 +33,8 @@ from actors.machine import GetShiftStops, GetStatus, SampleBatch
 from actors.messages import Sample
 from edge.commands import CommandAudit, OrderSpec
 from edge.orders import component as orders_component
-from edge.service import LineService
-from edge.web import WebComponent
+from edge.runtime.service import LineService
+from edge.serve.web import WebComponent
 from tests.integration.ops.lines import write_config
 
 

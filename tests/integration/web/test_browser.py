@@ -24,7 +24,7 @@ from typing import Any
 
 from actors.machine import GetStatus
 from edge.config import load_config
-from edge.service import LineService, default_components
+from edge.runtime.service import LineService, default_components
 from tests.integration.mqtt.broker import Broker, needs_mosquitto
 from tests.integration.mqtt.helpers import Received, consumer
 from tests.integration.web.browser import chromium, demo_line_toml, needs_browser

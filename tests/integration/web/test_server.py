@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from edge.errors import EdgeError
-from edge.web.server import ServerLimits, ServerState, WebServer, new_app
+from edge.serve.web.server import ServerLimits, ServerState, WebServer, new_app
 
 
 async def hello(request: web.Request) -> web.Response:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from edge.heap import long_lived_start
+from edge.runtime.heap import long_lived_start
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from edge.commands import CommandAudit, OrderSpec
 from edge.config import MQTT_COMMANDS
-from edge.mqtt.commands import (
+from edge.forward.mqtt.commands import (
     COMMANDS,
     CommandHandler,
     CommandPolicy,
@@ -22,7 +22,7 @@ from edge.mqtt.commands import (
     Reply,
     decode_command,
 )
-from edge.mqtt.topics import Topics
+from edge.forward.mqtt.topics import Topics
 from edge.secrets import Secret
 from tests.unit.mqtt.fakes import FakeCommands
 

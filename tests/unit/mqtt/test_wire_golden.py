@@ -25,7 +25,7 @@ from edge.wire import WireError, pack_event, pack_event_generic
 
 GOLDEN = Path(__file__).with_name("wire_golden.json")
 EVENT_MODULES = ("actors.oee.events", "actors.orders.events", "actors.quality.events")
-EDGE_EVENTS = (("edge.outbox", "OutboxPolicyApplied"), ("edge.commands", "CommandAudit"))
+EDGE_EVENTS = (("edge.state.outbox", "OutboxPolicyApplied"), ("edge.commands", "CommandAudit"))
 
 
 def event_types() -> list[type]:

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.plc.blocks import (
+from edge.config.plc_maps import Area
+from edge.sources.plc.blocks import (
     BIT_READ_LIMIT,
     REGISTER_READ_LIMIT,
     Placement,
@@ -14,7 +15,6 @@ from edge.plc.blocks import (
     ReadPoint,
     plan_reads,
 )
-from edge.plc.maps import Area
 
 HR, IR, COIL, DI = Area.HOLDING_REGISTER, Area.INPUT_REGISTER, Area.COIL, Area.DISCRETE_INPUT
 

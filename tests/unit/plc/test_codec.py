@@ -8,8 +8,9 @@ import struct
 
 import pytest
 
+from edge.config.plc_maps import Area, DataType, Endian, ModbusLocation, SignalDef
 from edge.errors import PlcDataError
-from edge.plc.codec import (
+from edge.sources.plc.codec import (
     compile_decoder,
     decode_registers,
     encode_registers,
@@ -17,7 +18,6 @@ from edge.plc.codec import (
     to_engineering,
     with_bit,
 )
-from edge.plc.maps import Area, DataType, Endian, ModbusLocation, SignalDef
 
 BIG, LITTLE = Endian.BIG, Endian.LITTLE
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from actors.messages import LinkChanged, Quality, Sample
-from edge.plc.delivery import ChangeFilter, per_reader
+from edge.sources.plc.delivery import ChangeFilter, per_reader
 
 GOOD, BAD = Quality.GOOD, Quality.BAD
 

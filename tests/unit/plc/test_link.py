@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from edge.plc.link import Backoff, LinkState, LinkTracker
+from edge.backoff import Backoff
+from edge.sources.plc.link import LinkState, LinkTracker
 
 
 def test_backoff_doubles_up_to_the_cap_without_jitter() -> None:

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from edge.errors import ConfigError
-from edge.plc.maps import (
+from edge.config.plc_maps import (
     Area,
     DataType,
     Endian,
@@ -18,6 +17,7 @@ from edge.plc.maps import (
     load_plc_map,
     parse_plc_map,
 )
+from edge.errors import ConfigError
 
 MAPS_DIR = Path(__file__).resolve().parents[3] / "plc_maps"
 

@@ -17,9 +17,15 @@ from hypothesis import strategies as st
 
 from actors.messages import Quality, Sample
 from edge.config import ModbusPlcConfig
+from edge.config.plc_maps import PlcMap
 from edge.errors import PlcDataError
-from edge.plc import ChangeFilter, MachineBinding, ModbusSource, compile_decoder, parse_plc_map
-from edge.plc.maps import PlcMap
+from edge.sources.plc import (
+    ChangeFilter,
+    MachineBinding,
+    ModbusSource,
+    compile_decoder,
+    parse_plc_map,
+)
 
 WORDS = 12
 

@@ -12,7 +12,7 @@ from pymodbus.pdu.register_message import (
     ReadInputRegistersResponse,
 )
 
-from edge.plc.responses import BlockHoldingRegisters, BlockInputRegisters
+from edge.sources.plc.responses import BlockHoldingRegisters, BlockInputRegisters
 
 
 @given(st.lists(st.integers(0, 0xFFFF), min_size=0, max_size=125))

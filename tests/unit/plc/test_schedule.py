@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from edge.plc.schedule import PollGrid
+from edge.sources.plc.schedule import PollGrid
 
 
 def test_first_poll_is_due_at_once_then_every_interval_on_a_shifted_grid() -> None:

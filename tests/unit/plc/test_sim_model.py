@@ -6,7 +6,7 @@ import itertools
 import math
 import random
 
-from edge.simulator.model import (
+from edge.sources.simulator.model import (
     FAULT_CODES,
     PACKML_ABORTED,
     PACKML_EXECUTE,

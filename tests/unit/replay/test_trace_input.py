@@ -14,7 +14,7 @@ import pytest
 from edge.config import LineConfig
 from edge.errors import TraceError
 from edge.replay import EXIT_NO_DATA, MAX_REPORTED, iso_utc, replay_lines, run_replay
-from edge.trace import TraceParser, parse_timestamp
+from edge.sources.trace import TraceParser, parse_timestamp
 from tests.unit.replay.helpers import config, line, replay, shifts
 
 BODY = """

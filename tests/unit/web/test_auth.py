@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from edge.access import NOBODY, AccessPolicy, User, refusal
 from edge.config import OPCUA_DEFAULT_METHOD_ROLES, OpcUaUser
 from edge.secrets import Secret
-from edge.web.auth import LOCKOUT_S, MAX_FAILURES, LoginRefused, Sessions
+from edge.serve.access import NOBODY, AccessPolicy, User, refusal
+from edge.serve.web.auth import LOCKOUT_S, MAX_FAILURES, LoginRefused, Sessions
 
 USERS = (
     OpcUaUser("op1", Secret("op-password"), frozenset({"operator"}), Secret("1234")),

@@ -10,8 +10,8 @@ import pytest
 from actors.oee.events import PiecesCounted, StateChanged
 from actors.oee.state import MachineState
 from actors.orders.core import OrderStatus, OrderView
-from edge.web.history import LineHistory
-from edge.web.views import expected_end, pareto
+from edge.serve.web.history import LineHistory
+from edge.serve.web.views import expected_end, pareto
 
 
 class _Shift:

@@ -1,0 +1,1 @@
+"""Forwarding the line's events to the centre: the streams' consumers (MQTT, QMIB)."""

@@ -1,0 +1,1 @@
+"""The line service that composes everything, and its systemd side (notify, watchdog, heap)."""

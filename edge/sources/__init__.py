@@ -1,0 +1,1 @@
+"""Where samples come from: the PLC sources, the line simulator, recorded traces."""
