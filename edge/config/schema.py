@@ -1,16 +1,14 @@
 """How a section is read: its frozen dataclass is the schema, msgspec checks each value.
 
-Annotations say what a key must be (``Annotated[float, Positive]``, a ``Literal``,
-a nested dataclass, ``tuple[...]``); :class:`Reader` collects *every* problem
-with its key path and refuses unknown keys with a "did you mean" hint. Rules
-between keys and sections are hand-written in the section modules.
+Annotations say what a key must be (``Annotated[float, Positive]``, a ``Literal``, a nested
+dataclass, ``tuple[...]``, a function returning a problem or None); :class:`Reader` collects
+*every* problem with its key path and refuses unknown keys with a "did you mean" hint.
 
-Why msgspec, not pydantic v2: it imports in ~5 ms and ~1 MB, where pydantic
-costs ~50 ms, ~20 ms more to build validators of this size and ~15 MB (the
-service must start in 2 s within 150 MB); it validates the frozen stdlib
-dataclasses the code already uses; and it encodes the wire too (``edge.wire``).
-It stops at the first error, so each value is converted on its own, which also
-lets every message say what was expected in the project's words.
+Why msgspec, not pydantic v2: it imports in ~5 ms and ~1 MB, where pydantic costs ~50 ms,
+~20 ms more to build validators of this size and ~15 MB (the service must start in 2 s
+within 150 MB); it validates the frozen stdlib dataclasses the code already uses; and it
+encodes the wire too (``edge.wire``). It stops at the first error, so each value is
+converted on its own, which also lets every message say what was expected in our words.
 """
 
 from __future__ import annotations
@@ -19,17 +17,20 @@ import dataclasses
 import difflib
 import functools
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
 
 from edge.errors import Problem
 from edge.secrets import Secret, SecretReader
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def matches(pattern: str, must: str) -> msgspec.Meta:
@@ -62,36 +63,28 @@ REQUIRED = "required"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Check:
-    """A rule msgspec cannot state: ``test(value)`` returns a problem message or None."""
+class Unique:
+    """For an array: each item (or each table's ``key``) at most once.
 
-    test: Callable[[Any], str | None]
+    ``message`` formats the repeated value ({0}) and where it came first ({1}).
+    """
+
+    message: str
+    key: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Unique:
-    """For an array: each item at most once; ``message`` formats the repeated item."""
+class With:
+    """For a key: it and ``other`` are given together or not at all."""
 
+    other: str
     message: str
 
 
-def one_of(*choices: object) -> Check:
-    listed = ", ".join(repr(c) for c in choices)
-    return Check(
-        lambda value: None if value in choices else f"must be one of {listed}, got {value!r}"
-    )
-
-
 _INVALID: Any = object()
-_NAMES = {
-    bool: "a boolean",
-    int: "an integer",
-    float: "a number",
-    str: "a string",
-    Path: "a string",
-}
-_NAMES |= {list: "an array", tuple: "an array", frozenset: "an array", dict: "a table"}
-_NAMES |= {Secret: "a secret"}
+_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+_NAMES |= {Path: "a string", list: "an array", tuple: "an array", frozenset: "an array"}
+_NAMES |= {dict: "a table", Secret: "a secret"}
 
 
 def kind(value: object) -> str:
@@ -130,9 +123,7 @@ def _explain(base: Any, metadata: tuple[Any, ...], value: Any) -> str:
         return f"must be > {meta.gt:g}, got {value:g}"
     if meta.le is not None:
         return f"must be between {meta.ge:g} and {meta.le:g}, got {value:g}"
-    return (
-        f"is not valid: {value!r}" if meta.ge is None else f"must be >= {meta.ge:g}, got {value:g}"
-    )
+    return f"must be >= {meta.ge:g}, got {value:g}"
 
 
 @functools.cache
@@ -144,8 +135,18 @@ def schema_of(cls: Any) -> dict[str, tuple[Any, bool]]:
     return {f.name: (hints[f.name], f.default is f.default_factory is missing) for f in fields}
 
 
-def fields_of(section: Any) -> dict[str, Any]:
-    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+def raw_ids(doc: Mapping[str, Any], key: str) -> set[str]:
+    """The ids of an array of tables as given, valid entries or not (so that references
+    to an invalid entry are not reported too)."""
+    entries = doc.get(key)
+    ids = [e.get("id") for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+    return {entry_id for entry_id in ids if isinstance(entry_id, str)}
+
+
+def pick(cls: type[T], source: Any, **values: Any) -> T:
+    """A ``cls`` from ``values`` and the fields of ``source`` it shares with ``cls``."""
+    known = {key: getattr(source, key) for key in schema_of(cls) if hasattr(source, key)}
+    return cls(**known | values)
 
 
 def join(path: str, key: str) -> str:
@@ -157,117 +158,130 @@ class Reader:
 
     def __init__(self, base_dir: Path, secrets: SecretReader) -> None:
         self.problems: list[Problem] = []
-        self.base_dir = base_dir
-        self.secrets = secrets
-        self._read_secrets = True
+        self.base_dir, self.secrets, self._read_secrets = base_dir, secrets, True
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
 
     def known_keys(self, table: Mapping[str, Any], path: str, allowed: set[str]) -> None:
-        for key in table:
-            if key not in allowed:
-                hint = difflib.get_close_matches(key, sorted(allowed), n=1)
-                suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
-                listed = ", ".join(sorted(allowed))
-                self.problem(join(path, key), f"unknown key{suffix}; expected one of: {listed}")
+        listed = ", ".join(sorted(allowed))
+        for key in (key for key in table if key not in allowed):
+            hint = difflib.get_close_matches(key, sorted(allowed), n=1)
+            suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
+            self.problem(join(path, key), f"unknown key{suffix}; expected one of: {listed}")
 
-    def table(self, doc: Mapping[str, Any], key: str, path: str = "") -> dict[str, Any]:
+    def table(self, doc: Mapping[str, Any], key: str) -> dict[str, Any]:
         value = doc.get(key, {})
         if not isinstance(value, dict):
-            self.problem(join(path, key), f"must be a table, got {kind(value)}")
+            self.problem(key, f"must be a table, got {kind(value)}")
             return {}
         return value
 
-    def entries(self, doc: Mapping[str, Any], key: str, path: str = "") -> list[dict[str, Any]]:
-        """An array of tables (``[[key]]``); a non-table entry is reported and read as ``{}``."""
-        value, where = doc.get(key, []), join(path, key)
-        if not isinstance(value, list):
-            self.problem(where, f"must be an array of tables ([[{where}]]), got {kind(value)}")
-            return []
-        for index, item in enumerate(value):
-            if not isinstance(item, dict):
-                self.problem(f"{where}[{index}]", f"must be a table, got {kind(item)}")
-        return [item if isinstance(item, dict) else {} for item in value]
-
     def section(
-        self, cls: type[T], raw: Mapping[str, Any], path: str, *, read_secrets: bool = True
-    ) -> T | None:
-        """``raw`` as a ``cls``; an invalid key is reported and takes its default.
+        self, cls: type[T], doc: Mapping[str, Any], key: str, secrets: bool = False, **given: Any
+    ) -> T:
+        """``doc[key]`` as a ``cls``, keys it lacks from ``given`` or their defaults.
 
-        None when a required key is missing or invalid. Secrets are checked for
-        their shape always, but read only with ``read_secrets`` (an enabled section).
+        An invalid key is reported and takes its default. Secrets are checked for their
+        shape always, but read only for an enabled section (or with ``secrets``).
         """
-        self._read_secrets = read_secrets
+        raw = given | self.table(doc, key)
+        default = next((f.default for f in dataclasses.fields(cls) if f.name == "enabled"), True)
+        self._read_secrets = raw.get("enabled", default) is True or secrets
         try:
-            return self._build(cls, raw, path)  # type: ignore[no-any-return]
+            return self.build(cls, raw, key) or typing.cast(T, self.build(cls, given, key))
         finally:
             self._read_secrets = True
 
-    def _build(self, cls: Any, raw: Mapping[str, Any], path: str) -> Any:
+    def entries(
+        self, cls: type[T], doc: Mapping[str, Any], key: str, *rules: Any
+    ) -> list[T | None]:
+        """An array of tables (``[[key]]``) read entry by entry: a ``cls`` or None each."""
+        items = self.items(cls, rules, doc.get(key, []), key) or []
+        return [None if item is _INVALID else item for item in items]
+
+    def build(self, cls: type[T], raw: object, path: str) -> T | None:
+        """``raw`` as a ``cls``; None when a required key is missing or invalid."""
+        if not isinstance(raw, dict):
+            self.problem(path, f"must be a table, got {kind(raw)}")
+            return None
         schema = schema_of(cls)
         self.known_keys(raw, path, set(schema))
         values: dict[str, Any] = {}
         for key, (hint, required) in schema.items():
-            value = self.value(hint, raw[key], join(path, key)) if key in raw else _INVALID
-            if value is not _INVALID:
+            if (
+                key in raw
+                and (value := self.value(hint, raw[key], join(path, key))) is not _INVALID
+            ):
                 values[key] = value
             elif key not in raw and (required or REQUIRED in _unwrap(hint)[1]):
                 base = _unwrap(hint)[0]
                 expected = _kind_name(base) if base is Secret else f"expected {_kind_name(base)}"
                 self.problem(join(path, key), f"missing required key ({expected})")
+            for pair in (rule for rule in _unwrap(hint)[1] if isinstance(rule, With)):
+                if (key in raw) != (pair.other in raw):
+                    self.problem(join(path, key if pair.other in raw else pair.other), pair.message)
         complete = all(key in values for key, (_, required) in schema.items() if required)
         return cls(**values) if complete else None
 
     def value(self, hint: Any, raw: Any, path: str) -> Any:
         """One value converted to ``hint``, or ``_INVALID`` (the problem is reported)."""
         base, metadata = _unwrap(hint)
-        origin = typing.get_origin(base)
-        if base is Secret:
-            return self._secret(raw, path, NonEmpty in metadata)
-        if dataclasses.is_dataclass(base):
-            if not isinstance(raw, dict):
-                self.problem(path, f"must be a table, got {kind(raw)}")
-                return _INVALID
-            section = self._build(base, raw, path)
+        if base is not Secret and isinstance(base, type) and dataclasses.is_dataclass(base):
+            section = self.build(base, raw, path)
             return _INVALID if section is None else section
-        if origin in (tuple, frozenset, list):
-            return self._array(origin, typing.get_args(base)[0], metadata, raw, path)
-        if base is Path:
-            if not isinstance(raw, str) or not raw.strip():
-                self.problem(path, _explain(str, (NonEmpty,), raw))
+        if (origin := typing.get_origin(base)) in (tuple, frozenset):
+            items = self.items(typing.get_args(base)[0], metadata, raw, path)
+            valid = items is not None and all(item is not _INVALID for item in items)
+            return origin(items) if valid else _INVALID
+        if base is Secret:
+            value = self._secret(raw, path, NonEmpty in metadata)
+        elif base is Path:
+            value = self.value(Annotated[str, NonEmpty], raw, path)
+            value = value if value is _INVALID else self.base_dir / Path(value).expanduser()
+        else:
+            try:
+                value = msgspec.convert(raw, hint)
+            except msgspec.ValidationError:
+                self.problem(path, _explain(base, metadata, raw))
                 return _INVALID
-            value: Any = Path(raw).expanduser()
-            return value if value.is_absolute() else self.base_dir / value
-        try:
-            value = msgspec.convert(raw, hint)
-        except msgspec.ValidationError:
-            self.problem(path, _explain(base, metadata, raw))
-            return _INVALID
-        for rule in metadata:
-            message = rule.test(value) if isinstance(rule, Check) else None
+        rules = (rule for rule in metadata if callable(rule) and value is not _INVALID)
+        for message in (rule(value) for rule in rules):
             if message:
                 self.problem(path, message)
                 return _INVALID
         return value
 
-    def _array(self, origin: Any, item: Any, metadata: tuple[Any, ...], raw: Any, path: str) -> Any:
+    def items(self, item: Any, rules: tuple[Any, ...], raw: Any, path: str) -> list[Any] | None:
+        """Each item of an array converted (``_INVALID`` where not); None: not an array."""
         if not isinstance(raw, list):
             tables = dataclasses.is_dataclass(item) or typing.get_origin(item) is dict
-            what = f"an array of tables ([[{path}]])" if tables else "an array"
-            self.problem(path, f"must be {what}, got {kind(raw)}")
-            return _INVALID
+            what = f"an array of tables ([[{path}]])" if tables else ""
+            self.problem(path, f"must be {what or 'an array'}, got {kind(raw)}")
+            return None
         items = [self.value(item, entry, f"{path}[{i}]") for i, entry in enumerate(raw)]
-        for rule in metadata:
+        for rule in rules:
             if isinstance(rule, msgspec.Meta) and len(raw) < (rule.min_length or 0):
                 self.problem(path, rule.description or "")
-            if not isinstance(rule, Unique):
-                continue
-            for index, entry in enumerate(raw):
-                if entry in raw[:index]:
-                    self.problem(f"{path}[{index}]", rule.message.format(entry))
-        valid = [entry for entry in items if entry is not _INVALID]
-        return origin(valid) if len(valid) == len(items) else _INVALID
+            if isinstance(rule, Unique):
+                key = rule.key
+                values = [e.get(key) if isinstance(e, dict) else None for e in raw] if key else raw
+                for index, value in enumerate(values):
+                    if value is not None and value in values[:index]:
+                        where = f"{path}[{index}]" + (f".{key}" if key else "")
+                        self.problem(
+                            where, rule.message.format(value, f"{path}[{values.index(value)}]")
+                        )
+        return items
+
+    def ordered(self, section: Any, path: str, low: str, high: str) -> None:
+        if getattr(section, high) < getattr(section, low):
+            self.problem(join(path, high), f"must be >= {low}")
+
+    def files(self, section: Any, path: str, *keys: str) -> None:
+        for key in keys:
+            if (file := getattr(section, key)) is not None and not file.is_file():
+                self.problem(join(path, key), f"no such file: {file}")
 
     def _secret(self, raw: object, path: str, non_empty: bool) -> Secret | Any:
         try:

@@ -1,0 +1,397 @@
+"""The line's equipment: ``[[plcs]]`` (Modbus TCP or OPC UA), ``[[machines]]`` (OEE
+parameters, stop reasons, signals through a plc_map), ``[[quality_stations]]`` (inspection
+results and SPC characteristics) and ``[simulator]`` (the built-in simulated line)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+from actors.oee.params import LossBucket, MachineParams, Reason, ReasonCategory, StateSource
+from actors.quality.params import (
+    DEFAULT_RULES,
+    MAX_SUBGROUP_SIZE,
+    CharacteristicParams,
+    Disposition,
+    StationParams,
+)
+from edge.config import schema as rule
+from edge.config.schema import Reader, pick, raw_ids
+from edge.errors import ConfigError
+from edge.secrets import Secret
+
+if TYPE_CHECKING:
+    from edge.plc.maps import PlcMap
+
+
+def _opc_endpoint(value: str) -> str | None:
+    try:
+        parts = urlsplit(value)
+        valid = parts.scheme == "opc.tcp" and parts.hostname and (parts.port or 0) >= 0
+    except ValueError:  # a port that is no number or out of range
+        valid = False
+    return (
+        None if valid else f'must be an OPC UA endpoint "opc.tcp://host:port/path", got {value!r}'
+    )
+
+
+OpcEndpoint = Annotated[str, _opc_endpoint]
+Seconds = Annotated[float, rule.Positive]
+UnitId = Annotated[int, rule.between(0, 255)]
+AddressOffset = Annotated[int, rule.between(0, 65535)]
+CounterBits = Literal[16, 32, 64]
+_UNSIGNED_BITS = {"uint16": 16, "uint32": 32, "uint64": 64}
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusPlcConfig:
+    id: Annotated[str, rule.Identifier]
+    host: Annotated[str, rule.NonEmpty]
+    port: Annotated[int, rule.Port] = 502
+    poll_interval_s: Seconds = 1.0
+    timeout_s: Seconds = 1.0
+    retries: Annotated[int, rule.between(0, 10)] = 1
+    max_gap: Annotated[int, rule.between(0, 124)] = 8
+    backoff_initial_s: Seconds = 1.0
+    backoff_max_s: Seconds = 30.0
+    protocol: Literal["modbus"] = "modbus"
+
+
+@dataclass(frozen=True, slots=True)
+class OpcUaPlcConfig:
+    id: Annotated[str, rule.Identifier]
+    endpoint: OpcEndpoint
+    sampling_interval_s: Seconds = 0.5
+    publishing_interval_s: Seconds = 0.5
+    timeout_s: Seconds = 5.0
+    username: str | None = None
+    password: Secret | None = None
+    backoff_initial_s: Seconds = 1.0
+    backoff_max_s: Seconds = 30.0
+    protocol: Literal["opcua"] = "opcua"
+
+
+PlcConfig = ModbusPlcConfig | OpcUaPlcConfig
+_PROTOCOLS: dict[str, type[PlcConfig]] = {"modbus": ModbusPlcConfig, "opcua": OpcUaPlcConfig}
+Plcs = dict[str, PlcConfig | None]
+
+
+def read_plcs(reader: Reader, doc: dict[str, Any]) -> Plcs:
+    """Every ``[[plcs]]`` id as given, with its config (None: invalid)."""
+    plcs: Plcs = dict.fromkeys(raw_ids(doc, "plcs"))
+    unique = (rule.Unique("duplicate plc id {0!r}", "id"),)
+    for index, raw in enumerate(
+        reader.items(dict[str, Any], unique, doc.get("plcs", []), "plcs") or []
+    ):
+        path = f"plcs[{index}]"
+        if isinstance(raw, dict) and "protocol" not in raw:
+            reader.problem(f"{path}.protocol", "missing required key (expected a string)")
+        elif isinstance(raw, dict):
+            protocol = reader.value(Literal["modbus", "opcua"], raw["protocol"], f"{path}.protocol")
+            plc = reader.build(_PROTOCOLS[protocol], raw, path) if protocol in _PROTOCOLS else None
+            if plc is not None:
+                reader.ordered(plc, path, "backoff_initial_s", "backoff_max_s")
+                plcs[plc.id] = plc
+    return plcs
+
+
+def unknown(reader: Reader, path: str, what: str, name: str | None, known: set[str]) -> None:
+    if name is not None and name not in known:
+        listed = ", ".join(sorted(known)) or "none defined"
+        reader.problem(path, f"unknown {what} {name!r} (known: {listed})")
+
+
+def read_source(
+    reader: Reader, entry: Any, path: str, plcs: Plcs, map_dirs: tuple[Path, ...]
+) -> PlcMap | None:
+    """A machine's or station's plc (it exists) and plc_map (found, valid, same protocol)."""
+    from edge.plc.maps import find_plc_map, load_plc_map  # noqa: PLC0415 - avoids a cycle
+
+    unknown(reader, f"{path}.plc", "plc", entry.plc, set(plcs))
+    what = "station" if isinstance(entry, StationEntry) else "machine"
+    if entry.plc is not None and entry.plc_map is None:
+        reader.problem(f"{path}.plc_map", f"missing: a {what} read from a plc needs a plc_map")
+    if (name := entry.plc_map) is None:
+        return None
+    if find_plc_map(name, map_dirs) is None:
+        dirs = ", ".join(str(d) for d in map_dirs)
+        reader.problem(f"{path}.plc_map", f"unknown plc_map {name!r} (searched {dirs})")
+        return None
+    try:
+        plc_map = load_plc_map(name, map_dirs)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            where = f"{path}.plc_map ({exc.source})" + (f" {problem.path}" if problem.path else "")
+            reader.problem(where, problem.message)
+        return None
+    plc, protocol = plcs.get(entry.plc or ""), plc_map.protocol.value
+    if plc is not None and protocol != plc.protocol:
+        speaks = f"is for {protocol} but plc {plc.id!r} speaks {plc.protocol}"
+        reader.problem(f"{path}.plc_map", f"plc_map {name!r} {speaks}")
+    return plc_map
+
+
+@dataclass(frozen=True, slots=True)
+class MachineConfig:
+    id: str
+    name: str
+    params: MachineParams
+    plc: str | None = None
+    plc_map: str | None = None
+    unit_id: int = 1
+    address_offset: int = 0
+    # Identification on the OPC UA server (OPC 40001-1 Machinery); empty: not given.
+    manufacturer: str = ""
+    model: str = ""
+    serial_number: str = ""
+    product_instance_uri: str = ""  # empty: <namespace_uri>:<machine id>
+    year_of_construction: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonEntry:
+    name: Annotated[str, rule.NonEmpty]
+    code: Annotated[int, rule.NonNegative] | None = None
+    category: ReasonCategory = ReasonCategory.UNPLANNED
+
+
+_CODE_ONCE = rule.Unique("code {0} is listed twice", "code")
+_NAME_ONCE = rule.Unique("reason {0!r} is listed twice", "name")
+
+
+@dataclass(frozen=True, slots=True)
+class MachineEntry:
+    """A ``[[machines]]`` entry: the keys of MachineConfig and of its MachineParams."""
+
+    id: Annotated[str, rule.Identifier, rule.REQUIRED] | None = None
+    ideal_cycle_s: Annotated[float, rule.Positive, rule.REQUIRED] | None = None
+    name: str | None = None
+    micro_stop_s: Annotated[float, rule.NonNegative] = 120.0
+    stop_after_s: Annotated[float, rule.Positive] | None = None  # None: 5 x ideal cycle
+    micro_stop_bucket: LossBucket = LossBucket.PERFORMANCE
+    counter_bits: CounterBits | None = None  # None: the plc_map's, else 32
+    state_source: StateSource | None = None
+    reasons: Annotated[tuple[ReasonEntry, ...], _CODE_ONCE, _NAME_ONCE] = ()
+    plc: str | None = None
+    plc_map: Annotated[str, rule.NonEmpty] | None = None
+    unit_id: UnitId = 1
+    address_offset: AddressOffset = 0
+    manufacturer: str = ""
+    model: str = ""
+    serial_number: str = ""
+    product_instance_uri: str = ""
+    year_of_construction: Annotated[int, rule.between(1900, 2200)] | None = None
+
+
+@dataclass
+class Machines:
+    """Every ``[[machines]]`` id as given; the valid machines and their plc_maps by id."""
+
+    ids: set[str]
+    configs: dict[str, MachineConfig] = field(default_factory=dict)
+    maps: dict[str, PlcMap] = field(default_factory=dict)
+
+
+def read_machines(
+    reader: Reader, doc: dict[str, Any], plcs: Plcs, map_dirs: tuple[Path, ...]
+) -> Machines:
+    machines = Machines(raw_ids(doc, "machines"))
+    one = rule.at_least_one("missing: a line needs at least one [[machines]] entry")
+    unique = rule.Unique("duplicate machine id {0!r} (also {1})", "id")
+    for index, entry in enumerate(reader.entries(MachineEntry, doc, "machines", one, unique)):
+        path = f"machines[{index}]"
+        if entry is None:
+            continue
+        plc_map = read_source(reader, entry, path, plcs, map_dirs)
+        bits = plc_map.counter_bits if plc_map else None
+        if entry.counter_bits and bits and entry.counter_bits != bits:
+            wrong = (
+                f"is {entry.counter_bits} but plc_map {entry.plc_map!r} maps {bits}-bit counters"
+            )
+            reader.problem(f"{path}.counter_bits", wrong)
+        if entry.id is None or entry.ideal_cycle_s is None:
+            continue
+        reasons = tuple(pick(Reason, reason) for reason in entry.reasons)
+        bits = entry.counter_bits or bits or 32
+        params = pick(MachineParams, entry, machine_id=entry.id, counter_bits=bits, reasons=reasons)
+        machine = pick(MachineConfig, entry, name=entry.name or entry.id, params=params)
+        machines.configs.setdefault(entry.id, machine)
+        machines.maps.update({entry.id: plc_map} if plc_map else {})
+    return machines
+
+
+@dataclass(frozen=True, slots=True)
+class QualityStationConfig:
+    """A quality station (``[[quality_stations]]``); ``params`` is what its core runs on.
+
+    With ``plc`` and ``plc_map`` the order runtime polls the station's PLC itself
+    (a connection of its own, even to a PLC that machines use too).
+    """
+
+    id: str
+    name: str
+    params: StationParams
+    plc: str | None = None
+    plc_map: str | None = None
+    unit_id: int = 1
+    address_offset: int = 0
+
+
+_RULE = msgspec.Meta(ge=1, le=8, description="must be a run rule number 1..8, got {value!r}")
+_ONE_RULE = rule.at_least_one("must list at least one run rule (1..8)")
+_BOTH = "a baseline needs both baseline_mean and baseline_range (the average moving range"
+_BASELINE = rule.With(
+    "baseline_mean", f"missing: {_BOTH} for subgroup_size 1, else the average range)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CharacteristicEntry:
+    name: Annotated[str, rule.Identifier]
+    signal: Annotated[str, rule.NonEmpty] | None = None  # None: manual entry only
+    unit: str = ""
+    lsl: float | None = None
+    usl: float | None = None
+    subgroup_size: Annotated[int, rule.between(1, MAX_SUBGROUP_SIZE)] = 1
+    baseline_mean: float | None = None
+    baseline_range: Annotated[float, rule.Positive, _BASELINE] | None = None
+    warmup: Annotated[int, rule.between(2, 10_000)] = 25
+    rules: Annotated[tuple[Annotated[int, _RULE], ...], _ONE_RULE] = DEFAULT_RULES
+
+
+_CODES_ONCE = rule.Unique("{0!r} is listed twice")
+_CHARACTERISTIC_ONCE = rule.Unique("characteristic {0!r} is listed twice", "name")
+
+
+@dataclass(frozen=True, slots=True)
+class StationEntry:
+    id: Annotated[str, rule.Identifier, rule.REQUIRED] | None = None
+    machine: Annotated[str, rule.REQUIRED] | None = None
+    name: str | None = None
+    feeds_machine_rejects: bool | None = None  # None: true unless the machine counts rejects
+    plc: str | None = None
+    plc_map: Annotated[str, rule.NonEmpty] | None = None
+    unit_id: UnitId = 1
+    address_offset: AddressOffset = 0
+    pass_signal: Annotated[str, rule.NonEmpty] | None = None
+    fail_signal: Annotated[str, rule.NonEmpty] | None = None
+    counter_bits: CounterBits | None = None
+    plc_disposition: Disposition = Disposition.PENDING
+    reason_codes: Annotated[tuple[Annotated[str, rule.NonEmpty], ...], _CODES_ONCE] = ()
+    characteristics: Annotated[tuple[CharacteristicEntry, ...], _CHARACTERISTIC_ONCE] = ()
+
+
+def _signal_bits(
+    reader: Reader, path: str, entry: StationEntry, name: str | None, plc_map: PlcMap | None
+) -> int | None:
+    """Every signal of a station checked against its plc_map; the width of its counters."""
+    wanted = {"pass_signal": entry.pass_signal, "fail_signal": entry.fail_signal}
+    wanted |= {
+        f"characteristics[{i}].signal": c.signal for i, c in enumerate(entry.characteristics)
+    }
+    bits: int | None = None
+    for key, signal in ((key, signal) for key, signal in wanted.items() if signal is not None):
+        where, counter = f"{path}.{key}", key in ("pass_signal", "fail_signal")
+        found = plc_map.get(signal) if plc_map else None
+        width = _UNSIGNED_BITS.get(found.data_type.value) if found else None
+        if name is None:
+            need = "a PLC signal needs a plc_map: the station's own (plc, plc_map) or its machine's"
+            reader.problem(where, need)
+        # A counter may be one of the machine's counter roles (an inspection result
+        # the machine PLC counts); a measurement is a process value.
+        elif plc_map and not (found and (found.role is None or (counter and found.is_counter))):
+            names = ", ".join(s.name for s in plc_map.process_values) or "none"
+            missing = f"plc_map {name!r} has no process value {signal!r}"
+            reader.problem(where, f"{missing} (process values: {names})")
+        elif found and counter and (width is None or found.is_scaled):
+            wrong = f"{signal!r} must be an unscaled uint16/uint32/uint64 piece counter"
+            reader.problem(where, f"{wrong}, got {found.data_type.value}")
+        elif found and counter and bits is not None and width != bits:
+            reader.problem(where, "pass and fail counters differ in width")
+        elif counter:
+            bits = bits or width
+    return bits
+
+
+def read_stations(
+    reader: Reader, doc: dict[str, Any], machines: Machines, plcs: Plcs, map_dirs: tuple[Path, ...]
+) -> tuple[QualityStationConfig, ...]:
+    """The stations, with the double-counting rule (docs/orders-and-quality.md).
+
+    ``feeds_machine_rejects`` defaults to true only for a machine whose PLC
+    counts no rejects (neither ``good_count`` nor ``reject_count`` mapped);
+    true for a machine that does is refused: every failure would count twice.
+    """
+    stations: list[QualityStationConfig] = []
+    unique = rule.Unique("duplicate quality station id {0!r}", "id")
+    for index, entry in enumerate(reader.entries(StationEntry, doc, "quality_stations", unique)):
+        path = f"quality_stations[{index}]"
+        if entry is None:
+            continue
+        if entry.id in machines.ids:
+            reader.problem(
+                f"{path}.id", f"{entry.id!r} is a machine id; a station needs its own id"
+            )
+        unknown(reader, f"{path}.machine", "machine", entry.machine, machines.ids)
+        if entry.plc_map is not None and entry.plc is None:
+            reader.problem(f"{path}.plc", "missing: a plc_map is read from a plc")
+        machine = machines.configs.get(entry.machine or "")
+        machine_map = machines.maps.get(machine.id) if machine else None
+        mapped = sorted(
+            (machine_map.roles if machine_map else set()) & {"good_count", "reject_count"}
+        )
+        if entry.feeds_machine_rejects and mapped and machine:
+            reader.problem(
+                f"{path}.feeds_machine_rejects",
+                f"machine {machine.id!r} counts rejects itself (its plc_map {machine.plc_map!r} "
+                f"maps {' and '.join(mapped)}): adding the station's failures would count them "
+                "twice; set it false (the default for this machine)",
+            )
+        for i, c in enumerate(entry.characteristics):
+            if c.lsl is not None and c.usl is not None and not c.lsl < c.usl:
+                reader.problem(
+                    f"{path}.characteristics[{i}].usl", f"must be > lsl ({c.lsl:g}), got {c.usl:g}"
+                )
+        # Without a plc of its own, the station reads its signals from its machine's
+        # samples (the machine's plc_map, through the service's sample bus).
+        own = read_source(reader, entry, path, plcs, map_dirs)
+        name = entry.plc_map or (machine.plc_map if machine else None)
+        bits = _signal_bits(reader, path, entry, name, own if entry.plc_map else machine_map)
+        if entry.counter_bits and bits and entry.counter_bits != bits:
+            wrong = f"is {entry.counter_bits} but the plc_map's pass/fail counters are {bits}-bit"
+            reader.problem(f"{path}.counter_bits", wrong)
+        if entry.id is None or machine is None:
+            continue
+        feeds = not mapped if entry.feeds_machine_rejects is None else entry.feeds_machine_rejects
+        characteristics = tuple(
+            pick(CharacteristicParams, c, rules=tuple(sorted(set(c.rules))))
+            for c in entry.characteristics
+        )
+        resolved = {
+            "name": entry.name or entry.id,
+            "counter_bits": entry.counter_bits or bits or 32,
+        }
+        resolved |= {"feeds_machine_rejects": feeds, "characteristics": characteristics}
+        params = pick(StationParams, entry, station_id=entry.id, machine_id=machine.id, **resolved)
+        stations.append(pick(QualityStationConfig, entry, name=params.name, params=params))
+    return tuple(stations)
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    """The built-in simulated line: a Modbus TCP server playing the PLCs."""
+
+    enabled: bool = False
+    host: Annotated[str, rule.NonEmpty] = "127.0.0.1"
+    port: Annotated[int, rule.Port] = 5020
+    seed: int = 1
+    time_scale: Annotated[float, rule.Positive] = 1.0
+    micro_stops_per_hour: Annotated[float, rule.NonNegative] = 20.0
+    faults_per_hour: Annotated[float, rule.NonNegative] = 2.0
+    reject_ratio: Annotated[float, rule.between(0, 1)] = 0.02
+    counter_start: Annotated[int, rule.NonNegative] = 0
+    jitter: Annotated[float, rule.between(0, 1)] = 0.1
