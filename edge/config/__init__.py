@@ -91,7 +91,7 @@ def _time(text: str) -> time:
 def read_calendar(reader: Reader, doc: dict[str, Any]) -> CalendarDef:
     from actors.oee.calendar import validate_calendar  # noqa: PLC0415 - keeps import cheap
 
-    entry = reader.build(CalendarEntry, reader.table(doc, "calendar"), "calendar")
+    entry = reader.build(CalendarEntry, doc.get("calendar", {}), "calendar")
     if entry is None:
         return CalendarDef("UTC", ())
     shifts = tuple(
@@ -174,14 +174,11 @@ def parse_config(
     secrets = SecretReader.from_environment(base_dir, defer_credentials=defer_credentials)
     reader = Reader(base_dir, secrets)
     reader.known_keys(doc, "", set(schema_of(LineConfig)) - {"source_path", "unread_secrets"})
-    line = reader.build(LineIdentity, reader.table(doc, "line"), "line") or LineIdentity("", "", "")
-    extra = reader.value(tuple[Path, ...], doc.get("plc_map_dirs", []), "plc_map_dirs")
+    line = reader.build(LineIdentity, doc.get("line", {}), "line") or LineIdentity("", "", "")
     calendar = read_calendar(reader, doc)
-    map_dirs = (
-        *(extra if isinstance(extra, tuple) else ()),
-        base_dir / "plc_maps",
-        BUILTIN_PLC_MAPS,
-    )
+    extra = reader.value(tuple[Path, ...], doc.get("plc_map_dirs", []), "plc_map_dirs")
+    extra = extra if isinstance(extra, tuple) else ()
+    map_dirs = (*extra, base_dir / "plc_maps", BUILTIN_PLC_MAPS)
     plcs = equipment.read_plcs(reader, doc)
     machines = equipment.read_machines(reader, doc, plcs, map_dirs)
     # systemd's StateDirectory= sets $STATE_DIRECTORY (maybe several paths, ':'-separated).
@@ -196,14 +193,12 @@ def parse_config(
         plcs=tuple(plc for plc in plcs.values() if plc is not None),
         simulator=reader.section(SimulatorConfig, doc, "simulator"),
         opcua=northbound.read_opcua(reader, doc),
-        mqtt=northbound.read_mqtt(reader, doc),
+        mqtt=reader.section(MqttConfig, doc, "mqtt"),
         metrics=reader.section(MetricsConfig, doc, "metrics"),
-        web=northbound.read_web(reader, doc),
-        qmib=northbound.read_qmib(reader, doc),
+        web=reader.section(WebConfig, doc, "web"),
+        qmib=reader.section(QmibConfig, doc, "qmib"),
         storage=storage,
-        outbox=reader.section(
-            OutboxConfig, doc, "outbox", path=str(storage.state_dir / "outbox.db")
-        ),
+        outbox=reader.section(OutboxConfig, doc, "outbox", path=f"{storage.state_dir}/outbox.db"),
         logging=reader.section(LoggingConfig, doc, "logging"),
         plc_map_dirs=tuple(dict.fromkeys(map_dirs)),
         quality_stations=equipment.read_stations(reader, doc, machines, plcs, map_dirs),
@@ -219,11 +214,9 @@ def load_config(path: str | Path, *, defer_credentials: bool = False) -> LineCon
     """Read and validate a line config file; raises ConfigError naming every problem."""
     file = Path(path)
     try:
-        doc = tomllib.loads(file.read_bytes().decode("utf-8"))
+        doc = tomllib.loads(file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(str(file), [Problem("", f"cannot read file: {exc.strerror}")]) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(str(file), [Problem("", f"not UTF-8 text: {exc.reason}")]) from exc
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # not UTF-8 text, or not TOML
         raise ConfigError(str(file), [Problem("", f"invalid TOML: {exc}")]) from exc
     return parse_config(doc, str(file), file.resolve().parent, defer_credentials=defer_credentials)

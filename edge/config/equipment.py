@@ -41,6 +41,7 @@ def _opc_endpoint(value: str) -> str | None:
 
 OpcEndpoint = Annotated[str, _opc_endpoint]
 Seconds = Annotated[float, rule.Positive]
+BackoffMax = Annotated[float, rule.Positive, rule.at_least("backoff_initial_s")]
 UnitId = Annotated[int, rule.between(0, 255)]
 AddressOffset = Annotated[int, rule.between(0, 65535)]
 CounterBits = Literal[16, 32, 64]
@@ -57,7 +58,7 @@ class ModbusPlcConfig:
     retries: Annotated[int, rule.between(0, 10)] = 1
     max_gap: Annotated[int, rule.between(0, 124)] = 8
     backoff_initial_s: Seconds = 1.0
-    backoff_max_s: Seconds = 30.0
+    backoff_max_s: BackoffMax = 30.0
     protocol: Literal["modbus"] = "modbus"
 
 
@@ -71,7 +72,7 @@ class OpcUaPlcConfig:
     username: str | None = None
     password: Secret | None = None
     backoff_initial_s: Seconds = 1.0
-    backoff_max_s: Seconds = 30.0
+    backoff_max_s: BackoffMax = 30.0
     protocol: Literal["opcua"] = "opcua"
 
 
@@ -83,19 +84,15 @@ Plcs = dict[str, PlcConfig | None]
 def read_plcs(reader: Reader, doc: dict[str, Any]) -> Plcs:
     """Every ``[[plcs]]`` id as given, with its config (None: invalid)."""
     plcs: Plcs = dict.fromkeys(raw_ids(doc, "plcs"))
-    unique = (rule.Unique("duplicate plc id {0!r}", "id"),)
-    for index, raw in enumerate(
-        reader.items(dict[str, Any], unique, doc.get("plcs", []), "plcs") or []
-    ):
-        path = f"plcs[{index}]"
-        if isinstance(raw, dict) and "protocol" not in raw:
+    unique = rule.Unique("duplicate plc id {0!r}", "id")
+    raws = reader.items(dict[str, Any], (unique,), doc.get("plcs", []), "plcs") or []
+    for path, raw in ((f"plcs[{i}]", raw) for i, raw in enumerate(raws) if isinstance(raw, dict)):
+        if "protocol" not in raw:
             reader.problem(f"{path}.protocol", "missing required key (expected a string)")
-        elif isinstance(raw, dict):
-            protocol = reader.value(Literal["modbus", "opcua"], raw["protocol"], f"{path}.protocol")
-            plc = reader.build(_PROTOCOLS[protocol], raw, path) if protocol in _PROTOCOLS else None
-            if plc is not None:
-                reader.ordered(plc, path, "backoff_initial_s", "backoff_max_s")
-                plcs[plc.id] = plc
+            continue
+        protocol = reader.value(Literal["modbus", "opcua"], raw["protocol"], f"{path}.protocol")
+        if plc := reader.build(_PROTOCOLS[protocol], raw, path) if protocol in _PROTOCOLS else None:
+            plcs[plc.id] = plc
     return plcs
 
 
@@ -199,20 +196,15 @@ class Machines:
 def read_machines(
     reader: Reader, doc: dict[str, Any], plcs: Plcs, map_dirs: tuple[Path, ...]
 ) -> Machines:
-    machines = Machines(raw_ids(doc, "machines"))
+    machines = Machines(set(raw_ids(doc, "machines")))
     one = rule.at_least_one("missing: a line needs at least one [[machines]] entry")
     unique = rule.Unique("duplicate machine id {0!r} (also {1})", "id")
-    for index, entry in enumerate(reader.entries(MachineEntry, doc, "machines", one, unique)):
-        path = f"machines[{index}]"
-        if entry is None:
-            continue
+    for path, entry in reader.entries(MachineEntry, doc, "machines", one, unique):
         plc_map = read_source(reader, entry, path, plcs, map_dirs)
         bits = plc_map.counter_bits if plc_map else None
         if entry.counter_bits and bits and entry.counter_bits != bits:
-            wrong = (
-                f"is {entry.counter_bits} but plc_map {entry.plc_map!r} maps {bits}-bit counters"
-            )
-            reader.problem(f"{path}.counter_bits", wrong)
+            wrong = f"is {entry.counter_bits} but plc_map {entry.plc_map!r} maps {bits}-bit"
+            reader.problem(f"{path}.counter_bits", f"{wrong} counters")
         if entry.id is None or entry.ideal_cycle_s is None:
             continue
         reasons = tuple(pick(Reason, reason) for reason in entry.reasons)
@@ -328,10 +320,7 @@ def read_stations(
     """
     stations: list[QualityStationConfig] = []
     unique = rule.Unique("duplicate quality station id {0!r}", "id")
-    for index, entry in enumerate(reader.entries(StationEntry, doc, "quality_stations", unique)):
-        path = f"quality_stations[{index}]"
-        if entry is None:
-            continue
+    for path, entry in reader.entries(StationEntry, doc, "quality_stations", unique):
         if entry.id in machines.ids:
             reader.problem(
                 f"{path}.id", f"{entry.id!r} is a machine id; a station needs its own id"

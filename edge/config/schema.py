@@ -3,12 +3,10 @@
 Annotations say what a key must be (``Annotated[float, Positive]``, a ``Literal``, a nested
 dataclass, ``tuple[...]``, a function returning a problem or None); :class:`Reader` collects
 *every* problem with its key path and refuses unknown keys with a "did you mean" hint.
-
-Why msgspec, not pydantic v2: it imports in ~5 ms and ~1 MB, where pydantic costs ~50 ms,
-~20 ms more to build validators of this size and ~15 MB (the service must start in 2 s
-within 150 MB); it validates the frozen stdlib dataclasses the code already uses; and it
-encodes the wire too (``edge.wire``). It stops at the first error, so each value is
-converted on its own, which also lets every message say what was expected in our words.
+Why msgspec, not pydantic v2: ~5 ms and ~1 MB to import where pydantic costs ~50 ms, ~20 ms
+to build validators and ~15 MB (the service starts in 2 s within 150 MB); it validates the
+stdlib dataclasses the code uses; it encodes the wire too (``edge.wire``). It stops at the
+first error, so each value is converted on its own, its problem said in our words.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import dataclasses
 import difflib
 import functools
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
@@ -64,10 +62,7 @@ REQUIRED = "required"
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Unique:
-    """For an array: each item (or each table's ``key``) at most once.
-
-    ``message`` formats the repeated value ({0}) and where it came first ({1}).
-    """
+    """For an array: each item (or table ``key``) once; ``message`` formats it and its first."""
 
     message: str
     key: str | None = None
@@ -81,6 +76,20 @@ class With:
     message: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class After:
+    """For a key: a rule between keys, ``test(section, value)`` returns a problem or None;
+    checked once the whole section is read (an invalid key at its default)."""
+
+    test: Callable[[Any, Any], str | None]
+
+
+def at_least(other: str) -> After:
+    message = f"must be >= {other}"
+    return After(lambda section, value: None if value >= getattr(section, other) else message)
+
+
+IsFile = After(lambda _, file: None if file is None or file.is_file() else f"no such file: {file}")
 _INVALID: Any = object()
 _NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
 _NAMES |= {Path: "a string", list: "an array", tuple: "an array", frozenset: "an array"}
@@ -92,8 +101,7 @@ def kind(value: object) -> str:
 
 
 def _kind_name(base: Any) -> str:
-    base = typing.get_origin(base) or base
-    return _NAMES.get(base) or ("a table" if dataclasses.is_dataclass(base) else str(base))
+    return _NAMES.get(typing.get_origin(base) or base, "a table")
 
 
 def _unwrap(hint: Any) -> tuple[Any, tuple[Any, ...]]:
@@ -129,18 +137,9 @@ def _explain(base: Any, metadata: tuple[Any, ...], value: Any) -> str:
 @functools.cache
 def schema_of(cls: Any) -> dict[str, tuple[Any, bool]]:
     """A section's keys: name -> (type hint, required)."""
-    hints = typing.get_type_hints(cls, include_extras=True)
-    missing = dataclasses.MISSING
+    hints, missing = typing.get_type_hints(cls, include_extras=True), dataclasses.MISSING
     fields = dataclasses.fields(cls)
     return {f.name: (hints[f.name], f.default is f.default_factory is missing) for f in fields}
-
-
-def raw_ids(doc: Mapping[str, Any], key: str) -> set[str]:
-    """The ids of an array of tables as given, valid entries or not (so that references
-    to an invalid entry are not reported too)."""
-    entries = doc.get(key)
-    ids = [e.get("id") for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
-    return {entry_id for entry_id in ids if isinstance(entry_id, str)}
 
 
 def pick(cls: type[T], source: Any, **values: Any) -> T:
@@ -149,8 +148,16 @@ def pick(cls: type[T], source: Any, **values: Any) -> T:
     return cls(**known | values)
 
 
+def raw_ids(doc: Mapping[str, Any], key: str) -> list[str]:
+    """The ids of an array of tables as given, of invalid entries too (references to an
+    invalid entry are not reported as well)."""
+    entries = doc.get(key)
+    ids = [e.get("id") for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+    return [entry_id for entry_id in ids if isinstance(entry_id, str)]
+
+
 def join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+    return ".".join(part for part in (path, key) if part)
 
 
 class Reader:
@@ -170,24 +177,17 @@ class Reader:
             suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
             self.problem(join(path, key), f"unknown key{suffix}; expected one of: {listed}")
 
-    def table(self, doc: Mapping[str, Any], key: str) -> dict[str, Any]:
-        value = doc.get(key, {})
-        if not isinstance(value, dict):
-            self.problem(key, f"must be a table, got {kind(value)}")
-            return {}
-        return value
-
     def section(
         self, cls: type[T], doc: Mapping[str, Any], key: str, secrets: bool = False, **given: Any
     ) -> T:
-        """``doc[key]`` as a ``cls``, keys it lacks from ``given`` or their defaults.
-
-        An invalid key is reported and takes its default. Secrets are checked for their
-        shape always, but read only for an enabled section (or with ``secrets``).
-        """
-        raw = given | self.table(doc, key)
-        default = next((f.default for f in dataclasses.fields(cls) if f.name == "enabled"), True)
-        self._read_secrets = raw.get("enabled", default) is True or secrets
+        """``doc[key]`` as a ``cls``, keys it lacks from ``given`` or their defaults; an
+        invalid key is reported and takes its default. Secrets are checked for their shape
+        always, but read only for an enabled section (or with ``secrets``)."""
+        raw = doc.get(key, {})
+        raw = given | raw if isinstance(raw, dict) else raw
+        enabled = next((f.default for f in dataclasses.fields(cls) if f.name == "enabled"), True)
+        self._read_secrets = isinstance(raw, dict) and raw.get("enabled", enabled) is True
+        self._read_secrets |= secrets
         try:
             return self.build(cls, raw, key) or typing.cast(T, self.build(cls, given, key))
         finally:
@@ -195,34 +195,37 @@ class Reader:
 
     def entries(
         self, cls: type[T], doc: Mapping[str, Any], key: str, *rules: Any
-    ) -> list[T | None]:
-        """An array of tables (``[[key]]``) read entry by entry: a ``cls`` or None each."""
-        items = self.items(cls, rules, doc.get(key, []), key) or []
-        return [None if item is _INVALID else item for item in items]
+    ) -> Iterator[tuple[str, T]]:
+        """An array of tables (``[[key]]``) read entry by entry: (path, entry) of each one read."""
+        for index, entry in enumerate(self.items(cls, rules, doc.get(key, []), key) or []):
+            if entry is not _INVALID:
+                yield f"{key}[{index}]", entry
 
     def build(self, cls: type[T], raw: object, path: str) -> T | None:
         """``raw`` as a ``cls``; None when a required key is missing or invalid."""
         if not isinstance(raw, dict):
             self.problem(path, f"must be a table, got {kind(raw)}")
             return None
-        schema = schema_of(cls)
+        schema, values = schema_of(cls), {}
         self.known_keys(raw, path, set(schema))
-        values: dict[str, Any] = {}
         for key, (hint, required) in schema.items():
-            if (
-                key in raw
-                and (value := self.value(hint, raw[key], join(path, key))) is not _INVALID
-            ):
+            (base, metadata), where = _unwrap(hint), join(path, key)
+            if key in raw and (value := self.value(hint, raw[key], where)) is not _INVALID:
                 values[key] = value
-            elif key not in raw and (required or REQUIRED in _unwrap(hint)[1]):
-                base = _unwrap(hint)[0]
+            elif key not in raw and (required or REQUIRED in metadata):
                 expected = _kind_name(base) if base is Secret else f"expected {_kind_name(base)}"
-                self.problem(join(path, key), f"missing required key ({expected})")
-            for pair in (rule for rule in _unwrap(hint)[1] if isinstance(rule, With)):
+                self.problem(where, f"missing required key ({expected})")
+            for pair in (rule for rule in metadata if isinstance(rule, With)):
                 if (key in raw) != (pair.other in raw):
                     self.problem(join(path, key if pair.other in raw else pair.other), pair.message)
-        complete = all(key in values for key, (_, required) in schema.items() if required)
-        return cls(**values) if complete else None
+        if not all(key in values for key, (_, required) in schema.items() if required):
+            return None
+        section = cls(**values)
+        for key, (hint, _) in schema.items():
+            for after in (rule for rule in _unwrap(hint)[1] if isinstance(rule, After)):
+                if message := after.test(section, getattr(section, key)):
+                    self.problem(join(path, key), message)
+        return section
 
     def value(self, hint: Any, raw: Any, path: str) -> Any:
         """One value converted to ``hint``, or ``_INVALID`` (the problem is reported)."""
@@ -232,8 +235,7 @@ class Reader:
             return _INVALID if section is None else section
         if (origin := typing.get_origin(base)) in (tuple, frozenset):
             items = self.items(typing.get_args(base)[0], metadata, raw, path)
-            valid = items is not None and all(item is not _INVALID for item in items)
-            return origin(items) if valid else _INVALID
+            return _INVALID if items is None or _INVALID in items else origin(items)
         if base is Secret:
             value = self._secret(raw, path, NonEmpty in metadata)
         elif base is Path:
@@ -245,8 +247,8 @@ class Reader:
             except msgspec.ValidationError:
                 self.problem(path, _explain(base, metadata, raw))
                 return _INVALID
-        rules = (rule for rule in metadata if callable(rule) and value is not _INVALID)
-        for message in (rule(value) for rule in rules):
+        checks = (rule for rule in metadata if callable(rule) and value is not _INVALID)
+        for message in (check(value) for check in checks):
             if message:
                 self.problem(path, message)
                 return _INVALID
@@ -256,32 +258,20 @@ class Reader:
         """Each item of an array converted (``_INVALID`` where not); None: not an array."""
         if not isinstance(raw, list):
             tables = dataclasses.is_dataclass(item) or typing.get_origin(item) is dict
-            what = f"an array of tables ([[{path}]])" if tables else ""
-            self.problem(path, f"must be {what or 'an array'}, got {kind(raw)}")
+            what = f"an array of tables ([[{path}]])" if tables else "an array"
+            self.problem(path, f"must be {what}, got {kind(raw)}")
             return None
         items = [self.value(item, entry, f"{path}[{i}]") for i, entry in enumerate(raw)]
         for rule in rules:
             if isinstance(rule, msgspec.Meta) and len(raw) < (rule.min_length or 0):
                 self.problem(path, rule.description or "")
-            if isinstance(rule, Unique):
-                key = rule.key
-                values = [e.get(key) if isinstance(e, dict) else None for e in raw] if key else raw
-                for index, value in enumerate(values):
-                    if value is not None and value in values[:index]:
-                        where = f"{path}[{index}]" + (f".{key}" if key else "")
-                        self.problem(
-                            where, rule.message.format(value, f"{path}[{values.index(value)}]")
-                        )
+            key = rule.key if isinstance(rule, Unique) else None
+            values = [e.get(key) if isinstance(e, dict) else None for e in raw] if key else raw
+            for index, value in enumerate(values if isinstance(rule, Unique) else []):
+                if value is not None and value in values[:index]:
+                    where, first = f"{path}[{index}]", f"{path}[{values.index(value)}]"
+                    self.problem(join(where, key or ""), rule.message.format(value, first))
         return items
-
-    def ordered(self, section: Any, path: str, low: str, high: str) -> None:
-        if getattr(section, high) < getattr(section, low):
-            self.problem(join(path, high), f"must be >= {low}")
-
-    def files(self, section: Any, path: str, *keys: str) -> None:
-        for key in keys:
-            if (file := getattr(section, key)) is not None and not file.is_file():
-                self.problem(join(path, key), f"no such file: {file}")
 
     def _secret(self, raw: object, path: str, non_empty: bool) -> Secret | Any:
         try:
