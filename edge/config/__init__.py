@@ -167,43 +167,40 @@ def parse_config(
     doc: dict[str, Any], source: str, base_dir: Path, *, defer_credentials: bool = False
 ) -> LineConfig:
     """Validate an already-parsed TOML document; raises ConfigError with every problem.
-
     ``defer_credentials`` (``edge check-config``): without ``$CREDENTIALS_DIRECTORY``,
-    systemd credentials are listed in ``unread_secrets`` instead of being problems.
-    """
+    systemd credentials are listed in ``unread_secrets`` instead of being problems."""
     secrets = SecretReader.from_environment(base_dir, defer_credentials=defer_credentials)
-    reader = Reader(base_dir, secrets)
-    reader.known_keys(doc, "", set(schema_of(LineConfig)) - {"source_path", "unread_secrets"})
+    reader, sections = Reader(base_dir, secrets), schema_of(LineConfig)
+    reader.known_keys(doc, "", set(sections) - {"source_path", "unread_secrets"})
     line = reader.build(LineIdentity, doc.get("line", {}), "line") or LineIdentity("", "", "")
     calendar = read_calendar(reader, doc)
     extra = reader.value(tuple[Path, ...], doc.get("plc_map_dirs", []), "plc_map_dirs")
-    extra = extra if isinstance(extra, tuple) else ()
-    map_dirs = (*extra, base_dir / "plc_maps", BUILTIN_PLC_MAPS)
+    map_dirs = (
+        *(extra if isinstance(extra, tuple) else ()),
+        base_dir / "plc_maps",
+        BUILTIN_PLC_MAPS,
+    )
     plcs = equipment.read_plcs(reader, doc)
     machines = equipment.read_machines(reader, doc, plcs, map_dirs)
     # systemd's StateDirectory= sets $STATE_DIRECTORY (maybe several paths, ':'-separated).
     state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
     state_dir = state_dir or str(Path.cwd() / "var" / (line.id or "line"))
     storage = reader.section(StorageConfig, doc, "storage", state_dir=state_dir)
+    plain = ("simulator", "mqtt", "metrics", "web", "qmib", "logging", "orders")
+    plain_sections = {key: reader.section(sections[key][0], doc, key) for key in plain}
     config = LineConfig(
         source_path=Path(source),
         line=dataclasses.replace(line, name=line.name or line.id),
         calendar=calendar,
         machines=tuple(machines.configs.values()),
         plcs=tuple(plc for plc in plcs.values() if plc is not None),
-        simulator=reader.section(SimulatorConfig, doc, "simulator"),
         opcua=northbound.read_opcua(reader, doc),
-        mqtt=reader.section(MqttConfig, doc, "mqtt"),
-        metrics=reader.section(MetricsConfig, doc, "metrics"),
-        web=reader.section(WebConfig, doc, "web"),
-        qmib=reader.section(QmibConfig, doc, "qmib"),
         storage=storage,
         outbox=reader.section(OutboxConfig, doc, "outbox", path=f"{storage.state_dir}/outbox.db"),
-        logging=reader.section(LoggingConfig, doc, "logging"),
         plc_map_dirs=tuple(dict.fromkeys(map_dirs)),
         quality_stations=equipment.read_stations(reader, doc, machines, plcs, map_dirs),
-        orders=reader.section(OrdersConfig, doc, "orders"),
         unread_secrets=tuple(secrets.deferred),
+        **plain_sections,
     )
     if reader.problems:
         raise ConfigError(source, reader.problems)

@@ -12,13 +12,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from actors.oee.params import LossBucket, MachineParams, Reason, ReasonCategory, StateSource
-from actors.quality.params import (
-    DEFAULT_RULES,
-    MAX_SUBGROUP_SIZE,
-    CharacteristicParams,
-    Disposition,
-    StationParams,
-)
+from actors.quality import params as quality
 from edge.config import schema as rule
 from edge.config.schema import Reader, pick, raw_ids
 from edge.errors import ConfigError
@@ -34,9 +28,8 @@ def _opc_endpoint(value: str) -> str | None:
         valid = parts.scheme == "opc.tcp" and parts.hostname and (parts.port or 0) >= 0
     except ValueError:  # a port that is no number or out of range
         valid = False
-    return (
-        None if valid else f'must be an OPC UA endpoint "opc.tcp://host:port/path", got {value!r}'
-    )
+    expected = 'must be an OPC UA endpoint "opc.tcp://host:port/path"'
+    return None if valid else f"{expected}, got {value!r}"
 
 
 OpcEndpoint = Annotated[str, _opc_endpoint]
@@ -218,15 +211,12 @@ def read_machines(
 
 @dataclass(frozen=True, slots=True)
 class QualityStationConfig:
-    """A quality station (``[[quality_stations]]``); ``params`` is what its core runs on.
-
-    With ``plc`` and ``plc_map`` the order runtime polls the station's PLC itself
-    (a connection of its own, even to a PLC that machines use too).
-    """
+    """A quality station; ``params`` is what its core runs on. With ``plc`` and ``plc_map``
+    the order runtime polls its PLC itself (a connection of its own)."""
 
     id: str
     name: str
-    params: StationParams
+    params: quality.StationParams
     plc: str | None = None
     plc_map: str | None = None
     unit_id: int = 1
@@ -241,18 +231,23 @@ _BASELINE = rule.With(
 )
 
 
+def _above_lsl(entry: CharacteristicEntry, usl: float | None) -> str | None:
+    below = entry.lsl is not None and usl is not None and not entry.lsl < usl
+    return f"must be > lsl ({entry.lsl:g}), got {usl:g}" if below else None
+
+
 @dataclass(frozen=True, slots=True)
 class CharacteristicEntry:
     name: Annotated[str, rule.Identifier]
     signal: Annotated[str, rule.NonEmpty] | None = None  # None: manual entry only
     unit: str = ""
     lsl: float | None = None
-    usl: float | None = None
-    subgroup_size: Annotated[int, rule.between(1, MAX_SUBGROUP_SIZE)] = 1
+    usl: Annotated[float, rule.After(_above_lsl)] | None = None
+    subgroup_size: Annotated[int, rule.between(1, quality.MAX_SUBGROUP_SIZE)] = 1
     baseline_mean: float | None = None
     baseline_range: Annotated[float, rule.Positive, _BASELINE] | None = None
     warmup: Annotated[int, rule.between(2, 10_000)] = 25
-    rules: Annotated[tuple[Annotated[int, _RULE], ...], _ONE_RULE] = DEFAULT_RULES
+    rules: Annotated[tuple[Annotated[int, _RULE], ...], _ONE_RULE] = quality.DEFAULT_RULES
 
 
 _CODES_ONCE = rule.Unique("{0!r} is listed twice")
@@ -272,7 +267,7 @@ class StationEntry:
     pass_signal: Annotated[str, rule.NonEmpty] | None = None
     fail_signal: Annotated[str, rule.NonEmpty] | None = None
     counter_bits: CounterBits | None = None
-    plc_disposition: Disposition = Disposition.PENDING
+    plc_disposition: quality.Disposition = quality.Disposition.PENDING
     reason_codes: Annotated[tuple[Annotated[str, rule.NonEmpty], ...], _CODES_ONCE] = ()
     characteristics: Annotated[tuple[CharacteristicEntry, ...], _CHARACTERISTIC_ONCE] = ()
 
@@ -322,17 +317,15 @@ def read_stations(
     unique = rule.Unique("duplicate quality station id {0!r}", "id")
     for path, entry in reader.entries(StationEntry, doc, "quality_stations", unique):
         if entry.id in machines.ids:
-            reader.problem(
-                f"{path}.id", f"{entry.id!r} is a machine id; a station needs its own id"
-            )
+            clash = f"{entry.id!r} is a machine id; a station needs its own id"
+            reader.problem(f"{path}.id", clash)
         unknown(reader, f"{path}.machine", "machine", entry.machine, machines.ids)
         if entry.plc_map is not None and entry.plc is None:
             reader.problem(f"{path}.plc", "missing: a plc_map is read from a plc")
         machine = machines.configs.get(entry.machine or "")
         machine_map = machines.maps.get(machine.id) if machine else None
-        mapped = sorted(
-            (machine_map.roles if machine_map else set()) & {"good_count", "reject_count"}
-        )
+        roles = machine_map.roles if machine_map else frozenset()
+        mapped = sorted(roles & {"good_count", "reject_count"})
         if entry.feeds_machine_rejects and mapped and machine:
             reader.problem(
                 f"{path}.feeds_machine_rejects",
@@ -340,11 +333,6 @@ def read_stations(
                 f"maps {' and '.join(mapped)}): adding the station's failures would count them "
                 "twice; set it false (the default for this machine)",
             )
-        for i, c in enumerate(entry.characteristics):
-            if c.lsl is not None and c.usl is not None and not c.lsl < c.usl:
-                reader.problem(
-                    f"{path}.characteristics[{i}].usl", f"must be > lsl ({c.lsl:g}), got {c.usl:g}"
-                )
         # Without a plc of its own, the station reads its signals from its machine's
         # samples (the machine's plc_map, through the service's sample bus).
         own = read_source(reader, entry, path, plcs, map_dirs)
@@ -356,16 +344,17 @@ def read_stations(
         if entry.id is None or machine is None:
             continue
         feeds = not mapped if entry.feeds_machine_rejects is None else entry.feeds_machine_rejects
-        characteristics = tuple(
-            pick(CharacteristicParams, c, rules=tuple(sorted(set(c.rules))))
+        charts = tuple(
+            pick(quality.CharacteristicParams, c, rules=tuple(sorted(set(c.rules))))
             for c in entry.characteristics
         )
-        resolved = {
+        given: dict[str, Any] = {
+            "station_id": entry.id,
+            "machine_id": machine.id,
             "name": entry.name or entry.id,
-            "counter_bits": entry.counter_bits or bits or 32,
         }
-        resolved |= {"feeds_machine_rejects": feeds, "characteristics": characteristics}
-        params = pick(StationParams, entry, station_id=entry.id, machine_id=machine.id, **resolved)
+        given |= {"counter_bits": entry.counter_bits or bits or 32, "characteristics": charts}
+        params = pick(quality.StationParams, entry, feeds_machine_rejects=feeds, **given)
         stations.append(pick(QualityStationConfig, entry, name=params.name, params=params))
     return tuple(stations)
 

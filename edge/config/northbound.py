@@ -88,7 +88,7 @@ class OpcUaUser:
     on both (edge.access), ``pin`` is a short secret for the line display only."""
 
     name: Annotated[str, rule.NonEmpty]
-    password: Annotated[Secret, rule.NonEmpty]
+    password: Annotated[Secret, rule.filled]
     roles: Roles
     pin: Annotated[Secret, _pin] | None = None
 

@@ -89,6 +89,10 @@ def at_least(other: str) -> After:
     return After(lambda section, value: None if value >= getattr(section, other) else message)
 
 
+def filled(secret: Secret) -> str | None:
+    return "must not be empty" if secret.is_read and not secret.reveal() else None
+
+
 IsFile = After(lambda _, file: None if file is None or file.is_file() else f"no such file: {file}")
 _INVALID: Any = object()
 _NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
@@ -183,13 +187,15 @@ class Reader:
         """``doc[key]`` as a ``cls``, keys it lacks from ``given`` or their defaults; an
         invalid key is reported and takes its default. Secrets are checked for their shape
         always, but read only for an enabled section (or with ``secrets``)."""
+        fallback = typing.cast(T, self.build(cls, given, key))  # every key at its default
         raw = doc.get(key, {})
         raw = given | raw if isinstance(raw, dict) else raw
-        enabled = next((f.default for f in dataclasses.fields(cls) if f.name == "enabled"), True)
-        self._read_secrets = isinstance(raw, dict) and raw.get("enabled", enabled) is True
-        self._read_secrets |= secrets
+        enabled = (
+            raw.get("enabled", getattr(fallback, "enabled", True)) if isinstance(raw, dict) else 0
+        )
+        self._read_secrets = secrets or enabled is True
         try:
-            return self.build(cls, raw, key) or typing.cast(T, self.build(cls, given, key))
+            return self.build(cls, raw, key) or fallback
         finally:
             self._read_secrets = True
 
@@ -237,10 +243,15 @@ class Reader:
             items = self.items(typing.get_args(base)[0], metadata, raw, path)
             return _INVALID if items is None or _INVALID in items else origin(items)
         if base is Secret:
-            value = self._secret(raw, path, NonEmpty in metadata)
+            try:  # the message names the source (variable, file, credential), never the value
+                secret = self.secrets.reference(raw)
+                value = self.secrets.read(raw, path) if self._read_secrets else secret
+            except ValueError as exc:
+                self.problem(path, str(exc))
+                return _INVALID
         elif base is Path:
-            value = self.value(Annotated[str, NonEmpty], raw, path)
-            value = value if value is _INVALID else self.base_dir / Path(value).expanduser()
+            text = self.value(Annotated[str, NonEmpty], raw, path)
+            value = text if text is _INVALID else self.base_dir / Path(text).expanduser()
         else:
             try:
                 value = msgspec.convert(raw, hint)
@@ -272,17 +283,3 @@ class Reader:
                     where, first = f"{path}[{index}]", f"{path}[{values.index(value)}]"
                     self.problem(join(where, key or ""), rule.message.format(value, first))
         return items
-
-    def _secret(self, raw: object, path: str, non_empty: bool) -> Secret | Any:
-        try:
-            if not self._read_secrets:
-                return self.secrets.reference(raw)
-            secret = self.secrets.read(raw, path)
-        except ValueError as exc:
-            # The message names the source (variable, file, credential), never the value.
-            self.problem(path, str(exc))
-            return _INVALID
-        if non_empty and secret.is_read and not secret.reveal():
-            self.problem(path, "must not be empty")
-            return _INVALID
-        return secret
