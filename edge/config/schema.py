@@ -245,7 +245,7 @@ class Reader:
         if base is Secret:
             try:  # the message names the source (variable, file, credential), never the value
                 secret = self.secrets.reference(raw)
-                value = self.secrets.read(raw, path) if self._read_secrets else secret
+                value: Any = self.secrets.read(raw, path) if self._read_secrets else secret
             except ValueError as exc:
                 self.problem(path, str(exc))
                 return _INVALID
