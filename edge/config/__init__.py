@@ -88,24 +88,19 @@ def _time(text: str) -> time:
     return time(int(hours), int(minutes))
 
 
+def _shift(shift: ShiftEntry) -> ShiftDef:
+    days = frozenset(_WEEKDAYS[day.lower()] for day in shift.days)
+    breaks = tuple(BreakDef(*map(_time, text.split("-"))) for text in shift.breaks)
+    return ShiftDef(shift.name, _time(shift.start), _time(shift.end), days, breaks)
+
+
 def read_calendar(reader: Reader, doc: dict[str, Any]) -> CalendarDef:
     from actors.oee.calendar import validate_calendar  # noqa: PLC0415 - keeps import cheap
 
     entry = reader.build(CalendarEntry, doc.get("calendar", {}), "calendar")
-    if entry is None:
-        return CalendarDef("UTC", ())
-    shifts = tuple(
-        ShiftDef(
-            shift.name,
-            _time(shift.start),
-            _time(shift.end),
-            frozenset(_WEEKDAYS[day.lower()] for day in shift.days),
-            tuple(BreakDef(*map(_time, text.split("-"))) for text in shift.breaks),
-        )
-        for shift in entry.shifts
-    )
-    reader.problems.extend(validate_calendar(CalendarDef(entry.timezone, shifts), "calendar"))
-    return CalendarDef(entry.timezone, shifts)
+    calendar = CalendarDef(entry.timezone, tuple(map(_shift, entry.shifts))) if entry else None
+    reader.problems.extend(validate_calendar(calendar, "calendar") if calendar else ())
+    return calendar or CalendarDef("UTC", ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,11 +170,8 @@ def parse_config(
     line = reader.build(LineIdentity, doc.get("line", {}), "line") or LineIdentity("", "", "")
     calendar = read_calendar(reader, doc)
     extra = reader.value(tuple[Path, ...], doc.get("plc_map_dirs", []), "plc_map_dirs")
-    map_dirs = (
-        *(extra if isinstance(extra, tuple) else ()),
-        base_dir / "plc_maps",
-        BUILTIN_PLC_MAPS,
-    )
+    extra = extra if isinstance(extra, tuple) else ()
+    map_dirs = (*extra, base_dir / "plc_maps", BUILTIN_PLC_MAPS)
     plcs = equipment.read_plcs(reader, doc)
     machines = equipment.read_machines(reader, doc, plcs, map_dirs)
     # systemd's StateDirectory= sets $STATE_DIRECTORY (maybe several paths, ':'-separated).

@@ -35,8 +35,6 @@ def _opc_endpoint(value: str) -> str | None:
 OpcEndpoint = Annotated[str, _opc_endpoint]
 Seconds = Annotated[float, rule.Positive]
 BackoffMax = Annotated[float, rule.Positive, rule.at_least("backoff_initial_s")]
-UnitId = Annotated[int, rule.between(0, 255)]
-AddressOffset = Annotated[int, rule.between(0, 65535)]
 CounterBits = Literal[16, 32, 64]
 _UNSIGNED_BITS = {"uint16": 16, "uint32": 32, "uint64": 64}
 
@@ -89,6 +87,28 @@ def read_plcs(reader: Reader, doc: dict[str, Any]) -> Plcs:
     return plcs
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Source:
+    """Where a machine's or station's signals come from: a plc and its plc_map."""
+
+    plc: str | None = None
+    plc_map: Annotated[str, rule.NonEmpty] | None = None
+    unit_id: Annotated[int, rule.between(0, 255)] = 1
+    address_offset: Annotated[int, rule.between(0, 65535)] = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _MachineKeys(Source):
+    """What a machine's entry and config share: its source, its identification on the OPC UA
+    server (OPC 40001-1 Machinery; empty: not given)."""
+
+    manufacturer: str = ""
+    model: str = ""
+    serial_number: str = ""
+    product_instance_uri: str = ""  # empty: <namespace_uri>:<machine id>
+    year_of_construction: Annotated[int, rule.between(1900, 2200)] | None = None
+
+
 def unknown(reader: Reader, path: str, what: str, name: str | None, known: set[str]) -> None:
     if name is not None and name not in known:
         listed = ", ".join(sorted(known)) or "none defined"
@@ -96,7 +116,7 @@ def unknown(reader: Reader, path: str, what: str, name: str | None, known: set[s
 
 
 def read_source(
-    reader: Reader, entry: Any, path: str, plcs: Plcs, map_dirs: tuple[Path, ...]
+    reader: Reader, entry: Source, path: str, plcs: Plcs, map_dirs: tuple[Path, ...]
 ) -> PlcMap | None:
     """A machine's or station's plc (it exists) and plc_map (found, valid, same protocol)."""
     from edge.plc.maps import find_plc_map, load_plc_map  # noqa: PLC0415 - avoids a cycle
@@ -126,20 +146,10 @@ def read_source(
 
 
 @dataclass(frozen=True, slots=True)
-class MachineConfig:
+class MachineConfig(_MachineKeys):
     id: str
     name: str
     params: MachineParams
-    plc: str | None = None
-    plc_map: str | None = None
-    unit_id: int = 1
-    address_offset: int = 0
-    # Identification on the OPC UA server (OPC 40001-1 Machinery); empty: not given.
-    manufacturer: str = ""
-    model: str = ""
-    serial_number: str = ""
-    product_instance_uri: str = ""  # empty: <namespace_uri>:<machine id>
-    year_of_construction: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +164,7 @@ _NAME_ONCE = rule.Unique("reason {0!r} is listed twice", "name")
 
 
 @dataclass(frozen=True, slots=True)
-class MachineEntry:
+class MachineEntry(_MachineKeys):
     """A ``[[machines]]`` entry: the keys of MachineConfig and of its MachineParams."""
 
     id: Annotated[str, rule.Identifier, rule.REQUIRED] | None = None
@@ -166,15 +176,6 @@ class MachineEntry:
     counter_bits: CounterBits | None = None  # None: the plc_map's, else 32
     state_source: StateSource | None = None
     reasons: Annotated[tuple[ReasonEntry, ...], _CODE_ONCE, _NAME_ONCE] = ()
-    plc: str | None = None
-    plc_map: Annotated[str, rule.NonEmpty] | None = None
-    unit_id: UnitId = 1
-    address_offset: AddressOffset = 0
-    manufacturer: str = ""
-    model: str = ""
-    serial_number: str = ""
-    product_instance_uri: str = ""
-    year_of_construction: Annotated[int, rule.between(1900, 2200)] | None = None
 
 
 @dataclass
@@ -210,17 +211,13 @@ def read_machines(
 
 
 @dataclass(frozen=True, slots=True)
-class QualityStationConfig:
+class QualityStationConfig(Source):
     """A quality station; ``params`` is what its core runs on. With ``plc`` and ``plc_map``
     the order runtime polls its PLC itself (a connection of its own)."""
 
     id: str
     name: str
     params: quality.StationParams
-    plc: str | None = None
-    plc_map: str | None = None
-    unit_id: int = 1
-    address_offset: int = 0
 
 
 _RULE = msgspec.Meta(ge=1, le=8, description="must be a run rule number 1..8, got {value!r}")
@@ -255,15 +252,11 @@ _CHARACTERISTIC_ONCE = rule.Unique("characteristic {0!r} is listed twice", "name
 
 
 @dataclass(frozen=True, slots=True)
-class StationEntry:
+class StationEntry(Source):
     id: Annotated[str, rule.Identifier, rule.REQUIRED] | None = None
     machine: Annotated[str, rule.REQUIRED] | None = None
     name: str | None = None
     feeds_machine_rejects: bool | None = None  # None: true unless the machine counts rejects
-    plc: str | None = None
-    plc_map: Annotated[str, rule.NonEmpty] | None = None
-    unit_id: UnitId = 1
-    address_offset: AddressOffset = 0
     pass_signal: Annotated[str, rule.NonEmpty] | None = None
     fail_signal: Annotated[str, rule.NonEmpty] | None = None
     counter_bits: CounterBits | None = None

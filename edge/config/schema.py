@@ -124,9 +124,9 @@ def _explain(base: Any, metadata: tuple[Any, ...], value: Any) -> str:
         choices = tuple(member.value for member in base)
     if choices is not None:
         return f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
-    if isinstance(value, bool) and base is not bool:
-        return f"must be {_kind_name(base)}, got a boolean"
-    if not isinstance(value, (float, int) if base is float else base):
+    if not isinstance(value, (float, int) if base is float else base) or (
+        isinstance(value, bool) and base is not bool
+    ):
         return f"must be {_kind_name(base)}, got {kind(value)} {value!r}"
     meta = next((m for m in metadata if isinstance(m, msgspec.Meta)), msgspec.Meta())
     if meta.description:
