@@ -94,6 +94,8 @@ def filled(secret: Secret) -> str | None:
 
 
 IsFile = After(lambda _, file: None if file is None or file.is_file() else f"no such file: {file}")
+Seconds = Annotated[float, Positive]
+BackoffMax = Annotated[float, Positive, at_least("backoff_initial_s")]  # a retry's longest wait
 _INVALID: Any = object()
 _NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
 _NAMES |= {Path: "a string", list: "an array", tuple: "an array", frozenset: "an array"}

@@ -1,6 +1,6 @@
-"""The line's equipment: ``[[plcs]]`` (Modbus TCP or OPC UA), ``[[machines]]`` (OEE
-parameters, stop reasons, signals through a plc_map), ``[[quality_stations]]`` (inspection
-results and SPC characteristics) and ``[simulator]`` (the built-in simulated line)."""
+"""The plant floor the line reads: ``[[plcs]]`` (Modbus TCP or OPC UA), ``[[machines]]``
+(OEE parameters, stop reasons, signals through a plc_map) and ``[[quality_stations]]``
+(inspection results and SPC characteristics)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,6 @@ def _opc_endpoint(value: str) -> str | None:
 
 
 OpcEndpoint = Annotated[str, _opc_endpoint]
-Seconds = Annotated[float, rule.Positive]
-BackoffMax = Annotated[float, rule.Positive, rule.at_least("backoff_initial_s")]
 CounterBits = Literal[16, 32, 64]
 _UNSIGNED_BITS = {"uint16": 16, "uint32": 32, "uint64": 64}
 
@@ -44,12 +42,12 @@ class ModbusPlcConfig:
     id: Annotated[str, rule.Identifier]
     host: Annotated[str, rule.NonEmpty]
     port: Annotated[int, rule.Port] = 502
-    poll_interval_s: Seconds = 1.0
-    timeout_s: Seconds = 1.0
+    poll_interval_s: rule.Seconds = 1.0
+    timeout_s: rule.Seconds = 1.0
     retries: Annotated[int, rule.between(0, 10)] = 1
     max_gap: Annotated[int, rule.between(0, 124)] = 8
-    backoff_initial_s: Seconds = 1.0
-    backoff_max_s: BackoffMax = 30.0
+    backoff_initial_s: rule.Seconds = 1.0
+    backoff_max_s: rule.BackoffMax = 30.0
     protocol: Literal["modbus"] = "modbus"
 
 
@@ -57,13 +55,13 @@ class ModbusPlcConfig:
 class OpcUaPlcConfig:
     id: Annotated[str, rule.Identifier]
     endpoint: OpcEndpoint
-    sampling_interval_s: Seconds = 0.5
-    publishing_interval_s: Seconds = 0.5
-    timeout_s: Seconds = 5.0
+    sampling_interval_s: rule.Seconds = 0.5
+    publishing_interval_s: rule.Seconds = 0.5
+    timeout_s: rule.Seconds = 5.0
     username: str | None = None
     password: Secret | None = None
-    backoff_initial_s: Seconds = 1.0
-    backoff_max_s: BackoffMax = 30.0
+    backoff_initial_s: rule.Seconds = 1.0
+    backoff_max_s: rule.BackoffMax = 30.0
     protocol: Literal["opcua"] = "opcua"
 
 
@@ -350,19 +348,3 @@ def read_stations(
         params = pick(quality.StationParams, entry, feeds_machine_rejects=feeds, **given)
         stations.append(pick(QualityStationConfig, entry, name=params.name, params=params))
     return tuple(stations)
-
-
-@dataclass(frozen=True, slots=True)
-class SimulatorConfig:
-    """The built-in simulated line: a Modbus TCP server playing the PLCs."""
-
-    enabled: bool = False
-    host: Annotated[str, rule.NonEmpty] = "127.0.0.1"
-    port: Annotated[int, rule.Port] = 5020
-    seed: int = 1
-    time_scale: Annotated[float, rule.Positive] = 1.0
-    micro_stops_per_hour: Annotated[float, rule.NonNegative] = 20.0
-    faults_per_hour: Annotated[float, rule.NonNegative] = 2.0
-    reject_ratio: Annotated[float, rule.between(0, 1)] = 0.02
-    counter_start: Annotated[int, rule.NonNegative] = 0
-    jitter: Annotated[float, rule.between(0, 1)] = 0.1
