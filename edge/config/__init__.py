@@ -1,15 +1,10 @@
-"""The line config: one TOML file per line, parsed once at start.
+"""The line config: one TOML file per line, read once at start into frozen objects.
 
-:func:`load_config` turns the file into frozen, validated objects or raises one
-:class:`~edge.errors.ConfigError` listing *every* problem, each with its key path and what
-was expected (``machines[2].ideal_cycle_s: must be > 0, got -1``); nothing is started
-before the whole file is valid. Unknown keys are errors too, with a "did you mean" hint.
-Each section's frozen dataclass is its schema (:mod:`edge.config.schema`): the plant
-floor it reads in :mod:`edge.config.plant`, here the line itself (``[line]``,
-``[calendar]``, ``[simulator]``, ``[storage]``, ``[logging]``, ``[orders]``) and what it serves and
-forwards (``[opcua]``, ``[web]``, ``[metrics]``, ``[outbox]``, ``[mqtt]``, ``[qmib]``).
-``config/example-line.toml`` explains every key.
-"""
+:func:`load_config` raises one ConfigError listing *every* problem with its key path
+(``machines[2].ideal_cycle_s: must be > 0, got -1``), unknown keys too ("did you mean").
+Each section's frozen dataclass is its schema (:mod:`edge.config.schema`): the plant floor
+in :mod:`edge.config.plant`; here the line, what it serves and where its events go.
+``config/example-line.toml`` explains every key."""
 
 from __future__ import annotations
 
@@ -163,15 +158,14 @@ def _someone(opcua: OpcUaServerConfig, anonymous: bool) -> str | None:
 Roles = Annotated[
     frozenset[Annotated[str, _role]], rule.at_least_one("must name at least one role")
 ]
-_TWICE = rule.Unique("listed twice: {0!r}")
+_TWICE, _SOME_ENDPOINT = rule.Unique("listed twice: {0!r}"), rule.After(_some_endpoint)
 _ONE_MODE = rule.at_least_one(f"must list at least one of {', '.join(get_args(Mode))}")
 _EVERYONE = frozenset({"operator", "supervisor", "admin"})
 
 
 @dataclass(frozen=True, slots=True)
 class MethodRoles:
-    """``[opcua.method_roles]``: who may call each OPC UA method (and give its command on
-    the line display); only supervisor and above complete an order."""
+    """``[opcua.method_roles]``: who may call each method (and give its command on the display)."""
 
     StartOrder: Roles = _EVERYONE
     HoldOrder: Roles = _EVERYONE
@@ -190,8 +184,7 @@ OPCUA_DEFAULT_METHOD_ROLES = _by_method(MethodRoles())
 
 @dataclass(frozen=True, slots=True)
 class OpcUaUser:
-    """A user of the OPC UA server and of the line display; ``roles`` decide its commands
-    on both (edge.access), ``pin`` is a short secret for the line display only."""
+    """A user of the OPC UA server and the line display (``pin``: for the display only)."""
 
     name: Annotated[str, rule.NonEmpty]
     password: Annotated[Secret, rule.filled]
@@ -205,9 +198,7 @@ class OpcUaServerConfig:
     endpoint: plant.OpcEndpoint = "opc.tcp://0.0.0.0:4840/edge/"
     namespace_uri: str = ""  # empty: urn:<site>:<area>:<line>
     security_none: bool = True  # offer the unsecured endpoint (SecurityPolicy None)
-    security_policies: Annotated[tuple[Policy, ...], _TWICE, rule.After(_some_endpoint)] = get_args(
-        Policy
-    )
+    security_policies: Annotated[tuple[Policy, ...], _TWICE, _SOME_ENDPOINT] = get_args(Policy)
     security_modes: Annotated[tuple[Mode, ...], _TWICE, _ONE_MODE] = get_args(Mode)
     anonymous: Annotated[bool, rule.After(_someone)] = True  # read-only: never a method
     pki_dir: Path | None = None  # None: <state_dir>/opcua-pki
@@ -251,9 +242,7 @@ class WebConfig:
     idle_timeout_s: Annotated[float, rule.between(0.1, 3600)] = 60.0  # idle keep-alive: closed
     session_idle_s: Annotated[float, rule.between(10, 86_400)] = 900.0  # a login without a request
     # a login in any case
-    session_max_s: Annotated[
-        float, rule.between(10, 7 * 86_400), rule.at_least("session_idle_s")
-    ] = 43_200.0
+    session_max_s: Annotated[float, rule.between(10, 7 * 86_400), _LONGER] = 43_200.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,8 +97,7 @@ class Source:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _MachineKeys(Source):
-    """What a machine's entry and config share: its source, its identification on the OPC UA
-    server (OPC 40001-1 Machinery; empty: not given)."""
+    """A machine's source and identification (OPC 40001-1 Machinery; empty: not given)."""
 
     manufacturer: str = ""
     model: str = ""
@@ -210,8 +209,7 @@ def read_machines(
 
 @dataclass(frozen=True, slots=True)
 class QualityStationConfig(Source):
-    """A quality station; ``params`` is what its core runs on. With ``plc`` and ``plc_map``
-    the order runtime polls its PLC itself (a connection of its own)."""
+    """A quality station; with a plc_map of its own the order runtime polls its PLC."""
 
     id: str
     name: str
@@ -220,10 +218,8 @@ class QualityStationConfig(Source):
 
 _RULE = msgspec.Meta(ge=1, le=8, description="must be a run rule number 1..8, got {value!r}")
 _ONE_RULE = rule.at_least_one("must list at least one run rule (1..8)")
-_BOTH = "a baseline needs both baseline_mean and baseline_range (the average moving range"
-_BASELINE = rule.With(
-    "baseline_mean", f"missing: {_BOTH} for subgroup_size 1, else the average range)"
-)
+_BOTH = "missing: a baseline needs both baseline_mean and baseline_range (the average moving"
+_BASELINE = rule.With("baseline_mean", f"{_BOTH} range if subgroup_size is 1, else the range)")
 
 
 def _above_lsl(entry: CharacteristicEntry, usl: float | None) -> str | None:
@@ -267,12 +263,10 @@ def _signal_bits(
     reader: Reader, path: str, entry: StationEntry, name: str | None, plc_map: PlcMap | None
 ) -> int | None:
     """Every signal of a station checked against its plc_map; the width of its counters."""
-    wanted = {"pass_signal": entry.pass_signal, "fail_signal": entry.fail_signal}
-    wanted |= {
-        f"characteristics[{i}].signal": c.signal for i, c in enumerate(entry.characteristics)
-    }
+    want = {"pass_signal": entry.pass_signal, "fail_signal": entry.fail_signal}
+    want |= {f"characteristics[{i}].signal": c.signal for i, c in enumerate(entry.characteristics)}
     bits: int | None = None
-    for key, signal in ((key, signal) for key, signal in wanted.items() if signal is not None):
+    for key, signal in ((key, signal) for key, signal in want.items() if signal is not None):
         where, counter = f"{path}.{key}", key in ("pass_signal", "fail_signal")
         found = plc_map.get(signal) if plc_map else None
         width = _UNSIGNED_BITS.get(found.data_type.value) if found else None
@@ -318,12 +312,12 @@ def read_stations(
         roles = machine_map.roles if machine_map else frozenset()
         mapped = sorted(roles & {"good_count", "reject_count"})
         if entry.feeds_machine_rejects and mapped and machine:
-            reader.problem(
-                f"{path}.feeds_machine_rejects",
+            twice = (
                 f"machine {machine.id!r} counts rejects itself (its plc_map {machine.plc_map!r} "
                 f"maps {' and '.join(mapped)}): adding the station's failures would count them "
-                "twice; set it false (the default for this machine)",
+                "twice; set it false (the default for this machine)"
             )
+            reader.problem(f"{path}.feeds_machine_rejects", twice)
         # Without a plc of its own, the station reads its signals from its machine's
         # samples (the machine's plc_map, through the service's sample bus).
         own = read_source(reader, entry, path, plcs, map_dirs)
@@ -339,12 +333,9 @@ def read_stations(
             pick(quality.CharacteristicParams, c, rules=tuple(sorted(set(c.rules))))
             for c in entry.characteristics
         )
-        given: dict[str, Any] = {
-            "station_id": entry.id,
-            "machine_id": machine.id,
-            "name": entry.name or entry.id,
-        }
-        given |= {"counter_bits": entry.counter_bits or bits or 32, "characteristics": charts}
-        params = pick(quality.StationParams, entry, feeds_machine_rejects=feeds, **given)
+        given: dict[str, Any] = {"station_id": entry.id, "machine_id": machine.id}
+        given |= {"name": entry.name or entry.id, "counter_bits": entry.counter_bits or bits or 32}
+        given |= {"feeds_machine_rejects": feeds, "characteristics": charts}
+        params = pick(quality.StationParams, entry, **given)
         stations.append(pick(QualityStationConfig, entry, name=params.name, params=params))
     return tuple(stations)
