@@ -218,8 +218,8 @@ class QualityStationConfig(Source):
 
 _RULE = msgspec.Meta(ge=1, le=8, description="must be a run rule number 1..8, got {value!r}")
 _ONE_RULE = rule.at_least_one("must list at least one run rule (1..8)")
-_BOTH = "missing: a baseline needs both baseline_mean and baseline_range (the average moving"
-_BASELINE = rule.With("baseline_mean", f"{_BOTH} range if subgroup_size is 1, else the range)")
+_BOTH = "missing: a baseline needs both baseline_mean and baseline_range (the average moving range"
+_BASELINE = rule.With("baseline_mean", f"{_BOTH} for subgroup_size 1, else the average range)")
 
 
 def _above_lsl(entry: CharacteristicEntry, usl: float | None) -> str | None:
