@@ -128,9 +128,8 @@ OPCUA_ROLES: tuple[Role, ...] = get_args(Role)
 # FULL survives power loss; NORMAL survives a process crash only.
 Synchronous = Literal["FULL", "NORMAL"]
 CertFile = Annotated[Path, rule.IsFile]
-KeyFile = Annotated[
-    Path, rule.IsFile, rule.With("tls_cert_file", "tls_cert_file and tls_key_file go together")
-]
+_PAIR = rule.With("tls_cert_file", "tls_cert_file and tls_key_file go together")
+KeyFile = Annotated[Path, rule.IsFile, _PAIR]
 
 
 def _role(role: str) -> str | None:
@@ -273,9 +272,8 @@ MQTT_COMMANDS: tuple[MqttCommand, ...] = get_args(MqttCommand)
 _PREFIX = "a topic prefix without wildcards or leading/trailing '/'"
 # MQTT 3.1.1 brokers must accept 1-23 characters of [0-9a-zA-Z]; most take more,
 # but a '/' or a wildcard would also break the edge_id in topics and logs.
-_CLIENT_ID = rule.matches(
-    r"^$|^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", "letters, digits, '_', '.' or '-' (at most 128)"
-)
+_CLIENT_CHARS = "letters, digits, '_', '.' or '-' (at most 128)"
+_CLIENT_ID = rule.matches(r"^$|^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", _CLIENT_CHARS)
 
 
 def _tls_on(mqtt: MqttConfig, tls: bool) -> str | None:
@@ -397,9 +395,6 @@ class LineConfig:
 
     def machine(self, machine_id: str) -> MachineConfig:
         return {machine.id: machine for machine in self.machines}[machine_id]
-
-    def plc(self, plc_id: str) -> plant.PlcConfig:
-        return {plc.id: plc for plc in self.plcs}[plc_id]
 
     @property
     def namespace_uri(self) -> str:

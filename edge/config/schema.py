@@ -16,7 +16,7 @@ import typing
 from collections.abc import Callable, Iterator, Mapping
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeVar
 
 import msgspec
 
@@ -58,24 +58,21 @@ Identifier = matches(
 REQUIRED = "required"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Unique:
+class Unique(NamedTuple):
     """For an array: each item (or table ``key``) once; ``message`` formats it and its first."""
 
     message: str
     key: str | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class With:
+class With(NamedTuple):
     """For a key: it and ``other`` are given together or not at all."""
 
     other: str
     message: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class After:
+class After(NamedTuple):
     """For a key: ``test(section, value)``, a problem or None, once the section is read."""
 
     test: Callable[[Any, Any], str | None]
@@ -123,9 +120,8 @@ def _explain(base: Any, metadata: tuple[Any, ...], value: Any) -> str:
         choices = tuple(member.value for member in base)
     if choices is not None:
         return f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
-    if not isinstance(value, (float, int) if base is float else base) or (
-        isinstance(value, bool) and base is not bool
-    ):
+    expected = (float, int) if base is float else typing.get_origin(base) or base
+    if isinstance(value, bool) != (base is bool) or not isinstance(value, expected):
         return f"must be {_kind_name(base)}, got {kind(value)} {value!r}"
     meta = next((m for m in metadata if isinstance(m, msgspec.Meta)), msgspec.Meta())
     if meta.description:
