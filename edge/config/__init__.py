@@ -64,15 +64,13 @@ class CalendarEntry:
     shifts: tuple[ShiftEntry, ...] = ()
 
 
-def _time(text: str) -> time:
-    hours, minutes = text.strip().split(":")
-    return time(int(hours), int(minutes))
-
-
 def _shift(shift: ShiftEntry) -> ShiftDef:
     days = frozenset(_WEEKDAYS[day.lower()] for day in shift.days)
-    breaks = tuple(BreakDef(*map(_time, text.split("-"))) for text in shift.breaks)
-    return ShiftDef(shift.name, _time(shift.start), _time(shift.end), days, breaks)
+    breaks = [
+        BreakDef(*(time.fromisoformat(t.strip()) for t in b.split("-"))) for b in shift.breaks
+    ]
+    start, end = time.fromisoformat(shift.start), time.fromisoformat(shift.end)
+    return ShiftDef(shift.name, start, end, days, tuple(breaks))
 
 
 def read_calendar(reader: Reader, doc: dict[str, Any]) -> CalendarDef:
@@ -174,11 +172,7 @@ class MethodRoles:
     AcknowledgeAlarm: Roles = frozenset(OPCUA_ROLES)
 
 
-def _by_method(roles: MethodRoles) -> dict[str, frozenset[str]]:
-    return {method: getattr(roles, method) for method in schema_of(MethodRoles)}
-
-
-OPCUA_DEFAULT_METHOD_ROLES = _by_method(MethodRoles())
+OPCUA_DEFAULT_METHOD_ROLES = {key: getattr(MethodRoles(), key) for key in schema_of(MethodRoles)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +212,9 @@ def read_opcua(reader: Reader, doc: dict[str, Any]) -> OpcUaServerConfig:
     display = not isinstance(web, dict) or web.get("enabled", True) is True
     opcua = reader.section(OpcUaServerConfig, {"opcua": table}, "opcua", secrets=display)
     roles = reader.build(MethodRoles, roles, "opcua.method_roles") or MethodRoles()
-    return replace(opcua, method_roles=tuple(_by_method(roles).items()))
+    return replace(
+        opcua, method_roles=tuple((m, getattr(roles, m)) for m in schema_of(MethodRoles))
+    )
 
 
 _LONGER = rule.at_least("session_idle_s")
@@ -428,7 +424,7 @@ def parse_config(
         source_path=Path(source),
         line=replace(line, name=line.name or line.id),
         calendar=calendar,
-        machines=tuple(machines.configs.values()),
+        machines=tuple(machine for machine, _ in machines.values()),
         plcs=tuple(plc for plc in plcs.values() if plc is not None),
         opcua=read_opcua(reader, doc),
         storage=storage,

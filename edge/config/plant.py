@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -175,19 +175,14 @@ class MachineEntry(_MachineKeys):
     reasons: Annotated[tuple[ReasonEntry, ...], _CODE_ONCE, _NAME_ONCE] = ()
 
 
-@dataclass
-class Machines:
-    """Every ``[[machines]]`` id as given; the valid machines and their plc_maps by id."""
-
-    ids: set[str]
-    configs: dict[str, MachineConfig] = field(default_factory=dict)
-    maps: dict[str, PlcMap] = field(default_factory=dict)
+# The valid [[machines]] by id, each with its plc_map.
+Machines = dict[str, tuple[MachineConfig, "PlcMap | None"]]
 
 
 def read_machines(
     reader: Reader, doc: dict[str, Any], plcs: Plcs, map_dirs: tuple[Path, ...]
 ) -> Machines:
-    machines = Machines(set(raw_ids(doc, "machines")))
+    machines: Machines = {}
     one = rule.at_least_one("missing: a line needs at least one [[machines]] entry")
     unique = rule.Unique("duplicate machine id {0!r} (also {1})", "id")
     for path, entry in reader.entries(MachineEntry, doc, "machines", one, unique):
@@ -202,8 +197,7 @@ def read_machines(
         bits = entry.counter_bits or bits or 32
         params = pick(MachineParams, entry, machine_id=entry.id, counter_bits=bits, reasons=reasons)
         machine = pick(MachineConfig, entry, name=entry.name or entry.id, params=params)
-        machines.configs.setdefault(entry.id, machine)
-        machines.maps.update({entry.id: plc_map} if plc_map else {})
+        machines.setdefault(entry.id, (machine, plc_map))
     return machines
 
 
@@ -299,16 +293,16 @@ def read_stations(
     true for a machine that does is refused: every failure would count twice.
     """
     stations: list[QualityStationConfig] = []
+    machine_ids = set(raw_ids(doc, "machines"))
     unique = rule.Unique("duplicate quality station id {0!r}", "id")
     for path, entry in reader.entries(StationEntry, doc, "quality_stations", unique):
-        if entry.id in machines.ids:
+        if entry.id in machine_ids:
             clash = f"{entry.id!r} is a machine id; a station needs its own id"
             reader.problem(f"{path}.id", clash)
-        unknown(reader, f"{path}.machine", "machine", entry.machine, machines.ids)
+        unknown(reader, f"{path}.machine", "machine", entry.machine, machine_ids)
         if entry.plc_map is not None and entry.plc is None:
             reader.problem(f"{path}.plc", "missing: a plc_map is read from a plc")
-        machine = machines.configs.get(entry.machine or "")
-        machine_map = machines.maps.get(machine.id) if machine else None
+        machine, machine_map = machines.get(entry.machine or "", (None, None))
         roles = machine_map.roles if machine_map else frozenset()
         mapped = sorted(roles & {"good_count", "reject_count"})
         if entry.feeds_machine_rejects and mapped and machine:

@@ -183,10 +183,8 @@ class Reader:
         fallback = typing.cast(T, self.build(cls, given, key))  # every key at its default
         raw = doc.get(key, {})
         raw = given | raw if isinstance(raw, dict) else raw
-        enabled = (
-            raw.get("enabled", getattr(fallback, "enabled", True)) if isinstance(raw, dict) else 0
-        )
-        self._read_secrets = secrets or enabled is True
+        on = isinstance(raw, dict) and raw.get("enabled", getattr(fallback, "enabled", True))
+        self._read_secrets = secrets or on is True
         try:
             return self.build(cls, raw, key) or fallback
         finally:
