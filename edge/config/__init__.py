@@ -339,9 +339,8 @@ def _one_auth(qmib: QmibConfig, token: Secret | None) -> str | None:
     return "give either token (bearer) or username + password (basic), not both" if both else None
 
 
-_EVENT_TYPE = rule.matches(
-    r"^[A-Za-z_][A-Za-z0-9_]*$", "an event type name like 'BatchRecordCompleted'"
-)
+_EVENT_NAME = "an event type name like 'BatchRecordCompleted'"
+_EVENT_TYPE = rule.matches(r"^[A-Za-z_][A-Za-z0-9_]*$", _EVENT_NAME)
 _BASIC = rule.With("username", "username and password go together (basic auth)")
 
 
@@ -408,7 +407,6 @@ def parse_config(
     reader, sections = Reader(base_dir, secrets), schema_of(LineConfig)
     reader.known_keys(doc, "", set(sections) - {"source_path", "unread_secrets"})
     line = reader.build(LineIdentity, doc.get("line", {}), "line") or LineIdentity("", "", "")
-    calendar = read_calendar(reader, doc)
     extra = reader.value(tuple[Path, ...], doc.get("plc_map_dirs", []), "plc_map_dirs")
     extra = extra if isinstance(extra, tuple) else ()
     map_dirs = (*extra, base_dir / "plc_maps", BUILTIN_PLC_MAPS)
@@ -423,7 +421,7 @@ def parse_config(
     config = LineConfig(
         source_path=Path(source),
         line=replace(line, name=line.name or line.id),
-        calendar=calendar,
+        calendar=read_calendar(reader, doc),
         machines=tuple(machine for machine, _ in machines.values()),
         plcs=tuple(plc for plc in plcs.values() if plc is not None),
         opcua=read_opcua(reader, doc),

@@ -15,7 +15,7 @@ from actors.oee.params import LossBucket, MachineParams, Reason, ReasonCategory,
 from actors.quality import params as quality
 from edge.config import schema as rule
 from edge.config.schema import Reader, pick, raw_ids
-from edge.errors import ConfigError
+from edge.errors import ConfigError, Problem
 from edge.secrets import Secret
 
 if TYPE_CHECKING:
@@ -131,9 +131,8 @@ def read_source(
     try:
         plc_map = load_plc_map(name, map_dirs)
     except ConfigError as exc:
-        for problem in exc.problems:
-            where = f"{path}.plc_map ({exc.source})" + (f" {problem.path}" if problem.path else "")
-            reader.problem(where, problem.message)
+        where = f"{path}.plc_map ({exc.source})"
+        reader.problems += [Problem(f"{where} {p.path}".strip(), p.message) for p in exc.problems]
         return None
     plc, protocol = plcs.get(entry.plc or ""), plc_map.protocol.value
     if plc is not None and protocol != plc.protocol:
@@ -286,12 +285,8 @@ def _signal_bits(
 def read_stations(
     reader: Reader, doc: dict[str, Any], machines: Machines, plcs: Plcs, map_dirs: tuple[Path, ...]
 ) -> tuple[QualityStationConfig, ...]:
-    """The stations, with the double-counting rule (docs/orders-and-quality.md).
-
-    ``feeds_machine_rejects`` defaults to true only for a machine whose PLC
-    counts no rejects (neither ``good_count`` nor ``reject_count`` mapped);
-    true for a machine that does is refused: every failure would count twice.
-    """
+    """The stations; one feeds its machine's rejects by default only if the machine's PLC
+    counts none, never if it does (they would count twice: docs/orders-and-quality.md)."""
     stations: list[QualityStationConfig] = []
     machine_ids = set(raw_ids(doc, "machines"))
     unique = rule.Unique("duplicate quality station id {0!r}", "id")

@@ -37,8 +37,7 @@ def between(low: float, high: float) -> msgspec.Meta:
     return msgspec.Meta(ge=low, le=high)
 
 
-def at_least_one(message: str) -> msgspec.Meta:
-    """For an array: it must not be empty."""
+def at_least_one(message: str) -> msgspec.Meta:  # for an array
     return msgspec.Meta(min_length=1, description=message)
 
 
