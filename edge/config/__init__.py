@@ -8,7 +8,6 @@ in :mod:`edge.config.plant`; here the line, what it serves and where its events 
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -17,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
-from urllib.parse import urlsplit
 
 from actors.oee.params import BreakDef, CalendarDef, ShiftDef
 from edge.config import plant
@@ -131,9 +129,7 @@ KeyFile = Annotated[Path, rule.IsFile, _PAIR]
 
 
 def _role(role: str) -> str | None:
-    hint = difflib.get_close_matches(role, OPCUA_ROLES, n=1)
-    suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
-    listed = ", ".join(OPCUA_ROLES)
+    suffix, listed = rule.did_you_mean(role, OPCUA_ROLES), ", ".join(OPCUA_ROLES)
     return None if role in OPCUA_ROLES else f"unknown role {role!r}{suffix}; roles are: {listed}"
 
 
@@ -311,13 +307,6 @@ class MqttConfig:
     allowed_commands: tuple[MqttCommand, ...] = MQTT_COMMANDS
 
 
-def _http_url(value: str) -> str | None:
-    parts = urlsplit(value)
-    if value and (parts.scheme not in ("http", "https") or not parts.hostname):
-        return f'must be an http(s) URL like "https://qmib.example/api", got {value!r}'
-    return None
-
-
 def _url_path(*placeholders: str) -> Callable[[str], str | None]:
     want = ", ".join("{" + p + "}" for p in placeholders) or "no placeholder"
 
@@ -340,6 +329,9 @@ def _one_auth(qmib: QmibConfig, token: Secret | None) -> str | None:
 
 
 _EVENT_NAME = "an event type name like 'BatchRecordCompleted'"
+_HTTP_URL = rule.matches(
+    r"^$|^https?://[^\s/?#:@]", 'an http(s) URL like "https://qmib.example/api"'
+)
 _EVENT_TYPE = rule.matches(r"^[A-Za-z_][A-Za-z0-9_]*$", _EVENT_NAME)
 _BASIC = rule.With("username", "username and password go together (basic auth)")
 
@@ -347,7 +339,7 @@ _BASIC = rule.With("username", "username and password go together (basic auth)")
 @dataclass(frozen=True, slots=True)
 class QmibConfig:
     enabled: bool = False
-    base_url: Annotated[str, _http_url, rule.After(_base_url)] = ""
+    base_url: Annotated[str, _HTTP_URL, rule.After(_base_url)] = ""
     token: Annotated[Secret, rule.After(_one_auth)] | None = None  # bearer; or basic auth
     username: Annotated[str, rule.NonEmpty] | None = None
     password: Annotated[Secret, _BASIC] | None = None
@@ -393,8 +385,7 @@ class LineConfig:
 
     @property
     def namespace_uri(self) -> str:
-        ident = self.line
-        return self.opcua.namespace_uri or f"urn:{ident.site}:{ident.area}:{ident.id}"
+        return self.opcua.namespace_uri or f"urn:{self.line.site}:{self.line.area}:{self.line.id}"
 
 
 def parse_config(

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -23,13 +24,11 @@ if TYPE_CHECKING:
 
 
 def _opc_endpoint(value: str) -> str | None:
-    try:
+    with contextlib.suppress(ValueError):  # a bad IPv6 host, or (reading .port) a bad port
         parts = urlsplit(value)
-        valid = parts.scheme == "opc.tcp" and parts.hostname and (parts.port or 0) >= 0
-    except ValueError:  # a port that is no number or out of range
-        valid = False
-    expected = 'must be an OPC UA endpoint "opc.tcp://host:port/path"'
-    return None if valid else f"{expected}, got {value!r}"
+        if parts.scheme == "opc.tcp" and parts.hostname and parts.port != -1:
+            return None
+    return f'must be an OPC UA endpoint "opc.tcp://host:port/path", got {value!r}'
 
 
 OpcEndpoint = Annotated[str, _opc_endpoint]

@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import functools
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeVar
@@ -153,6 +153,11 @@ def raw_ids(doc: Mapping[str, Any], key: str) -> list[str]:
     return [entry_id for entry_id in ids if isinstance(entry_id, str)]
 
 
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    hint = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
 def join(path: str, key: str) -> str:
     return ".".join(part for part in (path, key) if part)
 
@@ -170,9 +175,8 @@ class Reader:
     def known_keys(self, table: Mapping[str, Any], path: str, allowed: set[str]) -> None:
         listed = ", ".join(sorted(allowed))
         for key in (key for key in table if key not in allowed):
-            hint = difflib.get_close_matches(key, sorted(allowed), n=1)
-            suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
-            self.problem(join(path, key), f"unknown key{suffix}; expected one of: {listed}")
+            hint = did_you_mean(key, sorted(allowed))
+            self.problem(join(path, key), f"unknown key{hint}; expected one of: {listed}")
 
     def section(
         self, cls: type[T], doc: Mapping[str, Any], key: str, secrets: bool = False, **given: Any
@@ -248,11 +252,10 @@ class Reader:
             except msgspec.ValidationError:
                 self.problem(path, _explain(base, metadata, raw))
                 return _INVALID
-        checks = (rule for rule in metadata if callable(rule) and value is not _INVALID)
-        for message in (check(value) for check in checks):
-            if message:
-                self.problem(path, message)
-                return _INVALID
+        checks = [rule for rule in metadata if callable(rule) and value is not _INVALID]
+        if message := next(filter(None, (check(value) for check in checks)), None):
+            self.problem(path, message)
+            return _INVALID
         return value
 
     def items(self, item: Any, rules: tuple[Any, ...], raw: Any, path: str) -> list[Any] | None:
