@@ -148,9 +148,8 @@ def _someone(opcua: OpcUaServerConfig, anonymous: bool) -> str | None:
     return "nobody could log in: add [[opcua.users]] or set anonymous = true" if nobody else None
 
 
-Roles = Annotated[
-    frozenset[Annotated[str, _role]], rule.at_least_one("must name at least one role")
-]
+_SOME_ROLE = rule.at_least_one("must name at least one role")
+Roles = Annotated[frozenset[Annotated[str, _role]], _SOME_ROLE]
 _TWICE, _SOME_ENDPOINT = rule.Unique("listed twice: {0!r}"), rule.After(_some_endpoint)
 _ONE_MODE = rule.at_least_one(f"must list at least one of {', '.join(get_args(Mode))}")
 _EVERYONE = frozenset({"operator", "supervisor", "admin"})
@@ -329,9 +328,8 @@ def _one_auth(qmib: QmibConfig, token: Secret | None) -> str | None:
 
 
 _EVENT_NAME = "an event type name like 'BatchRecordCompleted'"
-_HTTP_URL = rule.matches(
-    r"^$|^https?://[^\s/?#:@]", 'an http(s) URL like "https://qmib.example/api"'
-)
+_URL_LIKE = 'an http(s) URL like "https://qmib.example/api"'
+_HTTP_URL = rule.matches(r"^$|^https?://[^\s/?#:@]", _URL_LIKE)
 _EVENT_TYPE = rule.matches(r"^[A-Za-z_][A-Za-z0-9_]*$", _EVENT_NAME)
 _BASIC = rule.With("username", "username and password go together (basic auth)")
 

@@ -15,7 +15,7 @@ import msgspec
 from actors.oee.params import LossBucket, MachineParams, Reason, ReasonCategory, StateSource
 from actors.quality import params as quality
 from edge.config import schema as rule
-from edge.config.schema import Reader, pick, raw_ids
+from edge.config.schema import Doc, Reader, pick, raw_ids
 from edge.errors import ConfigError, Problem
 from edge.secrets import Secret
 
@@ -67,9 +67,10 @@ class OpcUaPlcConfig:
 PlcConfig = ModbusPlcConfig | OpcUaPlcConfig
 _PROTOCOLS: dict[str, type[PlcConfig]] = {"modbus": ModbusPlcConfig, "opcua": OpcUaPlcConfig}
 Plcs = dict[str, PlcConfig | None]
+MapDirs = tuple[Path, ...]  # where plc_maps are looked up, in order
 
 
-def read_plcs(reader: Reader, doc: dict[str, Any]) -> Plcs:
+def read_plcs(reader: Reader, doc: Doc) -> Plcs:
     """Every ``[[plcs]]`` id as given, with its config (None: invalid)."""
     plcs: Plcs = dict.fromkeys(raw_ids(doc, "plcs"))
     unique = rule.Unique("duplicate plc id {0!r}", "id")
@@ -112,7 +113,7 @@ def unknown(reader: Reader, path: str, what: str, name: str | None, known: set[s
 
 
 def read_source(
-    reader: Reader, entry: Source, path: str, plcs: Plcs, map_dirs: tuple[Path, ...]
+    reader: Reader, entry: Source, path: str, plcs: Plcs, dirs: MapDirs
 ) -> PlcMap | None:
     """A machine's or station's plc (it exists) and plc_map (found, valid, same protocol)."""
     from edge.plc.maps import find_plc_map, load_plc_map  # noqa: PLC0415 - avoids a cycle
@@ -123,12 +124,12 @@ def read_source(
         reader.problem(f"{path}.plc_map", f"missing: a {what} read from a plc needs a plc_map")
     if (name := entry.plc_map) is None:
         return None
-    if find_plc_map(name, map_dirs) is None:
-        dirs = ", ".join(str(d) for d in map_dirs)
-        reader.problem(f"{path}.plc_map", f"unknown plc_map {name!r} (searched {dirs})")
+    if find_plc_map(name, dirs) is None:
+        searched = ", ".join(str(d) for d in dirs)
+        reader.problem(f"{path}.plc_map", f"unknown plc_map {name!r} (searched {searched})")
         return None
     try:
-        plc_map = load_plc_map(name, map_dirs)
+        plc_map = load_plc_map(name, dirs)
     except ConfigError as exc:
         where = f"{path}.plc_map ({exc.source})"
         reader.problems += [Problem(f"{where} {p.path}".strip(), p.message) for p in exc.problems]
@@ -177,9 +178,7 @@ class MachineEntry(_MachineKeys):
 Machines = dict[str, tuple[MachineConfig, "PlcMap | None"]]
 
 
-def read_machines(
-    reader: Reader, doc: dict[str, Any], plcs: Plcs, map_dirs: tuple[Path, ...]
-) -> Machines:
+def read_machines(reader: Reader, doc: Doc, plcs: Plcs, map_dirs: MapDirs) -> Machines:
     machines: Machines = {}
     one = rule.at_least_one("missing: a line needs at least one [[machines]] entry")
     unique = rule.Unique("duplicate machine id {0!r} (also {1})", "id")
@@ -282,7 +281,7 @@ def _signal_bits(
 
 
 def read_stations(
-    reader: Reader, doc: dict[str, Any], machines: Machines, plcs: Plcs, map_dirs: tuple[Path, ...]
+    reader: Reader, doc: Doc, machines: Machines, plcs: Plcs, map_dirs: MapDirs
 ) -> tuple[QualityStationConfig, ...]:
     """The stations; one feeds its machine's rejects by default only if the machine's PLC
     counts none, never if it does (they would count twice: docs/orders-and-quality.md)."""

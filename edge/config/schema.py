@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 T = TypeVar("T", bound="DataclassInstance")
+Doc = Mapping[str, Any]  # a TOML document or table
 
 
 def matches(pattern: str, must: str) -> msgspec.Meta:
@@ -90,9 +91,9 @@ IsFile = After(lambda _, file: None if file is None or file.is_file() else f"no 
 Seconds = Annotated[float, Positive]
 BackoffMax = Annotated[float, Positive, at_least("backoff_initial_s")]  # a retry's longest wait
 _INVALID: Any = object()
-_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-_NAMES |= {Path: "a string", list: "an array", tuple: "an array", frozenset: "an array"}
-_NAMES |= {dict: "a table", Secret: "a secret"}
+_NAMES: dict[Any, str] = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+_NAMES |= dict.fromkeys((list, tuple, frozenset), "an array") | {dict: "a table"}
+_NAMES |= {Path: "a string", Secret: "a secret"}
 
 
 def kind(value: object) -> str:
@@ -146,11 +147,10 @@ def pick(cls: type[T], source: Any, **values: Any) -> T:
     return cls(**known | values)
 
 
-def raw_ids(doc: Mapping[str, Any], key: str) -> list[str]:
+def raw_ids(doc: Doc, key: str) -> list[str]:
     """The ids of an array of tables as given, invalid entries' too (not reported twice)."""
-    entries = doc.get(key)
-    ids = [e.get("id") for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
-    return [entry_id for entry_id in ids if isinstance(entry_id, str)]
+    entries = doc[key] if isinstance(doc.get(key), list) else []
+    return [e["id"] for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)]
 
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:
@@ -178,14 +178,11 @@ class Reader:
             hint = did_you_mean(key, sorted(allowed))
             self.problem(join(path, key), f"unknown key{hint}; expected one of: {listed}")
 
-    def section(
-        self, cls: type[T], doc: Mapping[str, Any], key: str, secrets: bool = False, **given: Any
-    ) -> T:
+    def section(self, cls: type[T], doc: Doc, key: str, secrets: bool = False, **given: Any) -> T:
         """``doc[key]`` as a ``cls``, an invalid or missing key at ``given`` or its default.
         Secrets are read only for an enabled section (or with ``secrets``)."""
         fallback = typing.cast(T, self.build(cls, given, key))  # every key at its default
-        raw = doc.get(key, {})
-        raw = given | raw if isinstance(raw, dict) else raw
+        raw = given | doc.get(key, {}) if isinstance(doc.get(key, {}), dict) else doc[key]
         on = isinstance(raw, dict) and raw.get("enabled", getattr(fallback, "enabled", True))
         self._read_secrets = secrets or on is True
         try:
@@ -193,9 +190,7 @@ class Reader:
         finally:
             self._read_secrets = True
 
-    def entries(
-        self, cls: type[T], doc: Mapping[str, Any], key: str, *rules: Any
-    ) -> Iterator[tuple[str, T]]:
+    def entries(self, cls: type[T], doc: Doc, key: str, *rules: Any) -> Iterator[tuple[str, T]]:
         """An array of tables (``[[key]]``) read entry by entry: (path, entry) of each one read."""
         for index, entry in enumerate(self.items(cls, rules, doc.get(key, []), key) or []):
             if entry is not _INVALID:
