@@ -18,7 +18,7 @@ else
 PIP_FROM :=
 endif
 
-.PHONY: run test lint typecheck unit bench test-servers install-runtime screenshots clean
+.PHONY: run test lint typecheck unit bench faults test-servers install-runtime screenshots clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -94,6 +94,11 @@ test: $(STAMP) test-servers lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/edge bench
+
+# The long fault campaign (docs/faults.md): >= 20 edge kills, >= 5 broker kills,
+# 50 machines, real processes; prints the table, writes faults-report.json.
+faults: $(STAMP) test-servers
+	$(BIN)/python -m tests.faults.campaign --long --json faults-report.json
 
 # The README's pictures of the line display (docs/line-board.png, docs/machine-page.png):
 # a demo shift played by the simulator's model, photographed by headless chromium.

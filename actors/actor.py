@@ -32,6 +32,12 @@ Failures
     An ask whose caller gave up (timeout, cancellation) is still handled when its
     turn comes: a timeout means "no reply in time", not "not done".
 
+    ``post`` queues a message beyond the capacity: it never waits and is never
+    refused while the actor runs. It is for the few messages one actor (or a bus
+    consumer) hands another that carry state and must not be lost nor delay the
+    sender, such as a quality station's rejects for its machine: the capacity
+    bounds what the PLC sources push, not these.
+
 Snapshots
     A crashed instance's memory may be half-way through a message, so restarts
     never read it: they restore the last snapshot taken between two messages.
@@ -41,6 +47,19 @@ Snapshots
     that is set, and on a clean stop before ``on_stop``. The hot path pays one
     integer comparison per message for this. ``snapshot()`` should return an
     immutable value or a copy: the runtime keeps the object as it is.
+
+Cuts (the line's durable state, edge.state_store)
+    ``ActorRef.cut()`` is called synchronously from another task on the same
+    event loop: it returns the actor's snapshot taken right then, between two
+    messages, plus the queued messages of the types in ``Actor.kept_on_cut``
+    (state in flight to it, e.g. pieces for an order), or ``None`` when nothing
+    changed since the previous cut. Such a snapshot is consistent with every
+    event the actor has published, provided the actor publishes its events only
+    at the end of a handler: a handler that awaits must not have published
+    anything before the await. ``cut()`` refuses (ActorError) while a handler is
+    suspended half-way, so an actor that breaks the rule is found, not persisted
+    inconsistently. During a restart it returns the snapshot the restart
+    restores.
 
 States
     ``NEW -> STARTING -> RUNNING -> STOPPING -> STOPPED``, or ``FAILED`` when it
@@ -57,7 +76,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from edge.errors import ActorError, ActorStoppedError, AskTimeoutError, MailboxFullError
 
@@ -67,6 +86,7 @@ __all__ = [
     "DEFAULT_SNAPSHOT_EVERY_S",
     "DEFAULT_STOP_TIMEOUT_S",
     "Actor",
+    "ActorCut",
     "ActorRef",
     "ActorState",
     "ActorStatistics",
@@ -114,6 +134,14 @@ class ActorState(Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class ActorCut(Generic[MsgT]):
+    """An actor's part of a consistent cut: its state and the kept messages still queued."""
+
+    snapshot: object | None
+    pending: tuple[MsgT, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ActorStatistics:
     """A point-in-time record of one actor, safe to keep and compare."""
 
@@ -135,6 +163,8 @@ class Actor(ABC, Generic[MsgT, ReplyT]):
     """
 
     _cell: _ActorCell[MsgT, ReplyT] | None = None
+    # Message types that a cut keeps when they are still queued (see "Cuts").
+    kept_on_cut: ClassVar[tuple[type, ...]] = ()
 
     @abstractmethod
     async def handle(self, message: MsgT) -> ReplyT:
@@ -207,6 +237,24 @@ class ActorRef(Generic[MsgT, ReplyT]):
                     getter.set_result(None)
             return
         await cell.tell_slow(message)
+
+    def post(self, message: MsgT) -> None:
+        """Queue ``message`` beyond the capacity: never waits, never refused while running.
+
+        Raises ``ActorStoppedError`` once the actor is stopping or stopped.
+        """
+        cell = self._cell
+        if cell.closed:
+            raise cell.stopped_error()
+        cell.items.append(message)
+        cell.wake_getter()
+
+    def cut(self) -> ActorCut[MsgT] | None:
+        """This actor's part of a consistent cut, taken now; None if unchanged since the last.
+
+        Synchronous, for another task on the actor's event loop (see "Cuts").
+        """
+        return self._cell.cut()
 
     def tell_nowait(self, message: MsgT) -> None:
         """Queue ``message`` or raise ``MailboxFullError`` (after coalescing, if any)."""
@@ -416,6 +464,10 @@ class _ActorCell(Generic[MsgT, ReplyT]):
         self._snapshot_handled = 0  # value of _handled when the last snapshot was taken
         self._snapshot_at = self._next_snapshot_at()  # _handled value that triggers one
         self._snapshot_timer: asyncio.TimerHandle | None = None
+        # True while a handler runs (it may be suspended in an await): no cut then.
+        self._busy = False
+        self._cut_handled = -1  # _handled at the last cut; -1: never cut (always changed)
+        self._cut_had_pending = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -510,6 +562,9 @@ class _ActorCell(Generic[MsgT, ReplyT]):
         # The restored state is the snapshot's: nothing new to save yet.
         self._snapshot_handled = self._handled
         self._snapshot_at = self._next_snapshot_at()
+        self._busy = False
+        # The restored state may be older than the last cut: the next cut saves it again.
+        self._cut_handled = -1
         return actor
 
     async def _stop_instance(self, actor: Actor[MsgT, ReplyT]) -> None:
@@ -602,7 +657,7 @@ class _ActorCell(Generic[MsgT, ReplyT]):
             self.fast_tell = False
             # Stop never waits for room: it queues behind everything told before it.
             self.items.append(_STOP)
-            self._wake_getter()
+            self.wake_getter()
             # Producers still waiting for room did not get in before the stop.
             self._wake_all_putters()
         return waiter
@@ -632,7 +687,7 @@ class _ActorCell(Generic[MsgT, ReplyT]):
 
     # -- mailbox -----------------------------------------------------------
 
-    def _wake_getter(self) -> None:
+    def wake_getter(self) -> None:
         getter = self.getter
         if getter is not None:
             self.getter = None
@@ -683,12 +738,12 @@ class _ActorCell(Generic[MsgT, ReplyT]):
                 slot = _Slot(key, message)
                 self._keys[key] = slot
                 items.append(slot)
-                self._wake_getter()
+                self.wake_getter()
                 return True
         if len(items) >= self.capacity:
             return False
         items.append(message)
-        self._wake_getter()
+        self.wake_getter()
         return True
 
     async def tell_slow(self, message: object) -> None:
@@ -705,7 +760,7 @@ class _ActorCell(Generic[MsgT, ReplyT]):
                 raise self.stopped_error()
             if len(self.items) < self.capacity:
                 self.items.append(envelope)
-                self._wake_getter()
+                self.wake_getter()
                 return
             await self._wait_for_room()
 
@@ -733,6 +788,7 @@ class _ActorCell(Generic[MsgT, ReplyT]):
                 if putters:
                     self._wake_putter()
                 kind = type(item)
+                self._busy = True
                 if kind is _Ask:
                     await self._answer(handle, item)  # type: ignore[arg-type]
                 elif kind is _Slot:
@@ -741,9 +797,11 @@ class _ActorCell(Generic[MsgT, ReplyT]):
                         del self._keys[slot.key]
                     await handle(slot.message)
                 elif kind is _Stop:
+                    self._busy = False
                     return None
                 else:
                     await handle(item)
+                self._busy = False
                 self._handled += 1
                 if self._handled >= self._snapshot_at:
                     self._take_snapshot(actor)
@@ -790,6 +848,47 @@ class _ActorCell(Generic[MsgT, ReplyT]):
         self._snapshot_handled = self._handled
         self._snapshot_at = self._next_snapshot_at()
 
+    def cut(self) -> ActorCut[MsgT] | None:
+        state = self.state
+        if state in (ActorState.RUNNING, ActorState.STOPPING):
+            if self._busy:
+                raise ActorError(
+                    f"actor {self.name!r} is half-way through a message (its handler "
+                    "awaits): no consistent cut of it now"
+                )
+            pending = self._kept_pending()
+            if self._handled == self._cut_handled and not pending and not self._cut_had_pending:
+                return None
+            if self._snapshot is None or self._handled != self._snapshot_handled:
+                try:
+                    self._take_snapshot(self._actor)
+                except _SnapshotFailed as exc:
+                    raise ActorError(
+                        f"actor {self.name!r}: snapshot failed: {exc.__cause__!r}"
+                    ) from exc.__cause__
+        elif state is ActorState.STARTING and self._restarts + self._failures > 0:
+            # A restart is under way: the instance may be the crashed one, half-way
+            # through a message. What the restart restores is the state to keep.
+            if self._snapshot is None:
+                return None
+            pending = self._kept_pending()
+        else:
+            return None  # not started yet, or ended for good: nothing newer to keep
+        self._cut_handled = self._handled
+        self._cut_had_pending = bool(pending)
+        return ActorCut(self._snapshot, pending)
+
+    def _kept_pending(self) -> tuple[MsgT, ...]:
+        kept = self._actor.kept_on_cut
+        if not kept or not self.items:
+            return ()
+        found: list[Any] = []
+        for item in self.items:
+            message = item.message if isinstance(item, _Slot) else item
+            if type(message) in kept:
+                found.append(message)
+        return tuple(found)
+
     def _arm_snapshot_timer(self) -> None:
         if self._snapshot_every_s is not None:
             self._snapshot_timer = self.loop.call_later(
@@ -801,7 +900,7 @@ class _ActorCell(Generic[MsgT, ReplyT]):
         if self._handled != self._snapshot_handled:
             # Due now: the message loop checks this after the next message, or at once if idle.
             self._snapshot_at = 0
-            self._wake_getter()
+            self.wake_getter()
 
     # -- introspection -----------------------------------------------------
 

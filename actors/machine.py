@@ -13,6 +13,11 @@ source for every current value (sources deliver only changes), so it leaves
 ``unknown`` with the next poll. Counters continue from the
 snapshot's last readings, so pieces made meanwhile are counted once, at the
 first reading after the restart.
+
+Between two messages the actor has published every event its state implies
+(each handler publishes at its end and never awaits), so a snapshot taken
+then agrees with the events already on the bus: the line's state store
+commits both in one transaction (edge.cut).
 """
 
 from __future__ import annotations
@@ -125,6 +130,10 @@ class MachineStatus:
 
 
 class MachineActor(Actor[MachineMessage, Any]):
+    # A quality station's rejects still queued when the line's state is cut are part
+    # of it: the station already published them (actors.actor, "Cuts").
+    kept_on_cut = (AddRejects,)
+
     def __init__(
         self,
         params: MachineParams,

@@ -5,8 +5,9 @@ Exit statuses follow sysexits where systemd can act on them:
 * 0  — clean stop (SIGINT/SIGTERM included)
 * 1  — the service failed at run time (e.g. a supervisor escalated)
 * 2  — wrong command-line usage
-* 78 — EX_CONFIG: the config is invalid; the unit file's
-  ``RestartPreventExitStatus=78`` stops systemd from restarting in a loop.
+* 78 — EX_CONFIG: the config is invalid, or the state directory cannot be used;
+  the unit file's ``RestartPreventExitStatus=78`` stops systemd from restarting
+  in a loop.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from edge import __version__
 from edge.config import DEFAULT_CONFIG, LineConfig, load_config
-from edge.errors import ConfigError, EdgeError
+from edge.errors import ConfigError, EdgeError, StateDirError
 from edge.ingest.args import add_arguments as add_ingest_arguments
 from edge.logs import configure_logging
 from edge.tail_args import add_arguments as add_tail_arguments
@@ -102,10 +103,16 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Run the line simulator standalone: a Modbus TCP server at the config's "
             "[simulator] host/port playing every machine bound to it. Point another "
-            "`edge run` (or any Modbus client) at it."
+            "`edge run` (or any Modbus client) at it. SIGUSR1 holds simulated time (the "
+            "registers keep their values), SIGUSR2 lets it run again."
         ),
     )
     simulate.add_argument("--config", type=Path, default=None, metavar="PATH")
+    simulate.add_argument(
+        "--paused",
+        action="store_true",
+        help="start with simulated time held (counters at counter_start) until SIGUSR2",
+    )
 
     tail = commands.add_parser(
         "tail",
@@ -178,7 +185,12 @@ def _cmd_run(config_path: Path | None, log_level: str | None) -> int:
     configure_logging(log_level or config.logging.level)
     from edge.service import run_service  # noqa: PLC0415 - keep `edge --help` fast
 
-    return run_service(config)
+    try:
+        return run_service(config)
+    except StateDirError as exc:
+        # Like a bad config: restarting will not help until someone fixes the directory.
+        log.error("state directory not usable, not starting: %s", exc)
+        return EXIT_CONFIG
 
 
 def _cmd_replay(trace: str, config_path: Path) -> int:
@@ -193,7 +205,7 @@ def _cmd_replay(trace: str, config_path: Path) -> int:
     return run_replay(trace, config, sys.stdout, sys.stderr)
 
 
-def _cmd_simulate(config_path: Path | None) -> int:
+def _cmd_simulate(config_path: Path | None, paused: bool) -> int:
     configure_logging("info")
     try:
         config = _load(config_path)
@@ -202,7 +214,7 @@ def _cmd_simulate(config_path: Path | None) -> int:
         return EXIT_CONFIG
     from edge.service import run_simulator_only  # noqa: PLC0415
 
-    return run_simulator_only(config)
+    return run_simulator_only(config, paused=paused)
 
 
 def _cmd_bench(names: Sequence[str], json_path: Path | None) -> int:
@@ -224,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "replay":
                 return _cmd_replay(args.trace, args.config)
             case "simulate":
-                return _cmd_simulate(args.config)
+                return _cmd_simulate(args.config, args.paused)
             case "bench":
                 return _cmd_bench(args.names, args.json)
             case "ingest":

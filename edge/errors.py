@@ -16,7 +16,8 @@ connector: they are re-raised as one of these, ``from`` the original.
     │   └── EscalationError      a supervisor's restart intensity was exceeded
     ├── CommandError             a command (MQTT, OPC UA method, CLI) was rejected
     │   └── CommandRejected      ... with a reply code for the MES (edge.mqtt.commands)
-    ├── StateStoreError          the snapshot/outbox database failed
+    ├── StateStoreError          the state database (snapshots, outbox) failed
+    │   └── StateDirError        the state directory cannot be used (edge run exits 78)
     ├── TraceError               a replay trace line is malformed
     └── ConnectorError           an external system failed
         ├── PlcError
@@ -97,6 +98,10 @@ class CommandError(EdgeError):
 
 class StateStoreError(EdgeError):
     """The local state database (snapshots, outbox) failed."""
+
+
+class StateDirError(StateStoreError):
+    """The state directory cannot be used (missing rights, not a directory)."""
 
 
 class TraceError(EdgeError):

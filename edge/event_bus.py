@@ -32,25 +32,62 @@ log = logging.getLogger("edge.event_bus")
 EventConsumer = Callable[[Sequence[DomainEvent]], None]
 
 
+_Entry = tuple[str, Callable[[Sequence[T]], None], OutageLog]
+
+# What a hold keeps at most: a start takes seconds, a line publishes thousands of
+# items a second; far beyond that something is wrong, and memory comes first.
+MAX_HELD_ITEMS = 500_000
+
+
 class EventBus(Generic[T]):
+    """Synchronous fan-out to subscribed consumers, in subscription order.
+
+    A consumer that starts late can still see everything: between :meth:`hold`
+    and :meth:`release` every published batch is kept, and a consumer that
+    subscribes meanwhile gets nothing live; :meth:`release` hands it everything
+    published since the hold began, in order, and makes it a live consumer. The
+    service holds its buses while the components that start after the PLC
+    sources (the OPC UA server) come up.
+    """
+
     def __init__(self) -> None:
-        self._consumers: list[tuple[str, Callable[[Sequence[T]], None], OutageLog]] = []
+        self._consumers: list[_Entry[T]] = []
+        self._held: list[_Entry[T]] = []
+        self._history: list[Sequence[T]] | None = None
+        self._history_items = 0
         self.published = 0
 
     def subscribe(self, name: str, consumer: Callable[[Sequence[T]], None]) -> Callable[[], None]:
         """Add a consumer; returns the function that removes it."""
         entry = (name, consumer, OutageLog(log, f"event consumer {name}", consumer=name))
-        self._consumers.append(entry)
+        (self._held if self._history is not None else self._consumers).append(entry)
 
         def unsubscribe() -> None:
-            if entry in self._consumers:
-                self._consumers.remove(entry)
+            for entries in (self._consumers, self._held):
+                if entry in entries:
+                    entries.remove(entry)
 
         return unsubscribe
 
     @property
     def has_consumers(self) -> bool:
-        return bool(self._consumers)
+        return bool(self._consumers) or self._history is not None
+
+    def hold(self) -> None:
+        """Keep what is published, for consumers that subscribe from now on."""
+        if self._history is None:
+            self._history = []
+            self._history_items = 0
+
+    def release(self) -> None:
+        """Replay what was kept to the consumers that subscribed since :meth:`hold`
+        and make them live; stop keeping."""
+        history, self._history = self._history, None
+        held, self._held = self._held, []
+        for entry in held:
+            for events in history or ():
+                self._deliver(entry, events)
+        self._consumers.extend(held)
 
     def publish(self, events: Sequence[T]) -> None:
         self.published += len(events)
@@ -62,3 +99,26 @@ class EventBus(Generic[T]):
             else:
                 if outage.is_down:
                     outage.recovered()
+        history = self._history
+        if history is not None:
+            if self._history_items + len(events) <= MAX_HELD_ITEMS:
+                history.append(tuple(events))
+                self._history_items += len(events)
+            elif self._history_items <= MAX_HELD_ITEMS:
+                self._history_items = MAX_HELD_ITEMS + 1
+                log.warning(
+                    "event bus: more than %d items published while consumers start; "
+                    "they miss the rest of them",
+                    MAX_HELD_ITEMS,
+                )
+
+    @staticmethod
+    def _deliver(entry: _Entry[T], events: Sequence[T]) -> None:
+        _name, consumer, outage = entry
+        try:
+            consumer(events)
+        except Exception as exc:  # one consumer must not stop the line
+            outage.failed(repr(exc))
+        else:
+            if outage.is_down:
+                outage.recovered()

@@ -20,6 +20,13 @@ POLL_LATENCY_BUCKETS: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
 
+# Seconds a poll started after its slot on the poll grid (the poll-cycle jitter):
+# a fraction of a millisecond on an idle line PC, tens of milliseconds when the
+# event loop is overloaded, a whole interval when polls are skipped.
+POLL_LATENESS_BUCKETS: Final = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
+)  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class HistogramSnapshot:
@@ -32,6 +39,31 @@ class HistogramSnapshot:
     @property
     def count(self) -> int:
         return sum(self.counts)
+
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile (0 < q <= 1), interpolated linearly inside its bucket;
+        the last bound when it lies above every bound, NaN with no observation."""
+        if not 0.0 < q <= 1.0:
+            raise ValueError(f"quantile must be in (0, 1], got {q}")
+        total = self.count
+        if total == 0:
+            return math.nan
+        rank = q * total
+        running = 0
+        lower = 0.0
+        for bound, count in zip(self.bounds, self.counts, strict=False):
+            if count and running + count >= rank:
+                return lower + (bound - lower) * (rank - running) / count
+            running += count
+            lower = bound
+        return self.bounds[-1] if self.bounds else math.nan
+
+    def minus(self, earlier: HistogramSnapshot) -> HistogramSnapshot:
+        """The observations made since ``earlier`` (a snapshot of the same histogram)."""
+        if earlier.bounds != self.bounds:
+            raise ValueError("snapshots of histograms with different bounds")
+        counts = tuple(a - b for a, b in zip(self.counts, earlier.counts, strict=True))
+        return HistogramSnapshot(self.bounds, counts, self.sum - earlier.sum)
 
     def cumulative(self) -> list[tuple[str, float]]:
         """(``le`` label, observations at or below it), ``+Inf`` last, as Prometheus has it."""

@@ -81,6 +81,8 @@ Runtime (label ``line``; ``machine`` or ``plc`` where named)
   ``edge_plc_notifications_total``, ``edge_plc_stale_values_total``,
   ``edge_plc_monitored_items`` — each present when the source's
   ``statistics()`` record has the field;
+- ``edge_plc_poll_lateness_seconds{plc}`` (histogram): how late each Modbus poll
+  started after its slot on the poll grid (the poll-cycle jitter).
 - ``edge_plc_poll_duration_seconds{plc}`` (histogram): Modbus poll latency, all
   block reads of one poll; the source observes every successful poll into its
   own histogram, so each poll is counted exactly once;
@@ -798,22 +800,30 @@ class LineMetrics(Collector):
         outage.failed(repr(exc))
 
     def _collect_poll_durations(self) -> Iterator[Metric]:
-        histograms = []
-        for source in self._service.sources:
-            stats = source.statistics()
-            snapshot = getattr(stats, "poll_latency", None)
-            if isinstance(snapshot, HistogramSnapshot):
-                histograms.append((str(getattr(stats, "plc_id", "?")), snapshot))
-        if not histograms:
-            return
-        family = HistogramMetricFamily(
-            "edge_plc_poll_duration_seconds",
-            "Modbus poll latency (all block reads of one poll), every successful poll",
-            labels=["line", "plc"],
-        )
-        for plc, snapshot in histograms:
-            family.add_metric([self.line, plc], snapshot.cumulative(), snapshot.sum)
-        yield family
+        for field, name, text in (
+            (
+                "poll_latency",
+                "edge_plc_poll_duration_seconds",
+                "Modbus poll latency (all block reads of one poll), every successful poll",
+            ),
+            (
+                "poll_lateness",
+                "edge_plc_poll_lateness_seconds",
+                "How late each Modbus poll started after its slot on the poll grid (jitter)",
+            ),
+        ):
+            histograms = []
+            for source in self._service.sources:
+                stats = source.statistics()
+                snapshot = getattr(stats, field, None)
+                if isinstance(snapshot, HistogramSnapshot):
+                    histograms.append((str(getattr(stats, "plc_id", "?")), snapshot))
+            if not histograms:
+                continue
+            family = HistogramMetricFamily(name, text, labels=["line", "plc"])
+            for plc, snapshot in histograms:
+                family.add_metric([self.line, plc], snapshot.cumulative(), snapshot.sum)
+            yield family
 
     def _collect_components(self, f: _Families) -> None:
         values = component_values(self._service.components, self._component_failed)

@@ -21,12 +21,14 @@ What it runs
 How pieces reach an order
     The machine core stamps every counter delta with the order it runs
     (``SetOrder``, sent here when an order starts, holds, resumes, completes or
-    aborts on a machine). The runtime subscribes to the event bus and forwards
+    aborts on a machine). The runtime subscribes to the event bus and posts
     ``PiecesCounted`` and the machines' order-window KPIs (``OrderWindowClosed``,
-    ``WindowRevised``) of its orders to their actors, through one queue and one
-    task, in bus order. Before an order finishes, the runtime takes it off its
-    machines with an ``ask`` (so every piece counted for it is on the bus), then
-    waits for that queue to drain (so every piece is in the order's mailbox).
+    ``WindowRevised``) of its orders straight into their actors' mailboxes
+    (``ActorRef.post``: never waits, never refused), in bus order, within the
+    bus callback. So the moment a machine has published a piece, the piece is
+    in its order's state or in its order's mailbox. Before an order finishes,
+    the runtime takes it off its machines with an ``ask`` (so every piece
+    counted for it is on the bus, hence in its mailbox).
 
 Commands
     Every command is validated whole before anything changes; a refusal is a
@@ -45,17 +47,16 @@ Rejects and double counting (docs/orders-and-quality.md)
     station without it only reports them: its machine's PLC counts rejects.
 
 Restart safety
-    Orders, stations (counter readings, tallies, charts, alarms), the lot
-    ledger and the finished orders' records are saved in the service's
-    snapshot store: at once after every command, every ``persist_interval_s``
-    while pieces or results arrive, and on stop (after the machines drained
-    their mailboxes). Every save is the service's line-wide save
-    (:meth:`LineService.persist_now`): machines, orders and stations in one
-    transaction, taken with sample routing paused, so after a ``kill -9`` the
-    restored machines and orders agree and the pieces counted again from the
-    machines' restored counter baselines are attributed to the orders once. A
-    restart with the same state directory restores them and tells every machine
-    its order again.
+    Orders (with the pieces still queued for them), stations (counter
+    readings, tallies, charts, alarms), the lot ledger and the finished orders'
+    records are a state source of the line's cut (:mod:`edge.cut`): the state
+    writer saves what changed with every commit of events, in the same
+    transaction as the machines and the events, so after a ``kill -9`` or a
+    power cut the restored machines, orders and events agree exactly. A
+    command holds the cut's gate while it runs (a restart never sees half of
+    it) and replies only once a cut taken after it is committed. A restart
+    with the same state directory restores them and tells every machine its
+    order again.
 """
 
 from __future__ import annotations
@@ -84,7 +85,6 @@ from actors.orders.actor import (
     AttributePieces,
     BuildBatchRecord,
     CheckAction,
-    GetOrderSnapshot,
     GetOrderView,
     OrderActor,
     OrderMessage,
@@ -105,7 +105,6 @@ from actors.quality.actor import (
     ForgetOrder,
     GetCharts,
     GetOrderQuality,
-    GetStationSnapshot,
     GetStationStatus,
     QualityStationActor,
     RecordInspection,
@@ -114,11 +113,11 @@ from actors.quality.actor import (
     StationSamples,
 )
 from actors.quality.core import Alarm, ChartView, StationStatus
-from actors.quality.events import QualityEvent
 from actors.supervisor import ChildSpec, RestartPolicy
 from actors.traceability import LotLedger, LotScan
 from edge.commands import AlarmOwner, CommandAudit, OrderInfo, OrderSpec
 from edge.config import LineConfig, QualityStationConfig
+from edge.cut import Saved, decode_pending, encode_pending
 from edge.errors import ActorError, CommandError, EdgeError, StateStoreError
 from edge.event_bus import BusEvent
 from edge.logs import OutageLog
@@ -131,7 +130,7 @@ __all__ = ["FinishedOrder", "LotScanResult", "OrdersRuntime", "RuntimeState", "c
 
 log = logging.getLogger("edge.orders")
 
-PERSIST_INTERVAL_S = 1.0
+PROGRESS_INTERVAL_S = 1.0
 ORDER_MAILBOX = 10_000
 STATION_MAILBOX = 1_000
 INDEX_KEY = "orders/index"
@@ -182,9 +181,6 @@ class _Barrier:
 
     def __init__(self) -> None:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-
-_Forward = tuple[str, OrderMessage] | _Barrier
 
 
 def _status_changed(
@@ -282,17 +278,16 @@ class OrdersRuntime:
         service: LineService,
         *,
         clock: Callable[[], float] = time.time,
-        persist_interval_s: float = PERSIST_INTERVAL_S,
+        progress_interval_s: float = PROGRESS_INTERVAL_S,
         self_audited_sources: frozenset[str] = frozenset({"opcua"}),
     ) -> None:
         self._service = service
         self._config = service.config
         self._clock = clock
-        self._persist_interval_s = persist_interval_s
+        self._progress_interval_s = progress_interval_s
         self._self_audited = self_audited_sources
         self._quantity_rule = QuantityRule(self._config.orders.quantity_rule)
         self.state = RuntimeState.NEW
-        self._forwarding = False  # True while the forward/station loops drain the queues
         self._roles: dict[str, int] = {}
         self._orders: dict[str, ActorRef[OrderMessage, Any]] = {}
         self._order_specs: dict[str, OrderSpec] = {}
@@ -301,7 +296,6 @@ class OrdersRuntime:
         self._stations: dict[str, ActorRef[StationMessage, Any]] = {}
         self._stations_of: dict[str, list[str]] = {}  # machine id -> station ids
         self._ledger = LotLedger(max_finished_scans=self._config.orders.max_finished_scans)
-        self._queue: asyncio.Queue[_Forward] = asyncio.Queue()
         # Machine samples for stations without a PLC of their own (from service.samples).
         self._station_queue: asyncio.Queue[tuple[str, StationMessage] | _Barrier] = asyncio.Queue()
         self._machine_stations: dict[str, list[tuple[str, frozenset[str]]]] = {}
@@ -311,9 +305,14 @@ class OrdersRuntime:
         self._stack = AsyncExitStack()
         self._tasks: set[asyncio.Task[None]] = set()
         self._commands_running: set[asyncio.Future[Any]] = set()
-        self._dirty = False
         self._progress: set[str] = set()  # orders whose quantities changed since last reported
         self._unsubscribe: Callable[[], None] | None = None
+        self._remove_source: Callable[[], None] | None = None
+        # What the next cut saves besides the actors: the index and the ledger when they
+        # changed, and the keys of finished orders to delete.
+        self._index_changed = False
+        self._ledger_changed = False
+        self._gone: set[str] = set()
         self._persist_outage = OutageLog(log, "order state persistence")
         self._started = False  # fully restored: only then may stopping save over the store
 
@@ -323,7 +322,6 @@ class OrdersRuntime:
         if self.state is not RuntimeState.NEW:
             raise EdgeError(f"an OrdersRuntime runs once (state {self.state.value})")
         self.state = RuntimeState.RUNNING
-        self._forwarding = True
         try:
             await self._start()
         except BaseException:
@@ -343,21 +341,20 @@ class OrdersRuntime:
         service = self._service
         store = service.store
         self._roles = machine_roles(self._config)
-        self._spawn(self._forward_loop(), "orders-forward")
         self._unsubscribe = service.bus.subscribe("orders", self._on_events)
-        index = await store.load(INDEX_KEY) or {}
+        index = store.load(INDEX_KEY) or {}
         for item in index.get("finished", []):
             info = _info_from_data(item["info"])
             self._finished[info.order_id] = FinishedOrder(
                 info, BatchRecord.from_dict(item["record"])
             )
-        ledger = await store.load(LEDGER_KEY)
+        ledger = store.load(LEDGER_KEY)
         if ledger is not None:
             self._ledger = LotLedger.restore(
                 ledger, max_finished_scans=self._config.orders.max_finished_scans
             )
         for station in self._config.quality_stations:
-            snapshot = await store.load(_station_key(station.id))
+            snapshot = store.load(_station_key(station.id))
             self._stations[station.id] = await self._add_station(station.id, snapshot)
             self._stations_of.setdefault(station.params.machine_id, []).append(station.id)
             if station.plc is None and station.params.signals:
@@ -366,12 +363,15 @@ class OrdersRuntime:
                 )
         auto: list[tuple[str, float]] = []
         for order_id in index.get("active", []):
-            snapshot = await store.load(_order_key(order_id))
-            if snapshot is None:
+            record = store.record(_order_key(order_id))
+            if record is None:
                 log.error("order listed as active has no saved state", extra={"order": order_id})
                 continue
-            core = OrderCore.restore(snapshot, machine_roles=self._roles)
-            await self._add_order(core)
+            core = OrderCore.restore(record.data, machine_roles=self._roles)
+            order_ref = await self._add_order(core)
+            # Pieces that were on their way to the order when the cut was taken.
+            for message in decode_pending(record.pending, OrderActor.kept_on_cut):
+                order_ref.post(message)  # type: ignore[arg-type]
             if core.status is OrderStatus.RUNNING:
                 for machine_id in core.spec.machine_ids:
                     self._running_on[machine_id] = order_id
@@ -388,15 +388,18 @@ class OrdersRuntime:
             )
         for station_id, ref in self._stations.items():
             machine_id = self._config_station(station_id).params.machine_id
-            await ref.tell(SetStationOrder(self._running_on.get(machine_id)))
+            await ref.ask(SetStationOrder(self._running_on.get(machine_id)))
         self._attach_station_bindings()
         if self._machine_stations:
             self._spawn(self._station_loop(), "orders-stations")
             self._unsubscribe_samples = service.samples.subscribe("quality", self._on_samples)
-        self._spawn(self._persist_loop(), "orders-persist")
+        self._spawn(self._progress_loop(), "orders-progress")
         for order_id, ts in auto:
             self._on_target(order_id, ts)
         self._service.commands = self
+        # After the machines' source (added by the service first): a piece a machine
+        # counted is then in its order's cut, as state or as a pending message.
+        self._remove_source = service.cuts.add("orders", self._cut_state)
         self._started = True
         if self._orders or self._finished:
             log.info(
@@ -425,17 +428,17 @@ class OrdersRuntime:
                         await self._service.machine_ref(machine.id).ask(GetStatus(now))
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(5.0):
-                        await self._drain()
                         await self._drain_stations()
                 try:
                     await self._persist()
                 except EdgeError as exc:
                     log.error("cannot persist order state on stop", extra={"error": str(exc)})
+        if self._remove_source is not None:
+            self._remove_source()  # saved above; its actors stop now
         if self._unsubscribe is not None:
             self._unsubscribe()
         if self._unsubscribe_samples is not None:
             self._unsubscribe_samples()
-        self._forwarding = False  # the queues stop draining now
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -482,6 +485,7 @@ class OrdersRuntime:
         ref = await self._service.supervisor.add_child(spec)
         self._orders[order_id] = ref
         self._order_specs[order_id] = core.spec
+        self._index_changed = True
         return ref
 
     async def _add_station(
@@ -491,9 +495,11 @@ class OrdersRuntime:
         seed = [snapshot]
         service = self._service
 
-        async def add_rejects(count: int, ts: float) -> None:
+        def add_rejects(count: int, ts: float) -> None:
+            # Posted, not told: the station's handler must not await after publishing
+            # (edge.cut), and the machine keeps these in a cut until it handled them.
             try:
-                await service.machine_ref(params.machine_id).tell(AddRejects(count, ts))
+                service.machine_ref(params.machine_id).post(AddRejects(count, ts))
             except ActorError as exc:
                 log.error(
                     "station rejects not added to the machine",
@@ -541,7 +547,6 @@ class OrdersRuntime:
         for station_id, item in per_reader(batch):
             message = StationSamples(item) if isinstance(item, tuple) else item
             await self._tell_station(station_id, message)
-        self._dirty = True
 
     async def _tell_station(self, station_id: str, message: StationMessage) -> None:
         ref = self._stations.get(station_id)
@@ -560,28 +565,29 @@ class OrdersRuntime:
         self._service.bus.publish(events)
 
     def _on_events(self, events: Sequence[object]) -> None:
-        """Bus consumer (synchronous, must not block): route what belongs to an order."""
+        """Bus consumer (synchronous, must not block): post what belongs to an order."""
         orders = self._orders
-        queue = self._queue
         for event in events:
             if isinstance(event, PiecesCounted):
                 if event.order_id is not None and event.order_id in orders:
-                    queue.put_nowait(
-                        (
-                            event.order_id,
-                            AttributePieces(event.machine_id, event.role, event.count, event.ts),
-                        )
+                    self._post(
+                        event.order_id,
+                        AttributePieces(event.machine_id, event.role, event.count, event.ts),
                     )
                     self._progress.add(event.order_id)
             elif isinstance(event, OrderWindowClosed):
                 if event.order_id in orders:
-                    queue.put_nowait((event.order_id, SegmentKpis(event.kpis.as_dict())))
+                    self._post(event.order_id, SegmentKpis(event.kpis.as_dict()))
             elif isinstance(event, WindowRevised):
                 kpis = event.kpis
                 if kpis.window == "order" and kpis.key in orders:
-                    queue.put_nowait((kpis.key, SegmentKpis(kpis.as_dict())))
-            elif isinstance(event, QualityEvent):
-                self._dirty = True
+                    self._post(kpis.key, SegmentKpis(kpis.as_dict()))
+
+    def _post(self, order_id: str, message: OrderMessage) -> None:
+        try:
+            self._orders[order_id].post(message)
+        except ActorError as exc:
+            log.error("order did not take its pieces", extra={"order": order_id, "error": str(exc)})
 
     def _on_samples(self, batch: Sequence[Sample | LinkChanged]) -> None:
         """Sample bus consumer: a machine's samples that stations without a PLC read."""
@@ -615,27 +621,6 @@ class OrdersRuntime:
                 continue
             station_id, message = item
             await self._tell_station(station_id, message)
-            self._dirty = True
-
-    async def _forward_loop(self) -> None:
-        queue = self._queue
-        while True:
-            item = await queue.get()
-            if isinstance(item, _Barrier):
-                if not item.done.done():
-                    item.done.set_result(None)
-                continue
-            order_id, message = item
-            ref = self._orders.get(order_id)
-            if ref is None:
-                continue
-            try:
-                await ref.tell(message)
-            except ActorError as exc:
-                log.warning(
-                    "order did not take a message", extra={"order": order_id, "error": str(exc)}
-                )
-            self._dirty = True
 
     async def _drain_stations(self) -> None:
         """Until the machine samples stations read so far are in their mailboxes."""
@@ -643,12 +628,6 @@ class OrdersRuntime:
             return
         barrier = _Barrier()
         self._station_queue.put_nowait(barrier)
-        await barrier.done
-
-    async def _drain(self) -> None:
-        """Until everything the bus gave the orders so far is in their mailboxes."""
-        barrier = _Barrier()
-        self._queue.put_nowait(barrier)
         await barrier.done
 
     def _on_target(self, order_id: str, ts: float) -> None:
@@ -683,18 +662,10 @@ class OrdersRuntime:
 
     # ------------------------------------------------------------------ persistence
 
-    async def _persist_loop(self) -> None:
+    async def _progress_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._persist_interval_s)
+            await asyncio.sleep(self._progress_interval_s)
             await self._report_progress()
-            if not self._dirty:
-                continue
-            try:
-                await self._persist()
-            except EdgeError as exc:
-                self._persist_outage.failed(exc)
-            else:
-                self._persist_outage.recovered()
 
     async def _report_progress(self) -> None:
         changed, self._progress = self._progress, set()
@@ -720,50 +691,41 @@ class OrdersRuntime:
             self._publish(events)
 
     async def _persist(self) -> None:
-        """Save the whole line (machines, orders, stations, ledger) in one transaction."""
-        try:
-            await self._service.persist_now()
-        except StateStoreError:
-            self._dirty = True
-            raise
+        """Until the whole line (machines, orders, stations, ledger) as of now is committed."""
+        await self._service.persist_now()
 
-    async def collect_snapshots(self) -> dict[str, dict[str, Any]]:
-        """Every order, station, the ledger and the index, for the service's line-wide save.
+    def _cut_state(self) -> dict[str, Saved | None]:
+        """This runtime's part of the line's cut (edge.cut): what changed since the last.
 
-        The service calls this with sample routing paused and after the machines'
-        snapshots, so draining the queues first puts every piece the machines have
-        counted into the orders: the saved machines and orders agree exactly.
+        Synchronous, between two messages of every actor: an order's part is its state
+        and the pieces still queued for it, so with the machines' part (taken just
+        before) every piece counted is in exactly one place.
         """
-        if not self._forwarding:
-            return {}  # saved on its own stop; its queues no longer drain
-        async with asyncio.timeout(10.0):
-            await self._drain()
-            await self._drain_stations()
-        self._dirty = False
-        snapshots: dict[str, dict[str, Any]] = {}
-        for order_id, ref in list(self._orders.items()):
-            try:
-                snapshots[_order_key(order_id)] = await ref.ask(GetOrderSnapshot())
-            except ActorError as exc:
-                self._dirty = True
-                log.warning("no snapshot from order", extra={"order": order_id, "error": str(exc)})
+        saved: dict[str, Saved | None] = {key: None for key in self._gone}
+        self._gone.clear()
+        for order_id, ref in self._orders.items():
+            cut = ref.cut()
+            if cut is not None and cut.snapshot is not None:
+                saved[_order_key(order_id)] = Saved(cut.snapshot, encode_pending(cut.pending))
         for station_id, station in self._stations.items():
-            try:
-                snapshots[_station_key(station_id)] = await station.ask(GetStationSnapshot())
-            except ActorError as exc:
-                self._dirty = True
-                log.warning(
-                    "no snapshot from station", extra={"station": station_id, "error": str(exc)}
-                )
-        snapshots[LEDGER_KEY] = self._ledger.snapshot()
-        snapshots[INDEX_KEY] = {
-            "active": list(self._orders),
-            "finished": [
-                {"info": _info_to_data(f.info), "record": f.record.as_dict()}
-                for f in self._finished.values()
-            ],
-        }
-        return snapshots
+            station_cut = station.cut()
+            if station_cut is not None and station_cut.snapshot is not None:
+                saved[_station_key(station_id)] = Saved(station_cut.snapshot)
+        if self._ledger_changed:
+            self._ledger_changed = False
+            saved[LEDGER_KEY] = Saved(self._ledger.snapshot())
+        if self._index_changed:
+            self._index_changed = False
+            saved[INDEX_KEY] = Saved(
+                {
+                    "active": list(self._orders),
+                    "finished": [
+                        {"info": _info_to_data(f.info), "record": f.record.as_dict()}
+                        for f in self._finished.values()
+                    ],
+                }
+            )
+        return saved
 
     # ------------------------------------------------------------------ commands
 
@@ -805,18 +767,23 @@ class OrdersRuntime:
     ) -> Any:
         async with self._lock:
             ts = self._clock()
-            try:
-                if self.state is not RuntimeState.RUNNING:  # stopped while it waited
-                    raise CommandError(f"the order runtime is {self.state.value}")
-                result = await action(ts)
-            except CommandError as exc:
-                self._audit(ts, who, name, arguments, accepted=False, result=str(exc))
-                raise
-            except EdgeError as exc:
-                self._audit(ts, who, name, arguments, accepted=False, result=f"failed: {exc}")
-                raise
-        text = describe(result) if describe is not None else _describe(result)
-        self._audit(ts, who, name, arguments, accepted=True, result=text)
+            # The command and its audit are one step of the line's state: no cut
+            # falls in between (a restart sees all of it or none of it).
+            with self._service.cuts.gate.hold():
+                try:
+                    if self.state is not RuntimeState.RUNNING:  # stopped while it waited
+                        raise CommandError(f"the order runtime is {self.state.value}")
+                    result = await action(ts)
+                except CommandError as exc:
+                    self._audit(ts, who, name, arguments, accepted=False, result=str(exc))
+                    raise
+                except EdgeError as exc:
+                    self._audit(ts, who, name, arguments, accepted=False, result=f"failed: {exc}")
+                    raise
+                text = describe(result) if describe is not None else _describe(result)
+                self._audit(ts, who, name, arguments, accepted=True, result=text)
+            # Durable before the reply: an acknowledged command survives a crash.
+            await self._persist_now()
         return result
 
     def _audit(
@@ -907,7 +874,7 @@ class OrdersRuntime:
         await self._drain_stations()
         for machine_id in machine_ids:
             for station_id in self._stations_of.get(machine_id, ()):
-                await self._stations[station_id].tell(SetStationOrder(order_id))
+                await self._stations[station_id].ask(SetStationOrder(order_id))
 
     async def _transition(
         self, order_id: str, action: OrderAction, ts: float, reason: str, who: _Who
@@ -924,7 +891,6 @@ class OrdersRuntime:
         elif previous.status is OrderStatus.RUNNING:
             await self._put_on_machines(None, machines, ts)
         self._publish([_status_changed(ts, view, previous, reason, who)])
-        await self._persist_now()
         return _info(view)
 
     async def _finish(
@@ -936,8 +902,8 @@ class OrdersRuntime:
         previous: OrderView = await ref.ask(GetOrderView())
         if previous.status is OrderStatus.RUNNING:
             await self._put_on_machines(None, spec.machine_ids, ts)
-        # Every piece and window the machines published for the order reaches it first.
-        await self._drain()
+        # Every piece and window the machines published for the order is in its mailbox
+        # (posted by the bus callback): this ask is handled after them.
         view: OrderView = await ref.ask(ApplyAction(action, ts, reason, who.source, who.user))
         quality = []
         for machine_id in spec.machine_ids:
@@ -953,20 +919,20 @@ class OrdersRuntime:
             ]
         )
         self._ledger.finish(oid)
+        self._ledger_changed = True
         for machine_id in spec.machine_ids:
             for station_id in self._stations_of.get(machine_id, ()):
-                await self._stations[station_id].tell(ForgetOrder(oid))
+                await self._stations[station_id].ask(ForgetOrder(oid))
         del self._orders[oid]
         del self._order_specs[oid]
         self._progress.discard(oid)
         self._finished[oid] = FinishedOrder(info, record)
         while len(self._finished) > self._config.orders.retain_finished:
             self._finished.popitem(last=False)
+        self._index_changed = True
+        self._gone.add(_order_key(oid))  # deleted by the next cut, with the index
         with contextlib.suppress(KeyError):
             await self._service.supervisor.remove_child(_order_key(oid))
-        await self._persist_now()
-        with contextlib.suppress(StateStoreError):
-            await self._service.store.delete(_order_key(oid))
         log.info(
             "order %s",
             view.status.value,
@@ -983,7 +949,7 @@ class OrdersRuntime:
         try:
             await self._persist()
         except StateStoreError as exc:
-            # The command is done; the periodic save retries.
+            # The command is done; the writer retries the commit with its next one.
             self._persist_outage.failed(exc)
         else:
             self._persist_outage.recovered()
@@ -1019,7 +985,6 @@ class OrdersRuntime:
             self._publish(
                 [OrderStatusChanged("", ts, checked.order_id, "created", "", "", source, user)]
             )
-            await self._persist_now()
             return _info(await ref.ask(GetOrderView()))
 
         arguments: dict[str, object] = {
@@ -1143,7 +1108,6 @@ class OrdersRuntime:
                 return await owner.acknowledge(alarm_id, ts=ts, user=user)
             ref = self._station_for_alarm(alarm_id)
             acknowledged: bool = await ref.ask(AcknowledgeAlarm(alarm_id, ts, user))
-            await self._persist_now()
             return acknowledged
 
         await self._command(
@@ -1195,6 +1159,7 @@ class OrdersRuntime:
             )
             recorded = self._ledger.record(scan)
             if recorded:
+                self._ledger_changed = True
                 self._publish(
                     [
                         LotScanned(
@@ -1208,7 +1173,6 @@ class OrdersRuntime:
                         )
                     ]
                 )
-                await self._persist_now()
             return LotScanResult(recorded, scan)
 
         arguments: dict[str, object] = {
@@ -1274,7 +1238,6 @@ class OrdersRuntime:
                     passed, failed, _event_ts(ts, now), disposition, reason_code, values
                 )
             )
-            self._dirty = True
             status: StationStatus = await ref.ask(GetStationStatus())
             return status
 
@@ -1315,7 +1278,6 @@ class OrdersRuntime:
             owner: str | None = await ref.ask(
                 Dispose(count, disposition, reason_code, _event_ts(ts, now), order_id)
             )
-            await self._persist_now()
             return owner
 
         arguments: dict[str, object] = {

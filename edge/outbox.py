@@ -2,28 +2,34 @@
 
 ::
 
-    bus ─callback─► OutboxWriter (memory) ─group commit─► Outbox (SQLite, WAL)
-                                                            ├ stream "events" ─► MQTT forwarder
-                                                            └ stream "qmib"   ─► QMIB delivery
+    bus ─callback─► OutboxWriter (memory) ─group commit─► Outbox (state.db, WAL)
+                         ▲                                  ├ stream "events" ─► MQTT forwarder
+             cut: the line's state (edge.cut)               ├ stream "qmib"   ─► QMIB delivery
+                                                            └ snapshots (edge.state_store)
 
+- **One transaction.** The writer stores, in one transaction, every event
+  published so far and a cut of the line's state taken at that same moment
+  (machines, orders, stations: :mod:`edge.cut`). What a restart restores is
+  therefore exactly the state after the last event committed for the MES.
+  Without a consumer (MQTT and QMIB off) no events are stored, only the state.
 - **Streams.** Rows live in named streams; each stream has its own persisted
   64-bit sequence (1, 2, 3, ...) and its own consumer, which deletes rows only
   once they were delivered (``acknowledge``). ``events`` carries every domain
   event for the MES (its ``seq`` is the edge's event sequence number);
   ``qmib`` carries the event types QMIB takes (completed batch records).
-- **Group commit.** The bus callback only buffers; the writer task commits
-  whatever accumulated in one transaction, so a burst of events costs one
-  fsync. A sequence number is assigned inside the transaction that stores the
-  event, so a crash never leaves a gap: what was committed is numbered, what
-  was not is not.
+- **Group commit.** The bus callback only buffers; the writer commits whatever
+  accumulated in one transaction, so a burst of events costs one fsync. A
+  sequence number is stored in the transaction that stores the event, so a
+  crash never leaves a gap: what was committed is numbered, what was not is not.
 - **Disk cap.** ``max_bytes`` bounds the stored event bytes. When a commit would
   exceed it, ``drop-oldest`` deletes the oldest rows of the stream (keeping the
   newest; the MES sees the gap in ``seq``) and ``reject-new`` refuses the new
   events (keeping the oldest). Either way it is counted (``statistics()``),
   logged, and reported as an :class:`OutboxPolicyApplied` event on the bus,
-  which the outbox stores too. Reports are exempt from the cap: never refused,
-  never dropped (so the MES learns of every drop), and rate-limited to one per
-  ``report_interval_s`` per stream and policy.
+  which the outbox stores too. Reports (and :class:`~edge.state_store.StateReset`)
+  are exempt from the cap: never refused, never dropped (so the MES learns of
+  every drop), and reports are rate-limited to one per ``report_interval_s``
+  per stream and policy.
 - **Memory bound.** The buffer between the bus and the disk holds at most
   ``max_pending_events``; beyond that (the disk stalled) new events are
   refused, counted and reported the same way. Events already buffered are
@@ -41,26 +47,31 @@ import asyncio
 import collections
 import contextlib
 import enum
-import itertools
 import logging
 import math
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-import aiosqlite
-
-from edge.errors import ActorError, EdgeError, StateStoreError
+from edge.errors import EdgeError, StateStoreError
 from edge.event_bus import EventBus
 from edge.logs import OutageLog
-from edge.wire import WireError, envelope, pack_event
+from edge.state_store import (
+    DELETE_SNAPSHOT,
+    UPSERT_SNAPSHOT,
+    SnapshotRow,
+    StateReset,
+    StateStore,
+)
+from edge.wire import WireError, envelope, envelope_packer
 
 if TYPE_CHECKING:
+    from edge.cut import CutSources
     from edge.service import LineService
 
 __all__ = [
@@ -84,40 +95,13 @@ log = logging.getLogger("edge.outbox")
 EVENTS_STREAM = "events"
 QMIB_STREAM = "qmib"
 
-# Rows per transaction: large enough to amortise the fsync, small enough that a
-# commit stays in the low milliseconds and memory per commit stays bounded.
-COMMIT_MAX_EVENTS = 10_000
 # When drop-oldest frees space it frees this share of the cap beyond what the
 # commit needs, so a full outbox does not run a delete with every commit.
 _DROP_SLACK = 0.01
+# How often the writer saves the line's state when only time advanced (no events).
+PERSIST_INTERVAL_S = 1.0
 
-_SCHEMA = (
-    """
-    CREATE TABLE IF NOT EXISTS outbox (
-        stream   TEXT NOT NULL,
-        seq      INTEGER NOT NULL,
-        created  REAL NOT NULL,
-        payload  BLOB NOT NULL,
-        keep     INTEGER NOT NULL DEFAULT 0,  -- 1: a policy report, never dropped by the cap
-        PRIMARY KEY (stream, seq)
-    ) WITHOUT ROWID
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS meta (
-        key    TEXT PRIMARY KEY,
-        value  NOT NULL
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS plans (
-        stream     TEXT NOT NULL,
-        seq_first  INTEGER NOT NULL,
-        seq_last   INTEGER NOT NULL,
-        batch_id   TEXT NOT NULL,
-        PRIMARY KEY (stream, seq_first)
-    ) WITHOUT ROWID
-    """,
-)
+_INSERT = "INSERT INTO outbox(stream, seq, created, payload, keep) VALUES (?, ?, ?, ?, ?)"
 
 
 class CapPolicy(enum.Enum):
@@ -152,6 +136,10 @@ class OutboxPolicyApplied:
     total: int
 
 
+# Never refused by the cap or the memory bound, never dropped by their own commit.
+_EXEMPT: frozenset[type] = frozenset({OutboxPolicyApplied, StateReset})
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
     seq: int
@@ -171,7 +159,13 @@ class BatchPlan:
 # (stream, type name, packed data map (edge.wire.pack_event), exempt): exempt entries
 # (policy reports) are never refused and never dropped by their own commit.
 Entry = tuple[str, str, bytes, bool]
-_Row = tuple[str, int, float, bytes, int]  # (stream, seq, created, envelope, keep) as inserted
+_ROW_WIDTH = 5  # a row to insert is (stream, seq, created, envelope, keep), kept flat
+# Rows per INSERT statement: many rows per statement cost SQLite (and the GIL hand-offs
+# around each step) far less per row than executemany's one row per step.
+_ROWS_PER_INSERT = 200
+_INSERT_MANY = "INSERT INTO outbox(stream, seq, created, payload, keep) VALUES " + ", ".join(
+    ["(?, ?, ?, ?, ?)"] * _ROWS_PER_INSERT
+)
 
 
 @dataclass(slots=True)
@@ -188,6 +182,30 @@ class _AppendOutcome:
     accepted: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # count, first, last
+    unencodable: list[tuple[str, str]] = field(default_factory=list)  # (type name, error)
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A commit built on the event loop, before it goes to the database thread."""
+
+    now: float
+    params: list[Any]  # the rows to insert, flat: _ROW_WIDTH values each
+    sizes: dict[str, list[int]]  # stream -> [rows, bytes] of ``params``
+    next_seq: dict[str, int]
+    budget: int  # bytes the cap still allows (reject-new refuses beyond it)
+    need: int  # bytes over the cap (drop-oldest frees them in the transaction)
+    outcome: _AppendOutcome
+    snapshots: Mapping[str, SnapshotRow]
+
+
+@dataclass(slots=True)
+class _Done:
+    """What the transaction did, for the in-memory figures."""
+
+    sizes: dict[str, list[int]]
+    freed: dict[str, tuple[int, int]]  # stream -> (rows, bytes) deleted
+    oldest: dict[str, float | None]  # streams whose oldest row changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,24 +234,31 @@ class OutboxStatistics:
 
 
 class Outbox:
-    """The SQLite outbox. ``async with Outbox(path) as outbox``; refuses reuse after close."""
+    """The event streams of the state database.
+
+    ``Outbox(store)`` works on an open :class:`StateStore` (the line's); given a
+    path it opens a store of its own there. ``async with``; refuses reuse after close.
+    """
 
     def __init__(
         self,
-        path: Path,
+        store: StateStore | Path,
         *,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         max_bytes: int = 1 << 30,
         policy: CapPolicy = CapPolicy.DROP_OLDEST,
     ) -> None:
-        self.path = path
-        self.synchronous = synchronous
+        self._owns_store = not isinstance(store, StateStore)
+        self.store = (
+            store if isinstance(store, StateStore) else StateStore(store, synchronous=synchronous)
+        )
+        self.path = self.store.path
+        self.synchronous = self.store.synchronous
         self.max_bytes = max_bytes
         self.policy = policy
         self.state = OutboxState.UNOPENED
         self.epoch = ""
-        self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()  # one write transaction at a time on the one connection
+        self._lock = asyncio.Lock()  # one write transaction at a time, figures kept in step
         self._next_seq: dict[str, int] = {}
         self._depth: dict[str, int] = {}
         self._bytes: dict[str, int] = {}
@@ -243,6 +268,7 @@ class Outbox:
         self.commits = 0
         self.dropped = 0
         self.rejected = 0
+        self.snapshot_rows = 0  # state rows written (saved or deleted) since open
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -250,20 +276,14 @@ class Outbox:
         if self.state is not OutboxState.UNOPENED:
             raise StateStoreError(f"outbox {self.path} is {self.state.value}; open it once")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = await aiosqlite.connect(self.path)
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute(f"PRAGMA synchronous={self.synchronous}")
-            for statement in _SCHEMA:
-                await self._db.execute(statement)
-            await self._db.commit()
+            if self._owns_store:
+                await self.store.__aenter__()
             await self._load()
-        except (OSError, sqlite3.Error) as exc:
-            if self._db is not None:
-                await self._db.close()
-            self._db = None
+        except BaseException:
             self.state = OutboxState.CLOSED
-            raise StateStoreError(f"cannot open outbox {self.path}: {exc}") from exc
+            if self._owns_store:
+                await self.store.close()
+            raise
         self.state = OutboxState.OPEN
         return self
 
@@ -276,49 +296,48 @@ class Outbox:
         await self.close()
 
     async def close(self) -> None:
-        if self.state is OutboxState.OPEN and self._db is not None:
+        if self.state is OutboxState.OPEN:
             async with self._lock:
-                await self._db.close()
-        self._db = None
+                self.state = OutboxState.CLOSED
+                if self._owns_store:
+                    await self.store.close()
         self.state = OutboxState.CLOSED
         for signal in self._signals.values():
             signal.set()  # wake waiters so they see the closed state
 
     async def _load(self) -> None:
-        db = self._require_db()
-        meta = {key: value async for key, value in _rows(db, "SELECT key, value FROM meta")}
-        epoch = meta.get("epoch")
-        if not isinstance(epoch, str) or not epoch:
-            epoch = uuid.uuid4().hex[:12]
-            await db.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES ('epoch', ?)", (epoch,)
-            )
-            await db.commit()
+        def load(conn: sqlite3.Connection) -> tuple[str, dict[str, Any], list[Any]]:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            epoch = meta.get("epoch")
+            if not isinstance(epoch, str) or not epoch:
+                epoch = uuid.uuid4().hex[:12]
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('epoch', ?)", (epoch,)
+                )
+            streams = []
+            for stream, count, size, last in conn.execute(
+                "SELECT stream, COUNT(*), COALESCE(SUM(length(payload)), 0), MAX(seq) "
+                "FROM outbox GROUP BY stream"
+            ).fetchall():
+                streams.append((stream, count, size, last, _oldest_created(conn, stream)))
+            return epoch, meta, streams
+
+        epoch, meta, streams = await self.store.run(load)
         self.epoch = epoch
         for key, value in meta.items():
             if key.startswith("next_seq:") and isinstance(value, int):
                 self._next_seq[key.removeprefix("next_seq:")] = value
-        query = (
-            "SELECT stream, COUNT(*), COALESCE(SUM(length(payload)), 0), MAX(seq) "
-            "FROM outbox GROUP BY stream"
-        )
-        async for stream, count, size, last in _rows(db, query):
+        for stream, count, size, last, oldest in streams:
             self._depth[stream] = count
             self._bytes[stream] = size
             # The meta row is written in the same transaction as the rows; the max
             # is a belt-and-braces guard against reusing a number.
             self._next_seq[stream] = max(self._next_seq.get(stream, 1), last + 1)
-            self._oldest[stream] = await self._oldest_created(stream)
+            self._oldest[stream] = oldest
 
-    def _require_db(self) -> aiosqlite.Connection:
-        if self._db is None:
+    def _require_open(self) -> None:
+        if self.state is not OutboxState.OPEN:
             raise StateStoreError(f"outbox {self.path} is {self.state.value}")
-        return self._db
-
-    def _conn(self) -> aiosqlite.Connection:
-        if self.state is not OutboxState.OPEN or self._db is None:
-            raise StateStoreError(f"outbox {self.path} is {self.state.value}")
-        return self._db
 
     # ------------------------------------------------------------------ appending
 
@@ -327,6 +346,8 @@ class Outbox:
 
         (0, -1) when nothing was stored. Subject to the cap policy.
         """
+        from edge.wire import pack_event  # noqa: PLC0415 - the writer's path does not need it
+
         outcome = await self.append_entries(
             [(stream, *pack_event(event), False) for event in events]
         )
@@ -340,131 +361,213 @@ class Outbox:
         Shielded: a caller cancelled mid-commit does not leave the figures in memory
         behind what the file holds.
         """
-        return await asyncio.shield(self._append_entries(entries))
 
-    async def _append_entries(self, entries: Sequence[Entry]) -> _AppendOutcome:
+        def build(prepared: _Prepared) -> None:
+            self._add_entries(prepared, entries)
+
+        return await asyncio.shield(self._commit(build, {}))
+
+    async def commit_cut(
+        self,
+        events: Sequence[object],
+        snapshots: Mapping[str, SnapshotRow],
+        routes: Mapping[str, frozenset[str]] | None = None,
+    ) -> _AppendOutcome:
+        """The writer's commit: ``events`` on ``events`` (and their routes) plus state rows.
+
+        Shielded like :meth:`append_entries`.
+        """
+
+        def build(prepared: _Prepared) -> None:
+            self._add_events(prepared, events, routes or {})
+
+        return await asyncio.shield(self._commit(build, snapshots))
+
+    async def _commit(
+        self, build: Callable[[_Prepared], None], snapshots: Mapping[str, SnapshotRow]
+    ) -> _AppendOutcome:
         async with self._lock:
-            db = self._conn()
-            now = time.time()
-            next_seq = dict(self._next_seq)
-            outcome = _AppendOutcome()
-            rows: list[_Row] = []
-            refusing: set[str] = set()
-            reject_new = self.policy is CapPolicy.REJECT_NEW
-            budget = self.max_bytes - self.total_bytes
-            append = rows.append
-            for stream, type_name, data, is_exempt in entries:
-                seq = next_seq.get(stream, 1)
-                payload = envelope(seq, type_name, data)
-                # reject-new: once one is refused, every later one of the stream in this
-                # commit is too, so what is stored stays a gap-free prefix of what arrived.
-                if not is_exempt and reject_new and (stream in refusing or len(payload) > budget):
-                    refusing.add(stream)
-                    outcome.rejected[stream] = outcome.rejected.get(stream, 0) + 1
-                    continue
-                budget -= len(payload)
-                next_seq[stream] = seq + 1
-                append((stream, seq, now, payload, int(is_exempt)))
-            deletions: dict[str, int] = {}  # stream -> delete stored rows with seq <= this
-            freed: dict[str, tuple[int, int]] = {}  # stream -> (rows, bytes) deleted
-            if not reject_new and budget < 0:
-                rows = await self._choose_drops(
-                    rows, -budget, outcome=outcome, deletions=deletions, freed=freed
-                )
-            try:
-                if rows:
-                    await db.executemany(
-                        "INSERT INTO outbox(stream, seq, created, payload, keep) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        rows,
-                    )
-                for stream, upto in deletions.items():
-                    await db.execute(
-                        "DELETE FROM outbox WHERE stream = ? AND seq <= ? AND keep = 0",
-                        (stream, upto),
-                    )
-                    # A plan whose rows are partly gone can never be resent as it was.
-                    await db.execute(
-                        "DELETE FROM plans WHERE stream = ? AND seq_first <= ?", (stream, upto)
-                    )
-                changed = {s: n for s, n in next_seq.items() if n != self._next_seq.get(s)}
-                if changed:
-                    await db.executemany(
-                        "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                        [(f"next_seq:{s}", n) for s, n in changed.items()],
-                    )
-                await db.commit()
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    await db.rollback()
-                raise StateStoreError(f"cannot append to outbox {self.path}: {exc}") from exc
-            self._account(now, next_seq, rows, freed, outcome)
-            for stream in freed:
-                self._oldest[stream] = await self._oldest_created(stream)
-            for stream in outcome.accepted:
+            self._require_open()
+            prepared = _Prepared(
+                now=time.time(),
+                params=[],
+                sizes={},
+                next_seq=dict(self._next_seq),
+                budget=self.max_bytes - self.total_bytes,
+                need=0,
+                outcome=_AppendOutcome(),
+                snapshots=snapshots,
+            )
+            build(prepared)
+            if self.policy is CapPolicy.DROP_OLDEST:
+                added = sum(size for _count, size in prepared.sizes.values())
+                prepared.need = max(0, self.total_bytes + added - self.max_bytes)
+            done = await self.store.run(lambda conn: self._transact(conn, prepared))
+            self._account(prepared, done)
+            for stream in prepared.outcome.accepted:
                 self._signal(stream)
-            return outcome
+            return prepared.outcome
 
-    def _account(
-        self,
-        now: float,
-        next_seq: dict[str, int],
-        rows: Sequence[_Row],
-        freed: Mapping[str, tuple[int, int]],
-        outcome: _AppendOutcome,
+    def _add_events(
+        self, prepared: _Prepared, events: Sequence[object], routes: Mapping[str, frozenset[str]]
     ) -> None:
-        self._next_seq = next_seq
-        self.commits += 1
-        for stream, (count, size) in freed.items():
-            self._depth[stream] -= count
-            self._bytes[stream] -= size
-        added: dict[str, list[int]] = {}
-        for stream, _seq, _created, payload, _keep in rows:
-            tally = added.get(stream)
-            if tally is None:
-                added[stream] = [1, len(payload)]
-            else:
-                tally[0] += 1
-                tally[1] += len(payload)
-        for stream, (count, size) in added.items():
-            if not self._depth.get(stream):
-                self._oldest[stream] = now
-            self._depth[stream] = self._depth.get(stream, 0) + count
-            self._bytes[stream] = self._bytes.get(stream, 0) + size
-            outcome.accepted[stream] = count
-        self.appended += len(rows)
-        self.dropped += sum(count for count, _first, _last in outcome.dropped.values())
-        self.rejected += sum(outcome.rejected.values())
+        """Envelopes for the writer's events (the hot path: one msgpack call per event)."""
+        routed: list[object] = []
+        route_types = frozenset().union(*routes.values()) if routes else frozenset()
+        if route_types:
+            routed = [e for e in events if type(e).__name__ in route_types]
+        outcome = prepared.outcome
+        pack = envelope_packer()
+        if self.policy is not CapPolicy.REJECT_NEW:
+            # The hot path: no refusal, so numbering is plain counting.
+            now = prepared.now
+            extend = prepared.params.extend  # flat: no tuple per row survives
+            exempt_types = _EXEMPT
+            first = seq = prepared.next_seq.get(EVENTS_STREAM, 1)
+            size = 0
+            for event in events:
+                try:
+                    payload = pack(event, seq)
+                except WireError as exc:
+                    outcome.unencodable.append((type(event).__name__, str(exc)))
+                    continue
+                extend((EVENTS_STREAM, seq, now, payload, type(event) in exempt_types))
+                size += len(payload)
+                seq += 1
+            if seq > first:
+                prepared.next_seq[EVENTS_STREAM] = seq
+                prepared.budget -= size
+                _add_size(prepared.sizes, EVENTS_STREAM, seq - first, size)
+        else:
+            self._add_numbered(prepared, EVENTS_STREAM, events, report_unencodable=True)
+        for stream, types in routes.items():
+            self._add_numbered(prepared, stream, [e for e in routed if type(e).__name__ in types])
 
-    async def _choose_drops(
+    def _add_numbered(
         self,
-        rows: list[_Row],
-        need: int,
+        prepared: _Prepared,
+        stream: str,
+        events: Sequence[object],
         *,
-        outcome: _AppendOutcome,
+        report_unencodable: bool = False,
+    ) -> None:
+        """Events on ``stream`` under the cap policy (reject-new refuses past the budget)."""
+        if not events:
+            return
+        pack = envelope_packer()
+        reject_new = self.policy is CapPolicy.REJECT_NEW
+        outcome = prepared.outcome
+        seq = prepared.next_seq.get(stream, 1)
+        count = size = 0
+        refusing = False
+        for event in events:
+            try:
+                payload = pack(event, seq)
+            except WireError as exc:
+                if report_unencodable:  # else counted on the events stream already
+                    outcome.unencodable.append((type(event).__name__, str(exc)))
+                continue
+            keep = type(event) in _EXEMPT
+            # reject-new: once one is refused, every later one of the stream in this
+            # commit is too, so what is stored stays a gap-free prefix of what arrived.
+            if reject_new and not keep and (refusing or len(payload) > prepared.budget):
+                refusing = True
+                outcome.rejected[stream] = outcome.rejected.get(stream, 0) + 1
+                continue
+            prepared.budget -= len(payload)
+            prepared.params.extend((stream, seq, prepared.now, payload, keep))
+            seq += 1
+            count += 1
+            size += len(payload)
+        if count:
+            prepared.next_seq[stream] = seq
+            _add_size(prepared.sizes, stream, count, size)
+
+    def _add_entries(self, prepared: _Prepared, entries: Sequence[Entry]) -> None:
+        outcome = prepared.outcome
+        next_seq = prepared.next_seq
+        refusing: set[str] = set()
+        reject_new = self.policy is CapPolicy.REJECT_NEW
+        for stream, type_name, data, is_exempt in entries:
+            seq = next_seq.get(stream, 1)
+            payload = envelope(seq, type_name, data)
+            if (
+                not is_exempt
+                and reject_new
+                and (stream in refusing or len(payload) > prepared.budget)
+            ):
+                refusing.add(stream)
+                outcome.rejected[stream] = outcome.rejected.get(stream, 0) + 1
+                continue
+            prepared.budget -= len(payload)
+            next_seq[stream] = seq + 1
+            prepared.params.extend((stream, seq, prepared.now, payload, is_exempt))
+            _add_size(prepared.sizes, stream, 1, len(payload))
+
+    # -- in the database thread ----------------------------------------------------------
+
+    def _transact(self, conn: sqlite3.Connection, prepared: _Prepared) -> _Done:
+        params = prepared.params
+        sizes = prepared.sizes
+        deletions: dict[str, int] = {}  # stream -> delete stored rows with seq <= this
+        freed: dict[str, tuple[int, int]] = {}
+        conn.execute("BEGIN IMMEDIATE")
+        if prepared.need > 0:
+            params = self._choose_drops(conn, prepared, deletions, freed)
+            if params is not prepared.params:
+                sizes = {}
+                for i in range(0, len(params), _ROW_WIDTH):
+                    _add_size(sizes, params[i], 1, len(params[i + 3]))
+        _insert(conn, params)
+        for stream, upto in deletions.items():
+            conn.execute(
+                "DELETE FROM outbox WHERE stream = ? AND seq <= ? AND keep = 0", (stream, upto)
+            )
+            # A plan whose rows are partly gone can never be resent as it was.
+            conn.execute("DELETE FROM plans WHERE stream = ? AND seq_first <= ?", (stream, upto))
+        changed = [
+            (f"next_seq:{s}", n) for s, n in prepared.next_seq.items() if n != self._next_seq.get(s)
+        ]
+        if changed:
+            conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", changed)
+        snapshots = prepared.snapshots
+        if snapshots:
+            now = prepared.now
+            saved = [(k, now, *row) for k, row in snapshots.items() if row is not None]
+            gone = [(k,) for k, row in snapshots.items() if row is None]
+            if saved:
+                conn.executemany(UPSERT_SNAPSHOT, saved)
+            if gone:
+                conn.executemany(DELETE_SNAPSHOT, gone)
+        conn.execute("COMMIT")
+        oldest = {stream: _oldest_created(conn, stream) for stream in freed}
+        return _Done(sizes, freed, oldest)
+
+    def _choose_drops(
+        self,
+        conn: sqlite3.Connection,
+        prepared: _Prepared,
         deletions: dict[str, int],
         freed: dict[str, tuple[int, int]],
-    ) -> list[_Row]:
+    ) -> list[Any]:
         """Drop-oldest: the oldest stored rows of the commit's streams, then its own oldest."""
-        db = self._conn()
+        params = prepared.params
+        outcome = prepared.outcome
+        need = prepared.need
         target = need + int(self.max_bytes * _DROP_SLACK)
         released = 0
-        for stream in dict.fromkeys(row[0] for row in rows):
+        for stream in dict.fromkeys(params[0::_ROW_WIDTH]):
             if released >= target:
                 break
             count = size = 0
             first: int | None = None
             cut = 0
             while released < target:
-                chunk = [
-                    row
-                    async for row in _rows(
-                        db,
-                        "SELECT seq, length(payload) FROM outbox "
-                        "WHERE stream = ? AND seq > ? AND keep = 0 ORDER BY seq LIMIT 5000",
-                        (stream, cut),
-                    )
-                ]
+                chunk = conn.execute(
+                    "SELECT seq, length(payload) FROM outbox "
+                    "WHERE stream = ? AND seq > ? AND keep = 0 ORDER BY seq LIMIT 5000",
+                    (stream, cut),
+                ).fetchall()
                 if not chunk:
                     break
                 for seq, length in chunk:
@@ -480,19 +583,40 @@ class Outbox:
                 freed[stream] = (count, size)
                 outcome.dropped[stream] = (count, first, cut)
         if released >= need:
-            return rows
+            return params
         # This commit alone is over the cap: keep its newest rows.
         missing = need - released
-        kept: list[_Row] = []
-        for row in rows:
-            stream, seq, _created, payload, keep = row
+        kept: list[Any] = []
+        for i in range(0, len(params), _ROW_WIDTH):
+            stream, seq, _created, payload, keep = params[i : i + _ROW_WIDTH]
             if missing > 0 and not keep:
                 missing -= len(payload)
                 count, first_seq, _ = outcome.dropped.get(stream, (0, seq, seq))
                 outcome.dropped[stream] = (count + 1, min(first_seq, seq), seq)
                 continue
-            kept.append(row)
+            kept.extend((stream, seq, _created, payload, keep))
         return kept
+
+    # -- back on the event loop -------------------------------------------------------------
+
+    def _account(self, prepared: _Prepared, done: _Done) -> None:
+        outcome = prepared.outcome
+        self._next_seq = prepared.next_seq
+        self.commits += 1
+        self.snapshot_rows += len(prepared.snapshots)
+        for stream, (count, size) in done.freed.items():
+            self._depth[stream] -= count
+            self._bytes[stream] -= size
+        for stream, (count, size) in done.sizes.items():
+            if not self._depth.get(stream):
+                self._oldest[stream] = prepared.now
+            self._depth[stream] = self._depth.get(stream, 0) + count
+            self._bytes[stream] = self._bytes.get(stream, 0) + size
+            outcome.accepted[stream] = count
+        self._oldest.update(done.oldest)
+        self.appended += sum(count for count, _size in done.sizes.values())
+        self.dropped += sum(count for count, _first, _last in outcome.dropped.values())
+        self.rejected += sum(outcome.rejected.values())
 
     # ------------------------------------------------------------------ consuming
 
@@ -500,22 +624,22 @@ class Outbox:
         self, stream: str, after_seq: int, limit: int, *, max_bytes: int | None = None
     ) -> list[OutboxRow]:
         """Up to ``limit`` rows with seq > ``after_seq`` in order (at least one row if any)."""
-        db = self._conn()
-        rows: list[OutboxRow] = []
-        total = 0
-        try:
-            async with db.execute(
+        self._require_open()
+
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
                 "SELECT seq, created, payload FROM outbox WHERE stream = ? AND seq > ? "
                 "ORDER BY seq LIMIT ?",
                 (stream, after_seq, limit),
-            ) as cursor:
-                for seq, created, payload in await cursor.fetchall():
-                    if max_bytes is not None and rows and total + len(payload) > max_bytes:
-                        break
-                    rows.append(OutboxRow(seq, created, payload))
-                    total += len(payload)
-        except sqlite3.Error as exc:
-            raise StateStoreError(f"cannot read outbox {self.path}: {exc}") from exc
+            ).fetchall()
+
+        rows: list[OutboxRow] = []
+        total = 0
+        for seq, created, payload in await self.store.run(read):
+            if max_bytes is not None and rows and total + len(payload) > max_bytes:
+                break
+            rows.append(OutboxRow(seq, created, payload))
+            total += len(payload)
         return rows
 
     async def read_range(self, stream: str, first: int, last: int) -> list[OutboxRow]:
@@ -523,37 +647,37 @@ class Outbox:
 
     async def plans(self, stream: str) -> list[BatchPlan]:
         """Batches recorded as about to be sent and not yet acknowledged, in order."""
-        db = self._conn()
-        try:
-            return [
-                BatchPlan(first, last, batch_id)
-                async for first, last, batch_id in _rows(
-                    db,
-                    "SELECT seq_first, seq_last, batch_id FROM plans WHERE stream = ? "
-                    "ORDER BY seq_first",
-                    (stream,),
-                )
-            ]
-        except sqlite3.Error as exc:
-            raise StateStoreError(f"cannot read outbox plans {self.path}: {exc}") from exc
+        self._require_open()
+
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                "SELECT seq_first, seq_last, batch_id FROM plans WHERE stream = ? "
+                "ORDER BY seq_first",
+                (stream,),
+            ).fetchall()
+
+        return [
+            BatchPlan(first, last, batch_id) for first, last, batch_id in await self.store.run(read)
+        ]
 
     async def save_plans(self, stream: str, plans: Sequence[BatchPlan]) -> None:
         """Record batches before sending them (one commit), so a resend repeats their ids."""
         if not plans:
             return
+        rows = [(stream, p.seq_first, p.seq_last, p.batch_id) for p in plans]
+
+        def save(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT OR REPLACE INTO plans(stream, seq_first, seq_last, batch_id) "
+                "VALUES (?, ?, ?, ?)",
+                rows,
+            )
+            conn.execute("COMMIT")
+
         async with self._lock:
-            db = self._conn()
-            try:
-                await db.executemany(
-                    "INSERT OR REPLACE INTO plans(stream, seq_first, seq_last, batch_id) "
-                    "VALUES (?, ?, ?, ?)",
-                    [(stream, p.seq_first, p.seq_last, p.batch_id) for p in plans],
-                )
-                await db.commit()
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    await db.rollback()
-                raise StateStoreError(f"cannot record batch plans in {self.path}: {exc}") from exc
+            self._require_open()
+            await self.store.run(save)
 
     async def acknowledge(self, stream: str, upto_seq: int) -> int:
         """Delete delivered rows (seq <= ``upto_seq``) and their plans; returns rows deleted.
@@ -563,34 +687,26 @@ class Outbox:
         return await asyncio.shield(self._acknowledge(stream, upto_seq))
 
     async def _acknowledge(self, stream: str, upto_seq: int) -> int:
+        def acknowledge(conn: sqlite3.Connection) -> tuple[int, int, float | None]:
+            conn.execute("BEGIN IMMEDIATE")
+            count, size = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM outbox "
+                "WHERE stream = ? AND seq <= ?",
+                (stream, upto_seq),
+            ).fetchone()
+            conn.execute("DELETE FROM outbox WHERE stream = ? AND seq <= ?", (stream, upto_seq))
+            conn.execute("DELETE FROM plans WHERE stream = ? AND seq_last <= ?", (stream, upto_seq))
+            conn.execute("COMMIT")
+            return int(count), int(size), _oldest_created(conn, stream) if count else None
+
         async with self._lock:
-            db = self._conn()
-            try:
-                async with db.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM outbox "
-                    "WHERE stream = ? AND seq <= ?",
-                    (stream, upto_seq),
-                ) as cursor:
-                    row = await cursor.fetchone()
-                count, size = (row[0], row[1]) if row is not None else (0, 0)
-                await db.execute(
-                    "DELETE FROM outbox WHERE stream = ? AND seq <= ?", (stream, upto_seq)
-                )
-                await db.execute(
-                    "DELETE FROM plans WHERE stream = ? AND seq_last <= ?", (stream, upto_seq)
-                )
-                await db.commit()
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    await db.rollback()
-                raise StateStoreError(
-                    f"cannot acknowledge outbox rows in {self.path}: {exc}"
-                ) from exc
+            self._require_open()
+            count, size, oldest = await self.store.run(acknowledge)
             self._depth[stream] = self._depth.get(stream, 0) - count
             self._bytes[stream] = self._bytes.get(stream, 0) - size
             if count:
-                self._oldest[stream] = await self._oldest_created(stream)
-            return int(count)
+                self._oldest[stream] = oldest
+            return count
 
     async def wait_appended(
         self,
@@ -619,14 +735,6 @@ class Outbox:
         self._signals[stream] = asyncio.Event()
         if old is not None:
             old.set()
-
-    async def _oldest_created(self, stream: str) -> float | None:
-        db = self._require_db()
-        async with db.execute(
-            "SELECT created FROM outbox WHERE stream = ? ORDER BY seq LIMIT 1", (stream,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else float(row[0])
 
     # ------------------------------------------------------------------ figures
 
@@ -657,20 +765,46 @@ class Outbox:
         return stats
 
 
-async def _rows(db: aiosqlite.Connection, query: str, params: Sequence[Any] = ()) -> Any:
-    # fetchall: one hop to aiosqlite's thread, not one per row (async iteration).
-    for row in await db.execute_fetchall(query, params):
-        yield row
+def _insert(conn: sqlite3.Connection, params: list[Any]) -> None:
+    """Insert flat rows: whole statements of _ROWS_PER_INSERT rows, the rest one by one."""
+    step = _ROWS_PER_INSERT * _ROW_WIDTH
+    whole = len(params) - len(params) % step
+    for start in range(0, whole, step):
+        conn.execute(_INSERT_MANY, params[start : start + step])
+    if whole < len(params):
+        rest = iter(params[whole:])
+        conn.executemany(_INSERT, zip(*[rest] * _ROW_WIDTH, strict=True))
+
+
+def _add_size(sizes: dict[str, list[int]], stream: str, count: int, size: int) -> None:
+    tally = sizes.get(stream)
+    if tally is None:
+        sizes[stream] = [count, size]
+    else:
+        tally[0] += count
+        tally[1] += size
+
+
+def _oldest_created(conn: sqlite3.Connection, stream: str) -> float | None:
+    row = conn.execute(
+        "SELECT created FROM outbox WHERE stream = ? ORDER BY seq LIMIT 1", (stream,)
+    ).fetchone()
+    return None if row is None else float(row[0])
 
 
 # --------------------------------------------------------------------------- the bus side
 
 
 class OutboxWriter:
-    """Stores every event published on the bus: buffers in the callback, commits in a task.
+    """Commits the line's state and every event published on the bus, together.
 
-    ``routes`` sends event types to further streams besides ``events``
-    (``{"qmib": {"BatchRecordCompleted"}}``); all of one commit is one transaction.
+    The bus callback only buffers; the writer's task commits, in one transaction,
+    everything buffered so far and a cut of ``cuts`` (the line's state) taken at
+    that moment (:mod:`edge.cut`); also, every ``persist_interval_s``, a cut alone
+    when only time advanced. ``routes`` sends event types to further streams
+    besides ``events`` (``{"qmib": {"BatchRecordCompleted"}}``). With
+    ``store_events`` false nothing is taken from the bus: only the state is kept
+    (the line has no consumer for events).
     """
 
     def __init__(
@@ -682,20 +816,28 @@ class OutboxWriter:
         max_pending: int = 200_000,
         report_interval_s: float = 10.0,
         clock: Callable[[], float] = time.time,
+        cuts: CutSources | None = None,
+        store_events: bool = True,
+        persist_interval_s: float = PERSIST_INTERVAL_S,
     ) -> None:
         self.outbox = outbox
         self.bus = bus
         self.routes = dict(routes or {})
         self.max_pending = max_pending
         self.report_interval_s = report_interval_s
+        self.cuts = cuts
+        self.store_events = store_events
+        self.persist_interval_s = persist_interval_s
         self._clock = clock
         self._pending: collections.deque[object] = collections.deque()
+        self._inflight = 0  # events taken from the buffer by the commit under way
+        self._unsaved: dict[str, SnapshotRow] = {}  # state cut but not yet committed
+        self._waiters: list[asyncio.Future[None]] = []  # commit_now callers
         self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        self._outage = OutageLog(log, "outbox writes", path=str(outbox.path))
+        self._outage = OutageLog(log, "state and outbox writes", path=str(outbox.path))
+        self._cut_outage = OutageLog(log, "consistent state cut")
         self._unencodable_types: set[str] = set()
         self._unreported: dict[tuple[str, str], _Tally] = {}  # (stream, policy) since last report
         self._totals: dict[str, int] = {}
@@ -706,14 +848,16 @@ class OutboxWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Events in memory: buffered, or in the commit under way."""
+        return len(self._pending) + self._inflight
 
     async def __aenter__(self) -> Self:
         if self._task is not None:
             raise EdgeError("an OutboxWriter runs once")
-        self._unsubscribe = self.bus.subscribe("outbox", self._on_events)
+        if self.store_events:
+            self._unsubscribe = self.bus.subscribe("outbox", self._on_events)
         self._task = asyncio.ensure_future(self._run())
-        self._task.set_name("outbox-writer")
+        self._task.set_name("state-writer")
         return self
 
     async def __aexit__(
@@ -725,8 +869,8 @@ class OutboxWriter:
         await self.close()
 
     async def close(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a shutdown bound
-        """Commit what is buffered and a last report of what was dropped, stop listening, stop."""
-        task, self._task = self._task, None
+        """Commit what is buffered, the last state and a last report of what was dropped."""
+        task = self._task
         if task is None:
             return
         try:
@@ -736,10 +880,14 @@ class OutboxWriter:
                 "outbox: events still in memory at shutdown were not stored",
                 extra={"events": len(self._pending), "path": str(self.outbox.path)},
             )
+        except StateStoreError as exc:
+            log.error("the last state and events were not stored", extra={"error": str(exc)})
         finally:
+            self._task = None
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, StateStoreError):
                 await task
+            self._fail_waiters(StateStoreError("the state writer stopped"))
 
     async def _final_flush(self) -> None:
         await self.flush()
@@ -754,110 +902,140 @@ class OutboxWriter:
             self._pending.extend(self._emit_report(force=True))
             await self.flush()
 
+    async def commit_now(self) -> None:
+        """Until a cut taken after this call is committed, with every event buffered so far.
+
+        Raises StateStoreError when that commit failed (the writer retries it).
+        """
+        task = self._task
+        if task is None or task.done():
+            raise StateStoreError("the state writer is not running")
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._wake.set()
+        await waiter
+
     async def flush(self) -> None:
-        """Until everything buffered so far is committed."""
-        while self._pending or not self._idle.is_set():
-            self._wake.set()
-            await self._idle.wait()
-            await asyncio.sleep(0)
+        """Until nothing is buffered: every event committed (failed commits are retried).
+
+        A policy report a commit gives rise to is committed too.
+        """
+        while True:
+            try:
+                await self.commit_now()
+            except StateStoreError:
+                if self.outbox.state is not OutboxState.OPEN or self._task is None:
+                    raise
+                continue
+            if not self.pending:
+                return
 
     # -- the synchronous bus callback: never blocks, never loses what it took ----------
 
     def _on_events(self, events: Sequence[object]) -> None:
-        room = self.max_pending - len(self._pending)
+        room = self.max_pending - len(self._pending) - self._inflight
         pending = self._pending
         if len(events) <= room:
             pending.extend(events)
         else:
             refused = 0
             for event in events:
-                if room > 0 or isinstance(event, OutboxPolicyApplied):
+                if room > 0 or type(event) in _EXEMPT:
                     pending.append(event)
                     room -= 1
                 else:
                     refused += 1
             self.refused_memory += refused
             self._note(EVENTS_STREAM, "memory-full", refused, None, None)
-        self._idle.clear()
         self._wake.set()
 
     # -- the writer task ----------------------------------------------------------------
 
     async def _run(self) -> None:
-        # Two stages: while one chunk is being committed (in aiosqlite's thread),
-        # the next one is encoded here. Events leave the buffer only once committed.
+        loop = asyncio.get_running_loop()
         retry_s = 0.1
-        commit: asyncio.Task[_AppendOutcome] | None = None
-        committing = 0  # events at the head of the buffer that `commit` is storing
+        next_cut = loop.time() + self.persist_interval_s
         try:
             while True:
-                prepared: tuple[int, list[Entry]] | None = None
-                if len(self._pending) > committing:
-                    self._idle.clear()
-                    taken = list(
-                        itertools.islice(self._pending, committing, committing + COMMIT_MAX_EVENTS)
-                    )
-                    prepared = (len(taken), self._entries(taken))
-                if commit is not None:
-                    try:
-                        outcome = await commit
-                    except StateStoreError as exc:
-                        if self.outbox.state is not OutboxState.OPEN:
-                            raise
-                        # Keep the events and retry: nothing taken from the bus is dropped.
-                        self._outage.failed(exc)
-                        commit, committing = None, 0
-                        await asyncio.sleep(retry_s)
-                        retry_s = min(retry_s * 2, 5.0)
+                if not self._pending and not self._waiters:
+                    periodic = self.cuts is not None and loop.time() >= next_cut
+                    if not periodic:
+                        timeout = self._sleep_for(next_cut - loop.time())
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), timeout)
+                        self._wake.clear()
+                        self._emit_report()
                         continue
-                    retry_s = 0.1
-                    self._outage.recovered()
-                    for _ in range(committing):
-                        self._pending.popleft()
-                    commit, committing = None, 0
-                    self._note_outcome(outcome)
-                    self._emit_report()
-                if prepared is not None:
-                    committing = prepared[0]
-                    commit = asyncio.ensure_future(self.outbox.append_entries(prepared[1]))
+                if not await self._commit_once():
+                    await asyncio.sleep(retry_s)
+                    retry_s = min(retry_s * 2, 5.0)
                     continue
-                if self._pending:
-                    continue
-                self._idle.set()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._report_due_in())
-                self._wake.clear()
-                self._emit_report()
+                retry_s = 0.1
+                next_cut = loop.time() + self.persist_interval_s
         finally:
-            if commit is not None:
-                commit.cancel()
-                await asyncio.gather(commit, return_exceptions=True)
+            self._fail_waiters(StateStoreError("the state writer stopped"))
+
+    def _sleep_for(self, until_cut: float) -> float | None:
+        waits = [
+            w for w in (self._report_due_in(), until_cut if self.cuts else None) if w is not None
+        ]
+        return max(0.0, min(waits)) if waits else None
+
+    async def _commit_once(self) -> bool:
+        """Take a cut and commit it with the events published up to it; False to retry."""
+        cuts = self.cuts
+        if cuts is not None:
+            await cuts.gate.cleared()
+            # From here to the commit's hand-off nothing awaits: this is the cut.
+            try:
+                self._unsaved.update(cuts.collect())
+            except StateStoreError as exc:
+                self._cut_outage.failed(exc)
+                return False
+            self._cut_outage.recovered()
+        count = len(self._pending)
+        waiters, self._waiters = self._waiters, []
+        if not count and not self._unsaved:
+            _resolve(waiters)
+            return True
+        # The events of this cut leave the buffer for the commit; new ones gather anew.
+        events, self._pending = self._pending, collections.deque()
+        self._inflight = count
+        snapshots, self._unsaved = self._unsaved, {}
+        try:
+            outcome = await self.outbox.commit_cut(events, snapshots, self.routes)
+        except StateStoreError as exc:
+            # Kept for the next try, in order (newer state for a key replaces the kept one).
+            events.extend(self._pending)
+            self._pending = events
+            self._inflight = 0
+            self._unsaved = {**snapshots, **self._unsaved}
+            _fail(waiters, exc)
+            if self.outbox.state is not OutboxState.OPEN:
+                raise
+            self._outage.failed(exc)
+            return False
+        self._outage.recovered()
+        self._inflight = 0
+        _resolve(waiters)
+        self._note_outcome(outcome)
+        self._emit_report()
+        return True
+
+    def _fail_waiters(self, exc: StateStoreError) -> None:
+        waiters, self._waiters = self._waiters, []
+        _fail(waiters, exc)
 
     def _note_outcome(self, outcome: _AppendOutcome) -> None:
         for stream, (count, first, last) in outcome.dropped.items():
             self._note(stream, CapPolicy.DROP_OLDEST.value, count, first, last)
         for stream, count in outcome.rejected.items():
             self._note(stream, CapPolicy.REJECT_NEW.value, count, None, None)
-
-    def _entries(self, events: Sequence[object]) -> list[Entry]:
-        entries: list[Entry] = []
-        routes = self.routes.items()
-        for event in events:
-            try:
-                type_name, data = pack_event(event)
-            except WireError as exc:
-                self.unencodable += 1
-                name = type(event).__name__
-                if name not in self._unencodable_types:
-                    self._unencodable_types.add(name)
-                    log.error("outbox: event cannot be encoded; skipped", extra={"error": str(exc)})
-                continue
-            exempt = type(event) is OutboxPolicyApplied
-            entries.append((EVENTS_STREAM, type_name, data, exempt))
-            for stream, types in routes:
-                if type_name in types:
-                    entries.append((stream, type_name, data, exempt))
-        return entries
+        for name, error in outcome.unencodable:
+            self.unencodable += 1
+            if name not in self._unencodable_types:
+                self._unencodable_types.add(name)
+                log.error("outbox: event cannot be encoded; skipped", extra={"error": error})
 
     # -- policy reports -------------------------------------------------------------------
 
@@ -924,44 +1102,37 @@ class OutboxWriter:
         return reports
 
 
+def _resolve(waiters: Iterable[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+
+
+def _fail(waiters: Iterable[asyncio.Future[None]], exc: StateStoreError) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_exception(exc)
+
+
 # --------------------------------------------------------------------------- the component
 
 
 class OutboxComponent:
-    """The outbox and its bus writer as one LineService component.
+    """The line's event streams for their consumers, as one LineService component.
 
-    List it before the MQTT and QMIB components: they find it on
-    ``service.components`` (:func:`find_outbox`) and it must stop after them.
+    The outbox and its writer belong to the service (they keep the line's state
+    too); listing this component makes the service store events as well
+    (:func:`component` among its factories). List it
+    before the MQTT and QMIB components: they find it on ``service.components``
+    (:func:`find_outbox`).
     """
 
     def __init__(self, service: LineService) -> None:
         self._service = service
-        config = service.config
-        cfg = config.outbox
-        self.outbox = Outbox(
-            cfg.path,
-            synchronous=cfg.synchronous,
-            max_bytes=cfg.max_bytes,
-            policy=CapPolicy(cfg.policy),
-        )
-        routes: dict[str, frozenset[str]] = {}
-        if config.qmib.enabled:
-            routes[QMIB_STREAM] = frozenset(config.qmib.deliver_events)
-        self.writer = OutboxWriter(
-            self.outbox,
-            service.bus,
-            routes=routes,
-            max_pending=cfg.max_pending_events,
-            report_interval_s=cfg.report_interval_s,
-        )
+        self.outbox = service.outbox
+        self.writer = service.writer
 
     async def __aenter__(self) -> Self:
-        await self.outbox.__aenter__()
-        try:
-            await self.writer.__aenter__()
-        except BaseException:
-            await self.outbox.close()
-            raise
         depth = self.outbox.depth(EVENTS_STREAM)
         if depth:
             log.info(
@@ -976,25 +1147,7 @@ class OutboxComponent:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            await self._drain_machines()
-            await self.writer.close()
-        finally:
-            await self.outbox.close()
-
-    async def _drain_machines(self) -> None:
-        """Let every machine publish what its mailbox still holds while we still listen.
-
-        The PLC sources are already stopped (they stop first); an ask queues
-        behind every message already routed, so when it returns the events
-        those messages produced are on the bus, and so in the outbox.
-        """
-        from actors.machine import GetStatus  # noqa: PLC0415 - only the service path needs it
-
-        service = self._service
-        for machine in service.config.machines:
-            with contextlib.suppress(ActorError, KeyError):
-                await service.machine_ref(machine.id).ask(GetStatus(time.time()), timeout=5.0)
+        """Nothing to do: the service stores the last events and state when it stops."""
 
     def statistics(self) -> OutboxStatistics:
         return statistics_of(self.outbox, self.writer)

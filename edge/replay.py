@@ -16,6 +16,11 @@
   calendar bounds, so an entry always names its shift; ``observed_start`` /
   ``observed_end`` are the clipped span that ``scheduled_s`` measures. A stop
   still open at the end is classified by its length so far.
+- A line with ``"sensor": "link"`` is not a signal but the PLC link of its
+  machine: ``false`` (or 0) the link went down, ``true`` (or non-zero) it is back,
+  exactly as the live PLC sources report it. The machine is ``unknown`` in
+  between (``comm_loss``), and the first readings after it reveal what was made
+  meanwhile (OEE.md §5, time the edge did not see; ``docs/engine.md``).
 - Malformed lines (bad JSON, missing or non-numeric fields, a timestamp without
   a zone, an unknown machine, a sample older than the previous one of the same
   machine and sensor) are skipped and reported on ``err`` with their line
@@ -56,6 +61,8 @@ from edge.plc.maps import load_plc_map
 from edge.trace import TraceParser
 
 MAX_REPORTED = 20
+# The trace "sensor" that carries a machine's PLC link state instead of a signal.
+LINK_SENSOR = "link"
 # sysexits.h EX_DATAERR: the input was read, but nothing in it could be used.
 EXIT_NO_DATA = 65
 
@@ -222,7 +229,7 @@ class Replay:
             return
         self._last_seen[key] = ts
         self.accepted += 1
-        if sample.signal not in self._known_signals:
+        if sample.signal not in self._known_signals and sample.signal != LINK_SENSOR:
             self._unknown_signal(sample.signal, number)
         last = self.last_ts
         if last is None:
@@ -232,7 +239,10 @@ class Replay:
                 self._note(other_id, self._shifts[other_id].pump())
         elif ts > last:
             self.last_ts = ts
-        core.apply(sample)
+        if sample.signal == LINK_SENSOR:
+            core.link_changed(bool(sample.value), ts)
+        else:
+            core.apply(sample)
         self._note(machine_id, self._shifts[machine_id].pump())
 
     def _unknown_signal(self, signal: str, number: int) -> None:

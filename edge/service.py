@@ -2,16 +2,24 @@
 
 ::
 
-    async with LineService(config) as service:   # store → simulator → actors → PLC sources
+    async with LineService(config) as service:   # state → simulator → actors → PLC sources
         await service.wait()                     # until stopped; raises if the actors escalated
 
-Start order: the snapshot store (so actors restore their state), the simulator
-(when the config enables it), the supervisor with one MachineActor per machine
-(each restored from its last persisted snapshot), then the PLC sources, whose
-samples are routed to the actors, and the clocks (event-time ticks,
-persistence, status log, systemd watchdog). Stop runs in reverse: sources stop
-first so nothing new arrives, every actor drains its mailbox, the final
-snapshots are written, then the store closes.
+Start order: the state database (``state.db``: checked, migrated from the
+previous layout if need be) with its writer, which from then on commits every
+event for the MES together with a consistent cut of the line's state
+(:mod:`edge.cut`); the simulator (when the config enables it); the supervisor
+with one MachineActor per machine (each restored from the last committed cut);
+the components that must see every event from the first sample on (outbox,
+orders, MQTT, metrics); the PLC sources, whose samples are routed to the
+actors; then the components that take long to start (:class:`AfterSources`:
+the OPC UA server builds its address space) and the clocks (event-time ticks,
+status log, systemd watchdog). So the line counts from its first second, while
+``READY=1`` still means everything is up: what the buses carried while a late
+component started is replayed to it, in order, when it is up. No cut is taken
+while the line starts. Stop runs in reverse: sources stop first so nothing new
+arrives, every machine drains its mailbox, the last events and the last cut
+are committed, then the actors stop and the database closes.
 """
 
 from __future__ import annotations
@@ -24,14 +32,14 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from actors import loop as actor_loop
 from actors.actor import ActorRef, OverflowPolicy
 from actors.machine import (
-    GetSnapshot,
     GetStatus,
     MachineActor,
     MachineMessage,
@@ -46,18 +54,20 @@ from actors.supervisor import ChildSpec, Supervisor
 from edge import __version__
 from edge.commands import LineCommands
 from edge.config import LineConfig, ModbusPlcConfig, OpcUaPlcConfig
-from edge.errors import ActorError, EdgeError, EscalationError, MailboxFullError
+from edge.cut import CutSources, Saved, decode_pending, encode_pending
+from edge.errors import ActorError, EdgeError, EscalationError, MailboxFullError, StateStoreError
 from edge.event_bus import BusEvent, EventBus
 from edge.heap import long_lived_start
+from edge.outbox import QMIB_STREAM, CapPolicy, Outbox, OutboxWriter
+from edge.outbox import component as outbox_component
 from edge.plc import MachineBinding, ModbusSource, load_plc_map
 from edge.plc.delivery import SampleSink, per_reader
 from edge.sd_notify import Notifier, run_watchdog, watchdog_interval_s
-from edge.state_store import SnapshotStore
+from edge.state_store import LEGACY_SNAPSHOTS, STATE_DB, LegacyFiles, StateStore
 
 log = logging.getLogger("edge.service")
 
 TICK_INTERVAL_S = 1.0
-PERSIST_INTERVAL_S = 1.0
 STATUS_LOG_INTERVAL_S = 20.0
 MACHINE_MAILBOX = 1000
 
@@ -77,29 +87,51 @@ class ServiceState(enum.Enum):
 # service to reach the bus, the machine actors, the config and ``commands``.
 ComponentFactory = Callable[["LineService"], AbstractAsyncContextManager[Any]]
 
+# How long the start waits for the first poll of every Modbus PLC before it builds
+# the slow components, whose synchronous work would hold those polls back.
+FIRST_POLL_WAIT_S = 0.5
 
-def default_components(config: LineConfig) -> list[ComponentFactory]:
+
+@dataclass(frozen=True, slots=True)
+class AfterSources:
+    """A component that takes long to start (the OPC UA server builds thousands of
+    nodes), started after the PLC sources so counting does not wait for it.
+
+    It may not attach bindings (the sources are built); everything published on
+    ``service.bus`` and ``service.samples`` while it starts is replayed to the
+    consumers it subscribes, in order, once it is up."""
+
+    factory: ComponentFactory
+
+
+Component = ComponentFactory | AfterSources
+
+
+def _opcua_server(service: LineService) -> AbstractAsyncContextManager[Any]:
+    from edge import opcua_server  # noqa: PLC0415 - asyncua: imported while the PLCs poll
+
+    return opcua_server.component(service)
+
+
+def default_components(config: LineConfig) -> list[Component]:
     """The parts ``edge run`` starts besides the actors, in start order.
 
     The outbox comes first so it sees every event from the first sample on; the
     order runtime sets ``service.commands`` before the front ends (OPC UA, MQTT,
     the line display) that call it; the HTTP component (the line display and the
-    metrics) comes last and reads everything else.
+    metrics) comes last and reads everything else. The OPC UA server starts after
+    the PLC sources (:class:`AfterSources`).
     """
     # Each imported only when enabled: they pull in heavy libraries (asyncua,
     # aiomqtt, httpx, numpy), and a line pays the start time and memory of what it runs.
-    components: list[ComponentFactory] = []
+    components: list[Component] = []
     if config.mqtt.enabled or config.qmib.enabled:
-        from edge import outbox  # noqa: PLC0415
-
-        components.append(outbox.component)
+        components.append(outbox_component)
     from edge import orders_runtime  # noqa: PLC0415
 
     components.append(orders_runtime.component)
     if config.opcua.enabled:
-        from edge import opcua_server  # noqa: PLC0415
-
-        components.append(opcua_server.component)
+        components.append(AfterSources(_opcua_server))
     if config.mqtt.enabled:
         from edge.mqtt import component as mqtt_component  # noqa: PLC0415
 
@@ -119,6 +151,14 @@ def _machine_key(machine_id: str) -> str:
     return f"machine/{machine_id}"
 
 
+def _synchronous(config: LineConfig) -> Literal["FULL", "NORMAL"]:
+    """The state database's durability: state and events share it, so the stricter of
+    ``[storage] sqlite_synchronous`` and ``[outbox] synchronous``."""
+    if "FULL" in (config.storage.sqlite_synchronous, config.outbox.synchronous):
+        return "FULL"
+    return "NORMAL"
+
+
 class LineService:
     """One production line: its actors, PLC sources and servers."""
 
@@ -127,7 +167,7 @@ class LineService:
         config: LineConfig,
         *,
         notifier: Notifier | None = None,
-        components: Sequence[ComponentFactory] = (),
+        components: Sequence[Component] = (),
         tick_interval_s: float | None = TICK_INTERVAL_S,
     ) -> None:
         """``tick_interval_s``: how often the wall clock advances the machines' event
@@ -151,20 +191,22 @@ class LineService:
         self.simulator: Any = None
         self.sources: list[Any] = []
         self._stack = AsyncExitStack()
-        self._store: SnapshotStore | None = None
+        # What a restart restores, and when it may be taken (edge.cut).
+        self.cuts = CutSources()
+        self._store: StateStore | None = None
+        self._outbox: Outbox | None = None
+        self._writer: OutboxWriter | None = None
         self._supervisor: Supervisor | None = None
         self._machines: dict[str, ActorRef[MachineMessage, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._unknown_machines: set[str] = set()
-        # Held while a batch is routed and while the line-wide snapshot is taken,
-        # so a snapshot is a consistent cut between two batches.
-        self._route_lock = asyncio.Lock()
 
         self._progress_marker = -1
         # Other components' points read over the PLC connections (attach_bindings).
         self._attached: dict[str, list[MachineBinding]] = {}
         self._attached_sinks: dict[str, SampleSink] = {}
         self._sources_built = False
+        self._first_counted = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -205,13 +247,39 @@ class LineService:
             self.state = ServiceState.FAILED if failed else ServiceState.STOPPED
 
     async def _start(self) -> None:
+        # The line is restored and wired as one step: no cut sees half of it.
+        with self.cuts.gate.hold():
+            await self._start_parts()
+
+    async def _start_parts(self) -> None:
         config = self.config
         stack = self._stack
-        store = SnapshotStore(
-            config.storage.state_dir / "snapshots.db",
-            synchronous=config.storage.sqlite_synchronous,
+        state_dir = config.storage.state_dir
+        store = StateStore(
+            state_dir / STATE_DB,
+            synchronous=_synchronous(config),
+            legacy=LegacyFiles(state_dir / LEGACY_SNAPSHOTS, config.outbox.path),
         )
         self._store = await stack.enter_async_context(store)
+        cfg = config.outbox
+        outbox = Outbox(store, max_bytes=cfg.max_bytes, policy=CapPolicy(cfg.policy))
+        self._outbox = await stack.enter_async_context(outbox)
+        routes: dict[str, frozenset[str]] = {}
+        if config.qmib.enabled:
+            routes[QMIB_STREAM] = frozenset(config.qmib.deliver_events)
+        writer = OutboxWriter(
+            outbox,
+            self.bus,
+            routes=routes,
+            max_pending=cfg.max_pending_events,
+            report_interval_s=cfg.report_interval_s,
+            cuts=self.cuts,
+            # Events are kept only for a consumer (MQTT, QMIB: the outbox component).
+            store_events=any(f is outbox_component for f in self._component_factories),
+        )
+        self._writer = await stack.enter_async_context(writer)
+        if store.resets:
+            self.bus.publish(store.resets)  # the first thing the MES hears of this start
 
         if config.simulator.enabled:
             from edge.simulator import SimulatedLine, machine_specs  # noqa: PLC0415
@@ -223,33 +291,62 @@ class LineService:
         supervisor = Supervisor(name=f"line {config.line.id}")
         self._supervisor = await stack.enter_async_context(supervisor)
         # Registered after the supervisor, so it runs before the supervisor stops
-        # the actors: the last snapshots are taken from drained, live actors.
-        stack.push_async_callback(self._persist_snapshots)
+        # the actors: the last cut is taken from drained, live actors.
+        stack.push_async_callback(self._commit_last)
+        self.cuts.add("machines", self._cut_machines)
         for machine in config.machines:
-            snapshot = await self._store.load(_machine_key(machine.id))
+            record = store.record(_machine_key(machine.id))
             spec: ChildSpec[MachineMessage, Any] = ChildSpec(
                 id=machine.id,
-                factory=self._machine_factory(machine.id, snapshot),
+                factory=self._machine_factory(machine.id, record.data if record else None),
                 mailbox_capacity=MACHINE_MAILBOX,
                 overflow=OverflowPolicy.COALESCE,
             )
-            self._machines[machine.id] = await supervisor.add_child(spec)
-            if snapshot is not None:
-                log.info("machine state restored from snapshot", extra={"machine": machine.id})
+            ref = await supervisor.add_child(spec)
+            self._machines[machine.id] = ref
+            if record is not None:
+                # State that was on its way to the machine when the cut was taken.
+                for message in decode_pending(record.pending, MachineActor.kept_on_cut):
+                    ref.post(message)  # type: ignore[arg-type]
+                log.info("machine state restored", extra={"machine": machine.id})
 
         self.bus.subscribe("event-log", _log_events)
+        late = [c.factory for c in self._component_factories if isinstance(c, AfterSources)]
         for factory in self._component_factories:
-            self.components.append(await stack.enter_async_context(factory(self)))
+            if not isinstance(factory, AfterSources):
+                self.components.append(await stack.enter_async_context(factory(self)))
         for source in self._build_sources():
             self.sources.append(await stack.enter_async_context(source))
+        if late:
+            await self._first_polls(FIRST_POLL_WAIT_S)
+            self.bus.hold()
+            self.samples.hold()
+            try:
+                for factory in late:
+                    self.components.append(await stack.enter_async_context(factory(self)))
+            finally:
+                self.samples.release()
+                self.bus.release()
 
         if self._tick_interval_s is not None:
             self._spawn(self._tick_loop(self._tick_interval_s), "ticks")
-        self._spawn(self._persist_loop(), "persist")
         self._spawn(self._status_loop(), "status-log")
         interval = watchdog_interval_s()
         if interval is not None:
             self._spawn(run_watchdog(self.notifier, interval, self._making_progress), "watchdog")
+
+    async def _first_polls(self, timeout_s: float) -> None:
+        """Until every Modbus PLC was polled once (read or failed), at most ``timeout_s``."""
+        waits = [
+            asyncio.ensure_future(s.first_polled.wait())
+            for s in self.sources
+            if isinstance(s, ModbusSource)
+        ]
+        if not waits:
+            return
+        _done, pending = await asyncio.wait(waits, timeout=timeout_s)
+        for wait in pending:
+            wait.cancel()
 
     def _machine_factory(
         self, machine_id: str, snapshot: dict[str, Any] | None
@@ -353,14 +450,34 @@ class LineService:
 
     async def _route(self, batch: Sequence[Sample | LinkChanged]) -> None:
         """Deliver one source batch to the machine actors, keeping each machine's order."""
-        async with self._route_lock:
-            await self._route_locked(batch)
-
-    async def _route_locked(self, batch: Sequence[Sample | LinkChanged]) -> None:
         if self.samples.has_consumers:
             self.samples.publish(batch)
         for machine_id, item in per_reader(batch):
-            await self._tell(machine_id, SampleBatch(item) if isinstance(item, tuple) else item)
+            if isinstance(item, tuple):
+                if self._first_counted:
+                    await self._tell(machine_id, SampleBatch(item))
+                else:
+                    await self._count_first(machine_id, SampleBatch(item))
+            else:
+                await self._tell(machine_id, item)
+
+    async def _count_first(self, machine_id: str, batch: SampleBatch) -> None:
+        """The first samples of the line, handed over with ``ask``: when it returns
+        they are counted, which the service tells systemd (``STATUS=``) and the log."""
+        ref = self._machines.get(machine_id)
+        if ref is None:
+            await self._tell(machine_id, batch)
+            return
+        try:
+            await ref.ask(batch, timeout=5.0)
+        except ActorError as exc:
+            log.debug(
+                "machine did not take a message", extra={"machine": machine_id, "error": str(exc)}
+            )
+            return
+        self._first_counted = True
+        self.notifier.status(f"counting: first PLC samples applied (machine {machine_id})")
+        log.info("first PLC samples counted", extra={"machine": machine_id})
 
     async def _tell(self, machine_id: str, message: MachineMessage) -> None:
         ref = self._machines.get(machine_id)
@@ -389,42 +506,37 @@ class LineService:
                 with contextlib.suppress(MailboxFullError, ActorError):
                     ref.tell_nowait(tick)
 
-    async def _persist_loop(self) -> None:
-        while True:
-            await asyncio.sleep(PERSIST_INTERVAL_S)
-            try:
-                await self._persist_snapshots()
-            except EdgeError as exc:
-                log.error("cannot persist machine snapshots", extra={"error": str(exc)})
-
     async def persist_now(self) -> None:
-        """Save the whole line in one transaction: a consistent cut.
+        """Until a cut of the whole line taken after this call is committed.
 
-        Sample routing pauses meanwhile; each machine's snapshot is taken after
-        every sample routed before it; then components with ``collect_snapshots``
-        (the order runtime) add theirs, having drained what the machines' events
-        gave them. After a ``kill -9`` the restored machines and orders agree.
+        Machines, orders and stations as they are now, with every event published
+        so far, in one transaction: after a ``kill -9`` the restored line is this
+        (or a later) cut. Raises StateStoreError when that commit failed. Not from a
+        component's start: no cut is taken before the line has started.
         """
-        await self._persist_snapshots()
+        await self.writer.commit_now()
 
-    async def _persist_snapshots(self) -> None:
-        if self._store is None or self._store.state.value != "open":
+    def _cut_machines(self) -> dict[str, Saved | None]:
+        """The machines' part of a cut (edge.cut): those that changed since the last one."""
+        saved: dict[str, Saved | None] = {}
+        for machine_id, ref in self._machines.items():
+            cut = ref.cut()
+            if cut is not None and cut.snapshot is not None:
+                saved[_machine_key(machine_id)] = Saved(cut.snapshot, encode_pending(cut.pending))
+        return saved
+
+    async def _commit_last(self) -> None:
+        """On stop, before the actors stop: queued samples become events, then one last cut."""
+        if self._writer is None:
             return
-        snapshots: dict[str, dict[str, Any]] = {}
-        async with self._route_lock:
-            for machine_id, ref in self._machines.items():
-                try:
-                    snapshots[_machine_key(machine_id)] = await ref.ask(GetSnapshot(), timeout=5.0)
-                except ActorError as exc:
-                    log.warning(
-                        "no snapshot from machine",
-                        extra={"machine": machine_id, "error": str(exc)},
-                    )
-            for component in self.components:
-                collect = getattr(component, "collect_snapshots", None)
-                if collect is not None:
-                    snapshots.update(await collect())
-        await self._store.save_many(snapshots)
+        now = time.time()
+        for ref in self._machines.values():
+            with contextlib.suppress(ActorError):
+                await ref.ask(GetStatus(now), timeout=5.0)  # queues behind what was routed
+        try:
+            await self._writer.flush()
+        except StateStoreError as exc:
+            log.error("the last state of the line was not stored", extra={"error": str(exc)})
 
     async def _status_loop(self) -> None:
         while True:
@@ -444,11 +556,25 @@ class LineService:
         return self._machines[machine_id]
 
     @property
-    def store(self) -> SnapshotStore:
-        """The durable snapshot store (open while the service runs)."""
+    def store(self) -> StateStore:
+        """The state database (open while the service runs); what it restored at start."""
         if self._store is None:
             raise EdgeError("the line service is not started")
         return self._store
+
+    @property
+    def outbox(self) -> Outbox:
+        """The event streams of the state database."""
+        if self._outbox is None:
+            raise EdgeError("the line service is not started")
+        return self._outbox
+
+    @property
+    def writer(self) -> OutboxWriter:
+        """Commits the line's state with its events (edge.outbox.OutboxWriter)."""
+        if self._writer is None:
+            raise EdgeError("the line service is not started")
+        return self._writer
 
     @property
     def supervisor(self) -> Supervisor:
@@ -492,7 +618,8 @@ class LineService:
             f'edge {__version__} ready: line {ident.site}/{ident.area}/{ident.id} "{ident.name}", '
             f"{len(c.machines)} machines, event loop {loop_kind}",
             f"  config      {c.source_path.resolve()}",
-            f"  state       {c.storage.state_dir} (snapshots.db; restart continues the shift)",
+            f"  state       {c.storage.state_dir / STATE_DB} (state and events in one "
+            f"transaction, synchronous={_synchronous(c)}; restart continues the shift)",
             f"  PLCs        {'; '.join(plcs) or 'none configured'}",
         ]
         if self.simulator is not None:
@@ -619,12 +746,12 @@ def run_service(config: LineConfig) -> int:
     return actor_loop.run(serve(config))
 
 
-async def _simulate(config: LineConfig) -> int:
+async def _simulate(config: LineConfig, paused: bool) -> int:
     from edge.simulator import run_simulator  # noqa: PLC0415
 
     stop = asyncio.Event()
     _install_stop_signals(stop)
-    task = asyncio.ensure_future(run_simulator(config, control_signals=True))
+    task = asyncio.ensure_future(run_simulator(config, paused=paused))
     waiter = asyncio.ensure_future(stop.wait())
     await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     task.cancel()
@@ -634,5 +761,5 @@ async def _simulate(config: LineConfig) -> int:
     return 0
 
 
-def run_simulator_only(config: LineConfig) -> int:
-    return actor_loop.run(_simulate(config))
+def run_simulator_only(config: LineConfig, *, paused: bool = False) -> int:
+    return actor_loop.run(_simulate(config, paused))

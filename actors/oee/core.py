@@ -59,12 +59,36 @@ Running (OEE.md §3)
     back-dated stop then starts no earlier than that instant.
 
 Counts (OEE.md §5, details in :mod:`actors.oee.counters`)
-    Deltas with the rollover/reset rule, the first reading as baseline, the
-    delta at the reading's timestamp. The roles that count as "mapped" are the
-    ones *seen so far* on this machine (kept in snapshots). A reset emits a
-    ``counter_reset`` warning, a delta far beyond the ideal rate a
-    ``counter_jump`` warning (still counted); an unusable value (negative, not
-    an integer, wider than ``counter_bits``) is an ``invalid_value`` (rate-limited).
+    Deltas with the rollover/reset rule bounded by what the machine can make
+    (``max_rate_factor`` x its ideal rate, the faster of the machine's and the
+    order's ideal cycle), the first reading as baseline, the delta at the
+    reading's timestamp. The roles that count as "mapped" are the ones *seen so
+    far* on this machine (kept in snapshots). A reset emits a ``counter_reset``
+    warning; a decrease that is neither a rollover nor a reset to near 0 is
+    re-baselined (0 pieces, ``CounterRebaselined`` and a ``counter_rebaselined``
+    warning); a step beyond the allowance is capped (``CounterJumpCapped`` and a
+    ``counter_jump`` warning, the excess never counted); an unusable value
+    (negative, not an integer, wider than ``counter_bits``) is an
+    ``invalid_value`` (rate-limited).
+
+Time the edge did not see (OEE.md §5)
+    When the machine becomes ``unknown`` (link lost, or restored from a
+    snapshot: the actor reports that as a link loss at the snapshot's time)
+    while a counter has a baseline, the unknown time is kept as a *gap*: its
+    segments, one calendar status each. The first reading of each counter
+    after it reveals its delta; the ideal time of what all counters revealed
+    (derived as the counts are, so good + reject is not counted twice), at most
+    the whole gap, is credited as run time from the gap's end backwards:
+    ``comm_loss`` shrinks in every window holding that time (closed windows
+    emit ``WindowRevised``; in a break it stays planned stop time; outside
+    every shift it moves to the unscheduled running time). The pieces stay at
+    the revealing reading. Each credit emits ``GapRunCredited``; no state
+    change is back-dated. The gap is settled when every counter has been read
+    after it; until then the closed windows it touches are kept. A gap that
+    crosses a shift end gives the earlier shift run time without the pieces:
+    the later shift's performance may exceed 1.0 by that much, and only whole
+    pieces are credited, so each gap may hide the cycle in progress at its end;
+    neither is reported as a wrong ideal cycle time.
 
 Stops and reasons (:mod:`actors.oee.stops`, :mod:`actors.oee.reasons`, :mod:`actors.oee.kpi`)
     Fault code > operator reason > PackML state name > ``unassigned``. Losing
@@ -111,16 +135,18 @@ from typing import Any, Protocol
 from actors.messages import Quality, Sample, Value
 from actors.oee.counters import (
     EXTERNAL_REJECT,
-    IMPLAUSIBLE_FLOOR,
     ROLE_NAMES,
     CounterChange,
     Tally,
-    counter_delta,
+    allowance,
     derive_counts,
-    is_implausible,
+    machine_step,
 )
 from actors.oee.events import (
+    CounterJumpCapped,
+    CounterRebaselined,
     DomainEvent,
+    GapRunCredited,
     OrderWindowClosed,
     PiecesCounted,
     ShiftClosed,
@@ -184,7 +210,66 @@ class CoreStatistics:
     invalid_values: int
     counter_resets: int
     counter_rollovers: int
-    implausible_jumps: int
+    implausible_jumps: int  # capped deltas
+    counter_rebaselines: int
+
+
+_STATS = len(CoreStatistics.__dataclass_fields__)
+# Segments of an unseen gap kept at most (each calendar boundary inside a gap makes
+# one); older ones can no longer be credited.
+MAX_GAP_SEGMENTS = 64
+
+
+class _Gap:
+    """Time the machine was ``unknown`` whose pieces are not all revealed yet (OEE.md §5).
+
+    ``segments`` are ``[start, end, status, credited_s]``, oldest first, one calendar
+    status each; ``credited_s`` of a segment is run time taken from its end.
+    ``pending`` has a bit per counter role with a baseline not read since the gap
+    began; ``open`` while the machine is still unknown.
+    """
+
+    __slots__ = ("credited_s", "open", "pending", "segments", "tally")
+
+    def __init__(self, pending: int) -> None:
+        self.segments: list[list[float]] = []
+        self.tally = Tally()
+        self.credited_s = 0.0
+        self.pending = pending
+        self.open = True
+
+    def add(self, start: float, end: float, status: int) -> None:
+        segments = self.segments
+        if segments:
+            last = segments[-1]
+            if last[1] == start and last[2] == status and last[3] == 0.0:
+                last[1] = end
+                return
+        segments.append([start, end, float(status), 0.0])
+        if len(segments) > MAX_GAP_SEGMENTS:
+            del segments[0]
+
+    @property
+    def unknown_s(self) -> float:
+        return sum(end - start for start, end, _, _ in self.segments)
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "segments": [list(seg) for seg in self.segments],
+            "tally": self.tally.to_data(),
+            "credited_s": self.credited_s,
+            "pending": self.pending,
+            "open": self.open,
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> _Gap:
+        gap = cls(int(data["pending"]))
+        gap.segments = [[float(v) for v in seg] for seg in data["segments"]]
+        gap.tally = Tally.from_data(data["tally"])
+        gap.credited_s = float(data["credited_s"])
+        gap.open = bool(data["open"])
+        return gap
 
 
 class _Unscheduled:
@@ -232,6 +317,7 @@ class MachineCore:
         "_deadline",
         "_events",
         "_fault",
+        "_gap",
         "_handlers",
         "_ideal",
         "_last_count_ts",
@@ -242,6 +328,7 @@ class MachineCore:
         "_order_ideal",
         "_origin",
         "_packml",
+        "_rate_factor",
         "_reasons",
         "_roles_seen",
         "_running_value",
@@ -272,6 +359,7 @@ class MachineCore:
         self._ideal = params.ideal_cycle_s
         self._stop_after = params.effective_stop_after_s
         self._bits_span = 1 << params.counter_bits
+        self._rate_factor = params.max_rate_factor
         self._configured_source = params.state_source
         # Clock: time is accounted up to _seg_start; _boundary is the next calendar
         # change; _deadline is when the hot path must look at time (boundary or the
@@ -295,6 +383,7 @@ class MachineCore:
         self._last_count_ts = -math.inf
         self._counter_value: list[int | None] = [None, None, None]
         self._counter_ts: list[float | None] = [None, None, None]
+        self._gap: _Gap | None = None
         self._last_ts: dict[str, float] = {}
         self._handlers: dict[str, Callable[[Value, float], None]] = {}
         self._await_any = self._source is StateSource.COUNTS
@@ -310,7 +399,7 @@ class MachineCore:
         self._windows: tuple[Window, ...] = ()
         self._unscheduled = _Unscheduled()
         self._events: list[DomainEvent] = []
-        self._stats = [0, 0, 0, 0, 0, 0]  # see CoreStatistics, same order
+        self._stats = [0] * _STATS  # see CoreStatistics, same order
         self._warn_state: dict[str, list[float]] = {}  # kind -> [last emitted ts, suppressed]
         self._install_handlers()
 
@@ -349,6 +438,7 @@ class MachineCore:
             if self._stop is not None:
                 self._end_stop(t)
             self._set_state(UNKNOWN, t)
+            self._open_gap()
             self._link_up = False
             self._handlers = {}
             self._await_any = False
@@ -617,38 +707,74 @@ class MachineCore:
         old_ts = self._counter_ts[role]
         self._counter_ts[role] = ts
         if old is None or reading == old:
+            if self._gap is not None:
+                self._gap_read(role, 0, ts)
             return
-        if reading > old:
-            delta = reading - old
-        else:
-            delta, change = counter_delta(old, reading, self.params.counter_bits)
-            if change is CounterChange.ROLLOVER:
-                self._stats[4] += 1
-            else:
-                self._stats[3] += 1
-                self._events.append(
-                    Warning(
-                        self.machine_id,
-                        ts,
-                        "counter_reset",
-                        f"{ROLE_NAMES[role]} went from {old} to {reading}: "
-                        f"taken as a PLC counter reset, {delta} pieces counted",
-                    )
-                )
-        if delta > IMPLAUSIBLE_FLOOR:
+        delta = reading - old
+        if delta < 0 or delta > self._rate_factor:  # else within any allowance
             elapsed = ts - old_ts if old_ts is not None else 0.0
-            if is_implausible(delta, elapsed, self._ideal):
-                self._stats[5] += 1
-                self._events.append(
-                    Warning(
-                        self.machine_id,
-                        ts,
-                        "counter_jump",
-                        f"{ROLE_NAMES[role]} jumped by {delta} ({old} -> {reading}) in "
-                        f"{elapsed:.3f} s; counted, check the PLC counter",
-                    )
+            delta = self._checked_delta(role, old, reading, ts, elapsed)
+        if delta:
+            self._pieces(role, delta, ts)
+        if self._gap is not None:
+            self._gap_read(role, delta, ts)
+
+    def _checked_delta(self, role: int, old: int, reading: int, ts: float, elapsed: float) -> int:
+        """The pieces of a reading that is a decrease or a large step (actors.oee.counters)."""
+        ideal = self._ideal if self._order_ideal is None else min(self._ideal, self._order_ideal)
+        limit = allowance(elapsed, ideal, self._rate_factor)
+        counted, change, excess = machine_step(old, reading, self.params.counter_bits, limit)
+        if change is CounterChange.NORMAL:
+            return counted
+        name = ROLE_NAMES[role]
+        events = self._events
+        if change is CounterChange.ROLLOVER:
+            self._stats[4] += 1
+        elif change is CounterChange.RESET:
+            self._stats[3] += 1
+            events.append(
+                Warning(
+                    self.machine_id,
+                    ts,
+                    "counter_reset",
+                    f"{name} went from {old} to {reading}: taken as a PLC counter reset, "
+                    f"{counted} pieces counted",
                 )
-        self._pieces(role, delta, ts)
+            )
+        elif change is CounterChange.REBASELINE:
+            self._stats[6] += 1
+            events.append(
+                CounterRebaselined(self.machine_id, ts, name, old, reading, elapsed, limit)
+            )
+            events.append(
+                Warning(
+                    self.machine_id,
+                    ts,
+                    "counter_rebaselined",
+                    f"{name} went from {old} to {reading}: neither a rollover nor a reset "
+                    f"to near 0 (at most {limit:.0f} pieces in {elapsed:.1f} s); "
+                    "re-baselined, 0 pieces counted",
+                )
+            )
+        else:
+            self._stats[5] += 1
+            delta = counted + excess
+            events.append(
+                CounterJumpCapped(
+                    self.machine_id, ts, name, old, reading, delta, counted, excess, elapsed
+                )
+            )
+            events.append(
+                Warning(
+                    self.machine_id,
+                    ts,
+                    "counter_jump",
+                    f"{name} jumped by {delta} ({old} -> {reading}) in {elapsed:.3f} s, more "
+                    f"than {self._rate_factor:g} x the ideal rate allows: {counted} counted, "
+                    f"{excess} not counted; check the PLC counter",
+                )
+            )
+        return counted
 
     def _pieces(self, role: int, count: int, ts: float) -> None:
         if self._source is StateSource.COUNTS and role != EXTERNAL_REJECT:
@@ -759,6 +885,16 @@ class MachineCore:
         self._state = state
         self._state_since = t
         self._events.append(StateChanged(self.machine_id, t, _STATES[state], _STATES[previous]))
+        if previous == UNKNOWN and self._gap is not None and self._gap.open:
+            self._gap.open = False
+            if self._status == PRODUCTION:
+                # Only whole pieces are credited: the cycle in progress at the gap's
+                # end is run time nobody can prove, which shows as a surplus later.
+                ideal = self._order_ideal or self._ideal
+                for window in self._windows:
+                    window.perf_slack_s += ideal
+            if not self._gap.pending:
+                self._drop_gap()
 
     def _re_resolve(self, stop: Stop, ts: float) -> None:
         reason, category = self._reasons.resolve(
@@ -903,6 +1039,10 @@ class MachineCore:
         status, state, stop = self._status, self._state, self._stop
         for window in self._windows:
             window.add_time(duration, t, status, state, stop)
+        if state == UNKNOWN:
+            gap = self._gap
+            if gap is not None and gap.open:
+                gap.add(t - duration, t, status)
         if status == UNSCHEDULED:
             u = self._unscheduled
             if state == RUNNING:
@@ -914,6 +1054,127 @@ class MachineCore:
                 if stop is not None and not stop.unscheduled:
                     stop.unscheduled = True
                     u.stops += 1
+
+    # ------------------------------------------------------------------ unseen gaps
+
+    def _open_gap(self) -> None:
+        """The machine became unknown: its counters' next readings may reveal pieces."""
+        pending = 0
+        for role, value in enumerate(self._counter_value):
+            if value is not None:
+                pending |= 1 << role
+        if not pending:
+            return  # no baseline: nothing can be revealed
+        gap = self._gap
+        if gap is None:
+            self._gap = _Gap(pending)
+        else:  # the previous gap is not settled yet: they become one
+            gap.open = True
+            gap.pending |= pending
+
+    def _gap_read(self, role: int, counted: int, ts: float) -> None:
+        """A reading of ``role`` after the gap; ``counted`` pieces it revealed."""
+        gap = self._gap
+        assert gap is not None
+        bit = 1 << role
+        if not gap.pending & bit:
+            return
+        gap.pending &= ~bit
+        if counted:
+            if gap.open:
+                # Still unknown (the state signal has not come): the gap ends here.
+                self._account(max(ts, self._seg_start))
+            gap.tally.add(role, counted, self._order_ideal or self._ideal)
+            self._credit_gap(gap, ts)
+        if not gap.pending and not gap.open:
+            self._drop_gap()
+
+    def _drop_gap(self) -> None:
+        self._gap = None
+        self._prune()
+
+    def _credit_gap(self, gap: _Gap, ts: float) -> None:
+        """Turn the ideal time of the pieces revealed into run time, from the gap's end back."""
+        unknown = gap.unknown_s
+        target = min(derive_counts(gap.tally, self._roles_seen)[3], unknown)
+        remaining = target - gap.credited_s
+        if not remaining > 0:
+            return
+        revised: list[Window] = []
+        # Run time each window holding the pieces got: the rest went to earlier windows.
+        current = {id(window): 0.0 for window in self._windows}
+        increment = remaining
+        for segment in reversed(gap.segments):
+            start, end, status, credited = segment
+            free = end - start - credited
+            if free <= 0:
+                continue
+            take = min(free, remaining)
+            high = end - credited
+            segment[3] = credited + take
+            self._credit_interval(high - take, high, int(status), revised, current)
+            remaining -= take
+            if remaining <= 0:
+                break
+        gap.credited_s = target
+        if self._status == PRODUCTION:
+            for window in self._windows:
+                window.perf_slack_s += increment - current[id(window)]
+        segments = gap.segments
+        pieces = derive_counts(gap.tally, self._roles_seen)[0]
+        self._events.append(
+            GapRunCredited(
+                self.machine_id, ts, segments[0][0], segments[-1][1], unknown, target, pieces
+            )
+        )
+        for window in revised:
+            record = compute_kpis(window, self._stops, self.params, self._roles_seen, ts)
+            self._events.append(WindowRevised(self.machine_id, ts, record))
+
+    def _credit_interval(
+        self,
+        low: float,
+        high: float,
+        status: int,
+        revised: list[Window],
+        current: dict[int, float],
+    ) -> None:
+        """``low..high`` was running, not unknown, in every window that holds it.
+
+        ``revised`` collects the closed windows changed; ``current`` adds up the run
+        time credited to each current window (by ``id``)."""
+        if status == PRODUCTION:
+            for window in self._retained_windows():
+                until = window.end if window.end is not None else window.last
+                overlap = min(high, until) - max(low, window.start)
+                if overlap > 0:
+                    window.unknown_s = max(window.unknown_s - overlap, 0.0)
+                    window.run_s += overlap
+                    if window.end is not None and window not in revised:
+                        revised.append(window)
+                    if id(window) in current:
+                        current[id(window)] += overlap
+        elif status == UNSCHEDULED:
+            u = self._unscheduled
+            seconds = min(high - low, u.unknown_s)
+            u.unknown_s -= seconds
+            u.running_s += seconds
+        # In a break the time is planned stop time whatever the machine did.
+
+    def _retained_windows(self) -> Iterator[Window]:
+        yield from self._windows
+        yield from self._closed_windows()
+
+    def _gap_touches(self, window: Window) -> bool:
+        """The open gap may still credit time of this (closed) window."""
+        gap = self._gap
+        if gap is None or window.end is None:
+            return False
+        return any(
+            status == PRODUCTION and start < window.end and end - credited > window.start
+            for start, end, status, credited in gap.segments
+            if end - start > credited
+        )
 
     # ------------------------------------------------------------------ windows
 
@@ -938,7 +1199,8 @@ class MachineCore:
         # progress when it began. Only a surplus beyond that piece says the ideal
         # cycle time is wrong; otherwise every short window would cry wolf.
         surplus_s = (record.performance - 1.0) * record.run_s
-        slack_s = max(self.params.ideal_cycle_s, self._order_ideal or 0.0)
+        # What unseen gaps explain is no evidence of a wrong ideal cycle time either.
+        slack_s = max(self.params.ideal_cycle_s, self._order_ideal or 0.0) + window.perf_slack_s
         if surplus_s <= slack_s:
             return
         window.perf_warned = True
@@ -972,6 +1234,8 @@ class MachineCore:
             for key in [k for k in kept if k != last_key]:
                 window = kept[key]
                 if stop is not None and stop.id in window.slices:
+                    continue
+                if self._gap_touches(window):
                     continue
                 del kept[key]
                 self._release(window)
@@ -1071,6 +1335,7 @@ class MachineCore:
                 "pieces": u.pieces.to_data(),
             },
             "stats": list(self._stats),
+            "gap": self._gap.to_data() if self._gap is not None else None,
             "warn_state": {k: list(v) for k, v in self._warn_state.items()},
         }
 
@@ -1132,7 +1397,10 @@ class MachineCore:
             core._unscheduled.unknown_s = float(u["unknown_s"])
             core._unscheduled.stops = int(u["stops"])
             core._unscheduled.pieces = Tally.from_data(u["pieces"])
-            core._stats = [int(v) for v in s["stats"]]
+            stats = [int(v) for v in s["stats"]][:_STATS]
+            core._stats = stats + [0] * (_STATS - len(stats))  # older snapshots: fewer
+            gap = s.get("gap")  # absent from snapshots of earlier releases
+            core._gap = _Gap.from_data(gap) if gap is not None else None
             core._warn_state = {str(k): [float(x) for x in v] for k, v in s["warn_state"].items()}
         except (KeyError, TypeError, ValueError) as exc:
             raise StateStoreError(

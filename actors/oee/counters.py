@@ -1,12 +1,33 @@
 """PLC piece counters: deltas between readings, and the three count roles (OEE.md §5).
 
-Deltas
+Deltas (:func:`counter_delta`, the rule of OEE.md §5)
     ``new >= old`` is ``new - old``; a decrease from the top quarter of the
     counter's range to its bottom quarter is a rollover (``2^bits - old + new``);
     any other decrease is a reset of the PLC counter (delta ``new``). The first
     reading ever is the baseline (delta 0); after a restore the baseline is the
     persisted last reading, so pieces made while the edge was down are counted
     once, at the first reading after the restart.
+
+Plausibility (:func:`machine_step`, what a machine's counters use)
+    A machine cannot make more than ``elapsed / ideal_cycle_s`` pieces between
+    two readings ``elapsed`` seconds apart. The *allowance* of a reading is
+    ``max_rate_factor x (elapsed / ideal_cycle_s + 1)`` pieces (the ``+ 1``: a
+    piece may complete just as the poll reads; the factor: slack for an ideal
+    cycle time that is somewhat too slow). Then:
+
+    - ``new >= old``: ``new - old`` when it is within the allowance; beyond it
+      the delta is *capped*: ``floor(allowance)`` pieces are counted and the
+      rest is reported as excess, never counted;
+    - ``new < old``, shaped as a rollover (top quarter to bottom quarter) and
+      its delta within the allowance: a rollover;
+    - ``new < old`` and ``new`` within the allowance ("near 0": no more than the
+      machine can have made since the PLC reset its counter): a reset, ``new``
+      pieces;
+    - any other decrease: the counter is *re-baselined*: 0 pieces, ``new`` is
+      the new baseline (a PLC replaced, restarted with another value, a
+      register rewritten: no evidence of pieces made).
+
+    The next delta is always taken from ``new``, whatever happened to this one.
 
 Roles
     ``total_count``, ``good_count``, ``reject_count`` and rejects reported by
@@ -34,6 +55,7 @@ Roles
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 
 TOTAL = 0
@@ -47,16 +69,13 @@ SEEN_TOTAL = 1 << TOTAL
 SEEN_GOOD = 1 << GOOD
 SEEN_REJECT = 1 << REJECT
 
-# A jump is implausible when it is more than this many times what the machine can
-# make at its ideal rate in the elapsed time (and more than a small absolute floor).
-IMPLAUSIBLE_FACTOR = 10.0
-IMPLAUSIBLE_FLOOR = 1000
-
 
 class CounterChange(Enum):
     NORMAL = "normal"
     ROLLOVER = "rollover"
     RESET = "reset"
+    REBASELINE = "rebaseline"  # a decrease that is neither a rollover nor a reset: 0 pieces
+    CAPPED = "capped"  # an increase beyond the allowance: counted up to it
 
 
 def counter_delta(old: int, new: int, bits: int) -> tuple[int, CounterChange]:
@@ -69,11 +88,28 @@ def counter_delta(old: int, new: int, bits: int) -> tuple[int, CounterChange]:
     return new, CounterChange.RESET
 
 
-def is_implausible(delta: int, elapsed_s: float, ideal_cycle_s: float) -> bool:
-    """A delta far beyond what the machine can make in ``elapsed_s`` (a warning, still counted)."""
-    if delta <= IMPLAUSIBLE_FLOOR:
-        return False
-    return delta > IMPLAUSIBLE_FACTOR * max(elapsed_s, 0.0) / ideal_cycle_s
+def allowance(elapsed_s: float, ideal_cycle_s: float, factor: float) -> float:
+    """The most pieces a reading ``elapsed_s`` after the previous one may plausibly add."""
+    return factor * (max(elapsed_s, 0.0) / ideal_cycle_s + 1.0)
+
+
+def machine_step(old: int, new: int, bits: int, limit: float) -> tuple[int, CounterChange, int]:
+    """``(counted, change, excess)`` for a reading ``new`` after ``old``, ``limit`` its allowance.
+
+    ``excess`` is the part of a capped increase that is not counted (0 otherwise).
+    """
+    if new >= old:
+        delta = new - old
+        if delta <= limit:
+            return delta, CounterChange.NORMAL, 0
+        counted = math.floor(limit)
+        return counted, CounterChange.CAPPED, delta - counted
+    span = 1 << bits
+    if old >= 0.75 * span and new < 0.25 * span and span - old + new <= limit:
+        return span - old + new, CounterChange.ROLLOVER, 0
+    if new <= limit:
+        return new, CounterChange.RESET, 0
+    return 0, CounterChange.REBASELINE, 0
 
 
 class Tally:

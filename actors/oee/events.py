@@ -120,13 +120,68 @@ class WindowRevised:
 
 
 @dataclass(frozen=True, slots=True)
+class GapRunCredited:
+    """Pieces revealed after time the edge did not see prove the machine ran in it (OEE.md §5).
+
+    ``running_s`` of the ``unknown_s`` seconds between ``gap_start`` and ``gap_end``
+    (the time the machine was ``unknown``), taken from the gap's end backwards,
+    are now run time instead of ``comm_loss``: ``running_s`` is the ideal time of
+    the pieces revealed so far (``pieces`` of them), at most the whole gap. ``ts``
+    is the revealing reading. Emitted again, with the new totals, when a later
+    reading of another counter reveals more.
+    """
+
+    machine_id: str
+    ts: float
+    gap_start: float
+    gap_end: float
+    unknown_s: float
+    running_s: float
+    pieces: int
+
+
+@dataclass(frozen=True, slots=True)
+class CounterRebaselined:
+    """A counter decreased, neither by a rollover nor by a reset to near 0: 0 pieces counted.
+
+    ``new`` is the new baseline; ``allowance`` the most pieces the machine could
+    have made in the ``elapsed_s`` since the previous reading (see
+    :mod:`actors.oee.counters`).
+    """
+
+    machine_id: str
+    ts: float
+    role: str
+    old: int
+    new: int
+    elapsed_s: float
+    allowance: float
+
+
+@dataclass(frozen=True, slots=True)
+class CounterJumpCapped:
+    """A counter advanced by more than the machine can make: ``counted`` of ``delta``
+    pieces are counted, ``excess`` never are (see :mod:`actors.oee.counters`)."""
+
+    machine_id: str
+    ts: float
+    role: str
+    old: int
+    new: int
+    delta: int
+    counted: int
+    excess: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Warning:
     """Something a person should look at; ``kind`` is a stable machine-readable tag.
 
     An event, never raised (the name shadows the builtin only inside this module).
 
     Kinds: ``out_of_order``, ``invalid_value``, ``counter_reset``,
-    ``counter_jump``, ``performance_above_1``.
+    ``counter_rebaselined``, ``counter_jump``, ``performance_above_1``.
     """
 
     machine_id: str
@@ -144,5 +199,8 @@ DomainEvent = (
     | ShiftClosed
     | OrderWindowClosed
     | WindowRevised
+    | GapRunCredited
+    | CounterRebaselined
+    | CounterJumpCapped
     | Warning
 )

@@ -40,6 +40,11 @@ class Reason:
     category: ReasonCategory = ReasonCategory.UNPLANNED
 
 
+# How many times its ideal rate a machine's counter may advance between two readings
+# before the delta is capped (config machines[].max_rate_factor).
+DEFAULT_MAX_RATE_FACTOR = 2.0
+
+
 @dataclass(frozen=True, slots=True)
 class MachineParams:
     machine_id: str
@@ -52,6 +57,8 @@ class MachineParams:
     reasons: tuple[Reason, ...] = ()
     # None: derived from the highest-priority signal role seen so far.
     state_source: StateSource | None = None
+    # A counter delta beyond this many times the ideal rate is capped (actors.oee.counters).
+    max_rate_factor: float = DEFAULT_MAX_RATE_FACTOR
 
     @property
     def effective_stop_after_s(self) -> float:

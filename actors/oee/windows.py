@@ -65,6 +65,7 @@ class Window:
         "length_s",
         "name",
         "outside",
+        "perf_slack_s",
         "perf_warned",
         "prod",
         "run_s",
@@ -91,6 +92,10 @@ class Window:
         self.prod = Tally()
         self.outside = Tally()
         self.perf_warned = False
+        # Ideal seconds of performance surplus that an unseen gap explains: the cycle in
+        # progress when it ended, and pieces revealed here whose run time was credited
+        # to an earlier window (core: time the edge did not see).
+        self.perf_slack_s = 0.0
         self.track_refs = True  # False on what-if copies: they must not pin stops
 
     @property
@@ -141,6 +146,7 @@ class Window:
         twin.slices = {sid: piece.copy() for sid, piece in self.slices.items()}
         twin.prod, twin.outside = self.prod.copy(), self.outside.copy()
         twin.perf_warned = self.perf_warned
+        twin.perf_slack_s = self.perf_slack_s
         twin.track_refs = False
         return twin
 
@@ -161,6 +167,7 @@ class Window:
             "prod": self.prod.to_data(),
             "outside": self.outside.to_data(),
             "perf_warned": self.perf_warned,
+            "perf_slack_s": self.perf_slack_s,
         }
 
     @classmethod
@@ -180,4 +187,5 @@ class Window:
         window.prod = Tally.from_data(data["prod"])
         window.outside = Tally.from_data(data["outside"])
         window.perf_warned = bool(data["perf_warned"])
+        window.perf_slack_s = float(data.get("perf_slack_s", 0.0))  # absent before this release
         return window

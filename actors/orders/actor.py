@@ -7,7 +7,8 @@ quantity reaches the target, the actor calls ``on_target`` once; the runtime
 completes the order from there (it owns the machines' side of it).
 
 Crash restarts continue from the last snapshot (the actor runtime's, every
-second); the runtime persists the same snapshot to the state store.
+second). The line's state store saves the order as a cut takes it: its
+snapshot between two messages plus the pieces still queued for it.
 """
 
 from __future__ import annotations
@@ -71,19 +72,8 @@ class GetOrderView:
     """Ask: an :class:`~actors.orders.core.OrderView`."""
 
 
-@dataclass(frozen=True, slots=True)
-class GetOrderSnapshot:
-    """Ask: the state to persist (plain data)."""
-
-
 OrderMessage = (
-    CheckAction
-    | ApplyAction
-    | AttributePieces
-    | SegmentKpis
-    | BuildBatchRecord
-    | GetOrderView
-    | GetOrderSnapshot
+    CheckAction | ApplyAction | AttributePieces | SegmentKpis | BuildBatchRecord | GetOrderView
 )
 
 
@@ -91,6 +81,10 @@ OrderMessage = (
 
 
 class OrderActor(Actor[OrderMessage, Any]):
+    # Pieces and segment KPIs the machines already published, still queued when the
+    # line's state is cut: saved with the order and handed to it first on restore.
+    kept_on_cut = (AttributePieces, SegmentKpis)
+
     def __init__(
         self,
         core: OrderCore,
@@ -131,6 +125,4 @@ class OrderActor(Actor[OrderMessage, Any]):
                 return core.batch_record(quality=quality, genealogy=genealogy)
             case GetOrderView():
                 return core.view()
-            case GetOrderSnapshot():
-                return core.snapshot()
         return None

@@ -13,7 +13,7 @@ machine: counter readings persist, so PLC pieces are neither lost nor doubled.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,9 @@ from actors.quality.events import InspectionRecorded, QualityEvent
 from actors.quality.params import Disposition, StationParams
 
 QualityEventSink = Callable[[Sequence[QualityEvent]], None]
-RejectSink = Callable[[int, float], Awaitable[None]]
+# Synchronous: the handler publishes and hands the rejects on in one step, never
+# awaiting in between, so a cut of the line finds them in one place (actors.actor).
+RejectSink = Callable[[int, float], None]
 
 # ----------------------------------------------------------------------------- messages
 
@@ -95,11 +97,6 @@ class GetCharts:
     """Ask: the station's charts (a list of :class:`~actors.quality.core.ChartView`)."""
 
 
-@dataclass(frozen=True, slots=True)
-class GetStationSnapshot:
-    """Ask: the state to persist (plain data)."""
-
-
 StationMessage = (
     StationSamples
     | LinkChanged
@@ -111,7 +108,6 @@ StationMessage = (
     | ForgetOrder
     | GetStationStatus
     | GetCharts
-    | GetStationSnapshot
 )
 
 
@@ -180,13 +176,11 @@ class QualityStationActor(Actor[StationMessage, Any]):
                     reply = core.status()
                 case GetCharts():
                     reply = core.charts()
-                case GetStationSnapshot():
-                    reply = core.snapshot()
         finally:
-            await self._flush()
+            self._flush()
         return reply
 
-    async def _flush(self) -> None:
+    def _flush(self) -> None:
         events = self.core.drain_events()
         if not events:
             return
@@ -194,4 +188,4 @@ class QualityStationActor(Actor[StationMessage, Any]):
         if self.params.feeds_machine_rejects:
             for event in events:
                 if isinstance(event, InspectionRecorded) and event.failed:
-                    await self.add_rejects(event.failed, event.ts)
+                    self.add_rejects(event.failed, event.ts)

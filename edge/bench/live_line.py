@@ -1,434 +1,388 @@
-"""Live line benchmark: 50 simulated machines x 40 points polled every 100 ms (DESIGN.md §7).
+"""Live line benchmark: the scaling curve of the real service against raw pymodbus.
 
-Three processes, so each one's cost is its own:
+Each load of the curve (:data:`CURVE`: 50, 100 and 200 machines x 40 points
+every 100 ms, and 50 machines every 20 ms) runs three processes, so each one's
+cost is its own:
 
-- the simulator (``python -m edge simulate``): a real pymodbus server playing
-  50 ``sim-line`` machines (40 points each, one holding-register block), one
+- the simulator (``edge simulate``): a real pymodbus server playing N
+  ``sim-line`` machines (40 points in one block of 56 holding registers), one
   Modbus device id per machine;
-- the service under test, ``python -m edge run --config ...`` as systemd
-  starts it, with its OPC UA server and metrics endpoint on and one PLC
-  connection per machine polled every 100 ms; it sends ``READY=1`` to a notify
-  socket this benchmark owns;
-- this process, which measures: start to ready (spawn to ``READY=1``) of a
-  first start on an empty state directory, then over a few windows the
-  service's CPU time (``/proc/<pid>/stat``) per wall second, its peak resident
-  memory (``VmHWM``), and the poll requests it sent (``edge_plc_requests_total``
-  from its own ``/metrics``); then it stops the service and measures restarts
-  to ready (state and certificate present, as systemd's restarts find them) and
-  more first starts on a wiped state directory, and reports the median of each.
+- the service under test (``edge run``, as systemd starts it: OPC UA server and
+  metrics on, one PLC connection per machine), or its baseline, raw pymodbus
+  reading the same blocks on the same connections and schedule and doing
+  nothing with them (:mod:`edge.bench.raw_poller`);
+- this process, which measures a window after a warm-up: CPU time per wall
+  second (``/proc/<pid>/stat``), peak resident memory (``VmHWM``), polls/s and
+  the poll-cycle jitter (how late polls start after their slot, p99) from the
+  service's own ``/metrics``.
 
-Baselines measured in the same run: raw pymodbus reads of the same block from
-the same simulator, back to back on one connection (reads/s, and this
-process's CPU per read), and the start of a bare interpreter that only imports
-the service's modules. Ratios: the service's CPU against raw pymodbus reads at
-the same request rate (how many raw reads' worth of CPU one poll costs, with
-decoding, actors, KPIs and metrics), poll requests/s against raw reads/s, and
-start-to-ready against the bare import.
+Baseline and service runs alternate (:func:`edge.bench.interleave.interleave`),
+three pairs per load; the ratio is the service's CPU per poll over the
+baseline's in each pair (the same as CPU over CPU while both poll at the full
+rate), reported as the median with its spread. The sizing rule for a line PC is
+a least-squares line through the curve: CPU % = fixed + per-1,000-tag-values/s
+x rate, and MB = fixed + per-1,000-tags x tags.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import signal
-import socket
+import json
+import math
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
-import urllib.request
-import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
-from actors import loop as actor_loop
-from edge.bench import Figure
-
-MACHINES = 50
-POINTS_PER_MACHINE = 40  # plc_maps/sim-line.toml
-POLL_S = 0.1
-REGISTERS = 56  # sim-line: holding registers 0..55, one block per machine
-WARMUP_S = 3.0
-WINDOW_S = 5.0
-WINDOWS = 3
-STARTS = 3  # of each kind: first starts (empty state directory) and restarts
-STATE_DIR = "state"
-RAW_S = 3.0
-READY_TIMEOUT_S = 60.0
-CPU_BAR_PERCENT = 50.0
-RSS_BAR_MB = 200.0
-READY_BAR_S = 5.0
-
-SERVICE_COMMAND = (sys.executable, "-m", "edge", "run", "--config")
-# What `edge run` imports for this config (the service, its PLC sources and components).
-IMPORT_BASELINE = (
-    sys.executable,
-    "-c",
-    "import edge.service, edge.plc, edge.web, edge.orders_runtime, edge.opcua_server",
+from edge.bench import Figure, Table
+from edge.bench.interleave import Pairs, Ratio, interleave
+from edge.bench.line_process import (
+    POINTS_PER_MACHINE,
+    REGISTERS,
+    NotifySocket,
+    Ports,
+    cpu_seconds,
+    line_toml,
+    map_without_deadbands,
+    memory_mb,
+    scrape,
+    simulator,
+    start_service,
+    stop,
 )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+@dataclass(frozen=True, slots=True)
+class Load:
+    """One point of the curve."""
+
+    machines: int
+    poll_s: float
+    deadbands: bool = True  # the sim-line map's deadbands on its analog values
+
+    @property
+    def tags(self) -> int:
+        return self.machines * POINTS_PER_MACHINE
+
+    @property
+    def polls_per_s(self) -> float:
+        return self.machines / self.poll_s
+
+    @property
+    def label(self) -> str:
+        label = f"{self.machines} x {POINTS_PER_MACHINE} @ {self.poll_s * 1000:g} ms"
+        return label if self.deadbands else f"{label}, no deadbands"
 
 
-def line_toml(
-    sim_port: int, metrics_port: int, opcua_port: int, web_port: int, *, simulator: bool
-) -> str:
-    plcs = "".join(
-        textwrap.dedent(
-            f"""
-            [[plcs]]
-            id = "plc{n:02d}"
-            protocol = "modbus"
-            host = "127.0.0.1"
-            port = {sim_port}
-            poll_interval_s = {POLL_S}
-            timeout_s = 1.0
-            """
-        )
-        for n in range(1, MACHINES + 1)
-    )
-    machines = "".join(
-        textwrap.dedent(
-            f"""
-            [[machines]]
-            id = "M{n:02d}"
-            ideal_cycle_s = {1.0 + (n % 5) * 0.25}
-            plc = "plc{n:02d}"
-            plc_map = "sim-line"
-            unit_id = {n}
-            """
-        )
-        for n in range(1, MACHINES + 1)
-    )
-    header = textwrap.dedent(
-        f"""
-        [line]
-        site = "BENCH"
-        area = "a"
-        id = "L50"
-
-        [calendar]
-        timezone = "UTC"
-        [[calendar.shifts]]
-        name = "All"
-        start = "00:00"
-        end = "00:00"
-
-        [simulator]
-        enabled = {"true" if simulator else "false"}
-        host = "127.0.0.1"
-        port = {sim_port}
-        seed = 3
-
-        [opcua]
-        enabled = true
-        endpoint = "opc.tcp://127.0.0.1:{opcua_port}/edge/"
-        security_none = true
-        [mqtt]
-        enabled = false
-        [metrics]
-        enabled = true
-        host = "127.0.0.1"
-        port = {metrics_port}
-        [web]
-        enabled = true
-        host = "127.0.0.1"
-        port = {web_port}
-        [storage]
-        state_dir = "{STATE_DIR}"
-        """
-    )
-    return header + plcs + machines
+# The last load: the first one with every noisy change delivered, to show what the
+# deadbands save.
+CURVE = (
+    Load(50, 0.1),
+    Load(100, 0.1),
+    Load(200, 0.1),
+    Load(50, 0.02),
+    Load(50, 0.1, deadbands=False),
+)
+ROUNDS = 3
+WARMUP_S = 4.0
+WINDOW_S = 6.0
+CPU_RATIO_BAR = 1.5
+SPREAD_BAR_PERCENT = 10.0
+RSS_BAR_MB = 150.0
+STRETCH_TAG_VALUES = 100_000
+STRETCH_CPU_PERCENT = 50.0
 
 
-# ---------------------------------------------------------------------- measuring
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One measured window of the service or of the baseline."""
+
+    cpu_percent: float
+    polls_per_s: float
+    errors_per_s: float
+    jitter_p99_s: float
+    rss_mb: float
+    rss_peak_mb: float
+    simulator_cpu_percent: float = math.nan
+
+    @property
+    def cpu_per_poll(self) -> float:
+        return self.cpu_percent / self.polls_per_s if self.polls_per_s > 0 else math.inf
+
+    @property
+    def tag_values_per_s(self) -> float:
+        return self.polls_per_s * POINTS_PER_MACHINE
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return ticks / os.sysconf("SC_CLK_TCK")
+@dataclass(frozen=True, slots=True)
+class Measured:
+    load: Load
+    pairs: Pairs[Run, Run]
+
+    @property
+    def ratio(self) -> Ratio:
+        return self.pairs.ratio(lambda r: r.cpu_per_poll)
+
+    def service(self, field: str) -> float:
+        return self.pairs.subject_median(lambda r: float(getattr(r, field)))
+
+    def raw(self, field: str) -> float:
+        return self.pairs.baseline_median(lambda r: float(getattr(r, field)))
 
 
-def _memory_mb(pid: int) -> tuple[float, float]:
-    """(current, peak) resident set size in MB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) / 1024
-    return values["VmRSS"], values["VmHWM"]
+# ---------------------------------------------------------------------- runs
 
 
-def _scrape(url: str) -> dict[str, float]:
-    """Sample name -> value summed over labels, from the service's /metrics."""
-    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
-
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    sums: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
-    return sums
-
-
-def _wait_for_port(port: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"simulator did not listen on {port}") from None
-            time.sleep(0.1)
-
-
-async def _raw_reads(port: int, seconds: float) -> tuple[float, float]:
-    """(reads/s, CPU seconds per read) of back-to-back pymodbus reads on one connection."""
-    from pymodbus.client import AsyncModbusTcpClient  # noqa: PLC0415
-
-    client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2.0, reconnect_delay=0)
-    await client.connect()
-    try:
-        reads = 0
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        deadline = t0 + seconds
-        while time.perf_counter() < deadline:
-            device = reads % MACHINES + 1
-            response = await client.read_holding_registers(0, count=REGISTERS, device_id=device)
-            if response.isError():
-                raise RuntimeError(f"raw read failed: {response}")
-            reads += 1
-        elapsed = time.perf_counter() - t0
-        cpu = time.process_time() - cpu0
-    finally:
-        client.close()
-    return reads / elapsed, cpu / reads
-
-
-def _import_baseline_s() -> float:
-    def once() -> float:
-        start = time.perf_counter()
-        subprocess.run(IMPORT_BASELINE, check=True, timeout=60)
-        return time.perf_counter() - start
-
-    return statistics.median(once() for _ in range(3))
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-class _NotifySocket:
-    def __init__(self) -> None:
-        self.name = f"edge-bench-{uuid.uuid4().hex}"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind("\0" + self.name)
-
-    def wait_ready(self, process: subprocess.Popen[bytes], timeout_s: float) -> float:
-        deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            if process.poll() is not None:
-                raise RuntimeError(f"the service exited with {process.returncode} before READY=1")
-            self.sock.settimeout(min(left, 0.5))
-            with contextlib.suppress(TimeoutError):
-                if "READY=1" in self.sock.recv(4096).decode().split("\n"):
-                    return time.perf_counter()
-        raise RuntimeError(f"no READY=1 within {timeout_s} s")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _start_service(
-    config: Path, work: Path, env: dict[str, str], notify: _NotifySocket, log: IO[bytes]
-) -> tuple[float, subprocess.Popen[bytes]]:
-    """(spawn to READY=1 in seconds, the running service)."""
-    started = time.perf_counter()
-    service = subprocess.Popen(
-        [*SERVICE_COMMAND, str(config)],
-        cwd=work,
-        env={**env, "NOTIFY_SOCKET": "@" + notify.name},
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        return notify.wait_ready(service, READY_TIMEOUT_S) - started, service
-    except BaseException:
-        _stop(service)
-        raise
-
-
-def _measure(work: Path) -> dict[str, float]:
-    ports = (_free_port(), _free_port(), _free_port(), _free_port())
-    sim_port, metrics_port = ports[0], ports[1]
-    sim_config = work / "sim.toml"
-    sim_config.write_text(line_toml(*ports, simulator=True), encoding="utf-8")
-    service_config = work / "line.toml"
-    service_config.write_text(line_toml(*ports, simulator=False), encoding="utf-8")
-    env = {**os.environ}
-    env.pop("NOTIFY_SOCKET", None)
-    env.pop("WATCHDOG_USEC", None)
-    log = (work / "service.log").open("wb")
-    simulator = subprocess.Popen(
-        [sys.executable, "-m", "edge", "simulate", "--config", str(sim_config)],
-        cwd=work,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    notify = _NotifySocket()
-    service: subprocess.Popen[bytes] | None = None
-    try:
-        _wait_for_port(sim_port, 30)
-        raw_rate, raw_cpu_per_read = actor_loop.run(_raw_reads(sim_port, RAW_S))
-        import_s = _import_baseline_s()
-
-        first_ready_s, service = _start_service(service_config, work, env, notify, log)
-        time.sleep(WARMUP_S)
-
-        url = f"http://127.0.0.1:{metrics_port}/metrics"
-        cpu_percent: list[float] = []
-        request_rates: list[float] = []
-        error_rates: list[float] = []
-        opcua_nodes = _scrape(url).get("edge_opcua_nodes", -1.0)
-        for _ in range(WINDOWS):
-            cpu0, before, t0 = _cpu_seconds(service.pid), _scrape(url), time.time()
-            time.sleep(WINDOW_S)
-            cpu1, after, t1 = _cpu_seconds(service.pid), _scrape(url), time.time()
-            cpu_percent.append(100.0 * (cpu1 - cpu0) / (t1 - t0))
-            for rates, name in (
-                (request_rates, "edge_plc_requests_total"),
-                (error_rates, "edge_plc_errors_total"),
-            ):
-                rates.append((after.get(name, 0.0) - before.get(name, 0.0)) / (t1 - t0))
-        rss_now, rss_peak = _memory_mb(service.pid)
-        _stop(service)
-        service = None
-
-        def start_and_stop() -> float:
-            ready_s, started = _start_service(service_config, work, env, notify, log)
-            _stop(started)
-            return ready_s
-
-        # Restarts, as systemd's after a failure or an update: the state files and
-        # the OPC UA certificate are there now.
-        restarts = [start_and_stop() for _ in range(STARTS)]
-        first_starts = [first_ready_s]
-        for _ in range(STARTS - 1):
-            state = work / STATE_DIR
-            if not state.is_dir():
-                raise RuntimeError(f"the service kept no state in {state}")
-            shutil.rmtree(state)
-            first_starts.append(start_and_stop())
-    finally:
-        if service is not None:
-            _stop(service)
-        _stop(simulator)
-        notify.close()
-        log.close()
-    return {
-        "raw_rate": raw_rate,
-        "raw_cpu_per_read": raw_cpu_per_read,
-        "import_s": import_s,
-        "first_ready_s": statistics.median(first_starts),
-        "restart_ready_s": statistics.median(restarts),
-        "cpu_percent": statistics.median(cpu_percent),
-        "request_rate": statistics.median(request_rates),
-        "error_rate": statistics.median(error_rates),
-        "rss_now": rss_now,
-        "rss_peak": rss_peak,
-        "opcua_nodes": opcua_nodes,
-    }
-
-
-def run() -> list[Figure]:
-    with tempfile.TemporaryDirectory(prefix="edge-bench-live-") as tmp:
-        m = _measure(Path(tmp))
-    rate = m["request_rate"]
-    expected = MACHINES / POLL_S
-    raw_cpu_percent = 100.0 * m["raw_cpu_per_read"] * rate
-    setup = f"{MACHINES} machines x {POINTS_PER_MACHINE} points, one PLC each, {POLL_S:g} s polls"
-    return [
-        Figure(
-            name="live line: service CPU",
-            value=m["cpu_percent"],
-            unit="% of one core",
-            bar=f"<= {CPU_BAR_PERCENT:.0f} %",
-            meets_bar=m["cpu_percent"] <= CPU_BAR_PERCENT,
-            baseline_name="raw pymodbus reads at the same rate",
-            baseline_value=raw_cpu_percent,
-            ratio=m["cpu_percent"] / raw_cpu_percent if raw_cpu_percent > 0 else None,
-            note=f"{setup}; median of {WINDOWS} x {WINDOW_S:g} s windows; simulator in its own "
-            "process",
-        ),
-        Figure(
-            name="live line: service RSS (peak)",
-            value=m["rss_peak"],
-            unit="MB",
-            bar=f"<= {RSS_BAR_MB:.0f} MB",
-            meets_bar=m["rss_peak"] <= RSS_BAR_MB,
-            note=f"VmHWM; {m['rss_now']:.0f} MB resident at the end",
-        ),
-        Figure(
-            name="live line: poll requests/s",
-            value=rate,
-            unit="requests/s",
-            bar=f"~{expected:.0f} ({MACHINES} x {1 / POLL_S:g}/s)",
-            meets_bar=rate >= 0.95 * expected and m["error_rate"] == 0,
-            baseline_name="raw pymodbus reads/s, one connection",
-            baseline_value=m["raw_rate"],
-            ratio=rate / m["raw_rate"] if m["raw_rate"] > 0 else None,
-            note=f"{m['error_rate']:.1f} failed polls/s; "
-            "counted by the service's edge_plc_requests_total",
-        ),
-        _ready_figure(
-            "start to ready (50 machines)",
-            m["restart_ready_s"],
-            m,
-            f"median of {STARTS} restarts: state files and the OPC UA certificate present",
-        ),
-        _ready_figure(
-            "first start to ready (50 machines)",
-            m["first_ready_s"],
-            m,
-            f"median of {STARTS} first starts on an empty state directory: the OPC UA "
-            "server's RSA key and certificate are generated too",
-        ),
+def _raw_run(load: Load, ports: Ports) -> Run:
+    command = [
+        sys.executable,
+        "-m",
+        "edge.bench.raw_poller",
+        f"--port={ports.simulator}",
+        f"--units={load.machines}",
+        f"--registers={REGISTERS}",
+        f"--interval={load.poll_s}",
+        f"--warmup={WARMUP_S}",
+        f"--window={WINDOW_S}",
     ]
+    done = subprocess.run(command, check=True, capture_output=True, timeout=120)
+    m = json.loads(done.stdout)
+    return Run(
+        cpu_percent=m["cpu_percent"],
+        polls_per_s=m["polls_per_s"],
+        errors_per_s=m["errors"] / WINDOW_S,
+        jitter_p99_s=m["lateness_p99_s"],
+        rss_mb=m["rss_mb"],
+        rss_peak_mb=m["rss_peak_mb"],
+    )
 
 
-def _ready_figure(name: str, value: float, m: dict[str, float], what: str) -> Figure:
-    nodes = (
-        f"{m['opcua_nodes']:,.0f} nodes"
-        if m["opcua_nodes"] >= 0
-        else "an address space of unreported size"
+def _service_run(
+    config: Path, work: Path, ports: Ports, simulator_pid: int, notify: NotifySocket
+) -> Run:
+    url = f"http://127.0.0.1:{ports.metrics}/metrics"
+    with (work / "service.log").open("ab") as log:
+        started = start_service(config, work, notify, log)
+        pid = started.process.pid
+        try:
+            time.sleep(WARMUP_S)
+            # Scrapes outside the CPU window: a scrape of a big line costs the service.
+            before = scrape(url)
+            cpu0, sim0, t0 = cpu_seconds(pid), cpu_seconds(simulator_pid), time.perf_counter()
+            time.sleep(WINDOW_S)
+            cpu1, sim1, t1 = cpu_seconds(pid), cpu_seconds(simulator_pid), time.perf_counter()
+            after = scrape(url)
+            rss, peak = memory_mb(pid)
+        finally:
+            stop(started.process)
+    span = after.at - before.at
+
+    def rate(name: str) -> float:
+        return (after.sums.get(name, 0.0) - before.sums.get(name, 0.0)) / span
+
+    late_after = after.histogram("edge_plc_poll_lateness_seconds")
+    late_before = before.histogram("edge_plc_poll_lateness_seconds")
+    jitter = (
+        late_after.minus(late_before).quantile(0.99)
+        if late_after is not None and late_before is not None
+        else math.nan
     )
-    return Figure(
-        name=name,
-        value=value,
-        unit="s",
-        bar=f"<= {READY_BAR_S:g} s",
-        meets_bar=value <= READY_BAR_S,
-        baseline_name="python start + import of the service",
-        baseline_value=m["import_s"],
-        ratio=value / m["import_s"] if m["import_s"] > 0 else None,
-        note=f"spawn of `edge run` to READY=1 on the notify socket; {what}; OPC UA server "
-        f"with {nodes}",
+    return Run(
+        cpu_percent=100.0 * (cpu1 - cpu0) / (t1 - t0),
+        polls_per_s=rate("edge_plc_polls_total"),
+        errors_per_s=rate("edge_plc_errors_total"),
+        jitter_p99_s=jitter,
+        rss_mb=rss,
+        rss_peak_mb=peak,
+        simulator_cpu_percent=100.0 * (sim1 - sim0) / (t1 - t0),
     )
+
+
+def measure(load: Load, work: Path, rounds: int = ROUNDS) -> Measured:
+    """Baseline and service alternately, ``rounds`` pairs, on one simulator."""
+    ports = Ports.free()
+    work = work / f"line-{load.machines}-{load.poll_s * 1000:g}ms-{load.deadbands}"
+    work.mkdir(parents=True, exist_ok=True)
+    plc_map = "sim-line" if load.deadbands else str(map_without_deadbands(work))
+    config = work / "line.toml"
+    config.write_text(
+        line_toml(load.machines, load.poll_s, ports, simulator=False, plc_map=plc_map), "utf-8"
+    )
+    notify = NotifySocket()
+    try:
+        with simulator(work, load.machines, load.poll_s, ports, plc_map) as simulator_pid:
+            pairs = interleave(
+                lambda: _raw_run(load, ports),
+                lambda: _service_run(config, work, ports, simulator_pid, notify),
+                rounds=rounds,
+            )
+    finally:
+        notify.close()
+    return Measured(load, pairs)
+
+
+# ---------------------------------------------------------------------- report
+
+
+def _fit(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """(intercept, slope) of the least-squares line through ``points``."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    if len(set(xs)) < 2:
+        return statistics.fmean(ys), math.nan
+    slope, intercept = statistics.linear_regression(xs, ys)
+    return intercept, slope
+
+
+def _ms(seconds: float) -> float:
+    return 1000.0 * seconds
+
+
+def curve_table(results: Sequence[Measured]) -> Table:
+    rows = []
+    for m in results:
+        rate = m.service("tag_values_per_s")
+        cpu, peak = m.service("cpu_percent"), m.service("rss_peak_mb")
+        ratio = m.ratio
+        rows.append(
+            (
+                m.load.label,
+                rate,
+                m.service("polls_per_s"),
+                cpu,
+                m.raw("cpu_percent"),
+                f"{ratio.median:.2f} +-{ratio.spread_percent:.0f}%",
+                peak,
+                _ms(m.service("jitter_p99_s")),
+                _ms(m.raw("jitter_p99_s")),
+                1000.0 * cpu / rate if rate > 0 else math.nan,
+                1000.0 * peak / rate if rate > 0 else math.nan,
+                m.service("simulator_cpu_percent"),
+            )
+        )
+    return Table(
+        title="live line: scaling curve (medians of the service runs; ratio to raw pymodbus "
+        "reading the same blocks in the same run)",
+        columns=(
+            "load",
+            "tag values/s",
+            "polls/s",
+            "CPU %",
+            "raw CPU %",
+            "ratio",
+            "RSS peak MB",
+            "jitter p99 ms",
+            "raw jitter p99 ms",
+            "CPU % per 1k tag values/s",
+            "MB per 1k tag values/s",
+            "simulator CPU %",
+        ),
+        rows=tuple(rows),
+        note=f"{ROUNDS} baseline/service pairs per load, {WINDOW_S:g} s windows after "
+        f"{WARMUP_S:g} s; CPU in % of one core; jitter: how late a poll starts after its "
+        "slot on the poll grid",
+    )
+
+
+def figures(results: Sequence[Measured]) -> list[Figure | Table]:
+    out: list[Figure | Table] = []
+    for m in results:
+        ratio = m.ratio
+        cpu = m.service("cpu_percent")
+        expected = m.load.polls_per_s
+        polls = m.service("polls_per_s")
+        out.append(
+            Figure(
+                name=f"live line {m.load.label}: service CPU",
+                value=cpu,
+                unit="% of one core",
+                bar=f"<= {CPU_RATIO_BAR:g} x raw, spread <= +-{SPREAD_BAR_PERCENT:g} %",
+                meets_bar=ratio.median <= CPU_RATIO_BAR
+                and ratio.spread_percent <= SPREAD_BAR_PERCENT
+                and polls >= 0.95 * expected,
+                baseline_name="raw pymodbus, same blocks and schedule",
+                baseline_value=m.raw("cpu_percent"),
+                ratio=ratio.median,
+                ratio_low=ratio.low,
+                ratio_high=ratio.high,
+                ratio_spread_percent=ratio.spread_percent,
+                note=f"ratio of CPU per poll, {len(ratio.ratios)} interleaved pairs "
+                f"({', '.join(f'{r:.2f}' for r in ratio.ratios)}); {polls:.0f} of "
+                f"{expected:.0f} polls/s, {m.service('errors_per_s'):.1f} failed/s",
+            )
+        )
+    first = results[0]
+    if first.load == CURVE[0]:
+        peak = first.service("rss_peak_mb")
+        out.append(
+            Figure(
+                name=f"live line {first.load.label}: service RSS (peak)",
+                value=peak,
+                unit="MB",
+                bar=f"<= {RSS_BAR_MB:g} MB",
+                meets_bar=peak <= RSS_BAR_MB,
+                baseline_name="raw pymodbus poller",
+                baseline_value=first.raw("rss_peak_mb"),
+                ratio=peak / first.raw("rss_peak_mb"),
+                note=f"VmHWM; {first.service('rss_mb'):.0f} MB resident at the end of the window",
+            )
+        )
+    for m in results:
+        if m.load.machines * POINTS_PER_MACHINE / m.load.poll_s >= STRETCH_TAG_VALUES:
+            cpu = m.service("cpu_percent")
+            out.append(
+                Figure(
+                    name=f"live line {m.load.label} (stretch): CPU at "
+                    f"{m.service('tag_values_per_s'):,.0f} tag values/s",
+                    value=cpu,
+                    unit="% of one core",
+                    bar=f"<= {STRETCH_CPU_PERCENT:g} %",
+                    meets_bar=cpu <= STRETCH_CPU_PERCENT,
+                )
+            )
+    sized = [m for m in results if m.load.deadbands]
+    if len(sized) > 1:
+        cpu_fixed, cpu_slope = _fit(
+            [(m.service("tag_values_per_s") / 1000.0, m.service("cpu_percent")) for m in sized]
+        )
+        mb_fixed, mb_slope = _fit([(m.load.tags / 1000.0, m.service("rss_peak_mb")) for m in sized])
+        out.append(
+            Figure(
+                name="sizing: CPU per 1,000 tag values/s",
+                value=cpu_slope,
+                unit="% of one core",
+                note=f"least-squares over the curve (deadbands on): CPU % = {cpu_fixed:.1f} + "
+                f"{cpu_slope:.2f} x (tag values/s / 1000)",
+            )
+        )
+        out.append(
+            Figure(
+                name="sizing: memory per 1,000 tags",
+                value=mb_slope,
+                unit="MB",
+                note=f"least-squares over the curve (deadbands on): RSS peak MB = {mb_fixed:.0f} + "
+                f"{mb_slope:.1f} x (tags / 1000), tags = machines x {POINTS_PER_MACHINE}",
+            )
+        )
+    out.append(curve_table(results))
+    return out
+
+
+def run_curve(loads: Sequence[Load]) -> list[Figure | Table]:
+    results = []
+    with tempfile.TemporaryDirectory(prefix="edge-bench-live-") as tmp:
+        for load in loads:
+            print(f"  live line {load.label} ...", file=sys.stderr, flush=True)
+            results.append(measure(load, Path(tmp)))
+    return figures(results)
+
+
+def run() -> list[Figure | Table]:
+    return run_curve(CURVE)
+
+
+def run_50() -> list[Figure | Table]:
+    """Only the first load (50 machines at 100 ms): the quick figure."""
+    return run_curve(CURVE[:1])

@@ -245,7 +245,7 @@ class MetricsConfig:
 
 @dataclass(frozen=True, slots=True)
 class OutboxConfig:
-    path: Path  # default <state_dir>/outbox.db
+    path: Path  # the previous release's outbox, migrated into state.db (<state_dir>/outbox.db)
     synchronous: Synchronous = "FULL"
     # Stored event bytes, then the policy applies; below a few KiB one batch would not fit.
     max_bytes: Annotated[int, rule.between(4096, 2**50)] = 1_073_741_824

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from actors.oee.params import LossBucket, MachineParams, Reason, ReasonCategory, StateSource
+from actors.oee import params as oee
 from actors.quality import params as quality
 from edge.config import schema as rule
 from edge.config.schema import Doc, Reader, pick, raw_ids
@@ -145,14 +145,14 @@ def read_source(
 class MachineConfig(_MachineKeys):
     id: str
     name: str
-    params: MachineParams
+    params: oee.MachineParams
 
 
 @dataclass(frozen=True, slots=True)
 class ReasonEntry:
     name: Annotated[str, rule.NonEmpty]
     code: Annotated[int, rule.NonNegative] | None = None
-    category: ReasonCategory = ReasonCategory.UNPLANNED
+    category: oee.ReasonCategory = oee.ReasonCategory.UNPLANNED
 
 
 _CODE_ONCE = rule.Unique("code {0} is listed twice", "code")
@@ -168,9 +168,11 @@ class MachineEntry(_MachineKeys):
     name: str | None = None
     micro_stop_s: Annotated[float, rule.NonNegative] = 120.0
     stop_after_s: Annotated[float, rule.Positive] | None = None  # None: 5 x ideal cycle
-    micro_stop_bucket: LossBucket = LossBucket.PERFORMANCE
+    micro_stop_bucket: oee.LossBucket = oee.LossBucket.PERFORMANCE
     counter_bits: CounterBits | None = None  # None: the plc_map's, else 32
-    state_source: StateSource | None = None
+    # A counter step beyond this x the ideal rate is capped (actors.oee.counters).
+    max_rate_factor: Annotated[float, rule.between(1.0, 1000.0)] = oee.DEFAULT_MAX_RATE_FACTOR
+    state_source: oee.StateSource | None = None
     reasons: Annotated[tuple[ReasonEntry, ...], _CODE_ONCE, _NAME_ONCE] = ()
 
 
@@ -190,9 +192,11 @@ def read_machines(reader: Reader, doc: Doc, plcs: Plcs, map_dirs: MapDirs) -> Ma
             reader.problem(f"{path}.counter_bits", f"{wrong} counters")
         if entry.id is None or entry.ideal_cycle_s is None:
             continue
-        reasons = tuple(pick(Reason, reason) for reason in entry.reasons)
+        reasons = tuple(pick(oee.Reason, reason) for reason in entry.reasons)
         bits = entry.counter_bits or bits or 32
-        params = pick(MachineParams, entry, machine_id=entry.id, counter_bits=bits, reasons=reasons)
+        params = pick(
+            oee.MachineParams, entry, machine_id=entry.id, counter_bits=bits, reasons=reasons
+        )
         machine = pick(MachineConfig, entry, name=entry.name or entry.id, params=params)
         machines.setdefault(entry.id, (machine, plc_map))
     return machines

@@ -17,8 +17,22 @@ Envelope fields (all optional unless the config demands them):
 Every command gets exactly one reply, on the response topic if one was given
 (else ``<base>/reply/<command>``), in the request's encoding (JSON when the
 request could not be decoded): ``{"v", "command", "status": "accepted" |
-"rejected", "code", "reason", "result", "request_id", "ts"}``. A rejected
-command changes nothing, is logged with its reason, and disturbs nothing else.
+"rejected", "code", "reason", "result", "request_id", "ts"}``; ``request_id``
+is echoed whenever the payload carried a usable one, also in a rejection. A
+rejected command changes nothing and disturbs nothing else.
+
+Retained commands are never executed (they would run again at every
+reconnect): the edge subscribes with MQTT 5's *Retain As Published*, so a
+retained command is recognised both when it is delivered at subscription time
+and when it reaches the live subscription (under MQTT 3.1.1 only the former:
+the broker clears the flag on live delivery).
+
+Every command is audited: a :class:`~edge.commands.CommandAudit` on the event
+bus for each one, from the order runtime for those that reach it, from here for
+the others (rejected before they reach it, ``rebirth``, a stop reason without
+the runtime). Rejections are logged as warnings rate-limited: the first one at
+once, then one summary per :data:`REJECT_LOG_INTERVAL_S` with how many more
+there were and their codes.
 
 :func:`decode_command` is pure (bytes in, a validated :class:`CommandRequest`
 or a :class:`CommandRejected` out); :class:`CommandHandler` runs a request
@@ -28,18 +42,20 @@ against :class:`~edge.commands.LineCommands` and builds the reply.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgpack
 
-from edge.commands import LineCommands, OrderSpec
+from edge.commands import CommandAudit, LineCommands, OrderSpec
 from edge.config import MQTT_COMMANDS, LineConfig
 from edge.errors import ActorError, CommandError, EdgeError
 from edge.mqtt.topics import Topics
@@ -59,6 +75,8 @@ __all__ = [
 log = logging.getLogger("edge.mqtt.commands")
 
 SOURCE = "mqtt"
+# Rejected commands: the first is logged at once, then one summary per interval.
+REJECT_LOG_INTERVAL_S = 60.0
 _TEXT_MAX = 256
 _ID_MAX = 128
 
@@ -215,6 +233,20 @@ def decode_command(name: str | None, payload: bytes, policy: CommandPolicy) -> C
     )
 
 
+def peek_request_id(payload: bytes) -> str | int | None:
+    """The ``request_id`` of a payload that was not accepted, if it carries a usable one."""
+    try:
+        doc = _decode(payload, sniff_encoding(payload))
+    except CommandRejected:
+        return None
+    request_id = doc.get("request_id")
+    if isinstance(request_id, str) and len(request_id) <= _ID_MAX:
+        return request_id
+    if isinstance(request_id, int) and not isinstance(request_id, bool):
+        return request_id
+    return None
+
+
 def _decode(payload: bytes, encoding: Encoding) -> dict[str, Any]:
     if not payload.strip():
         return {}
@@ -338,6 +370,51 @@ class Reply:
 
 
 SetStopReasonFallback = Callable[[str, str, int | None, float | None], Awaitable[None]]
+AuditSink = Callable[[Sequence[CommandAudit]], None]
+
+
+class _RejectLog:
+    """Rejected-command warnings: the first at once, then a count per interval."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._quiet_until = -math.inf
+        self._suppressed: Counter[str] = Counter()
+        self._summary: asyncio.TimerHandle | None = None
+
+    def rejected(self, name: str | None, user: str | None, code: str, reason: str) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now < self._quiet_until:
+            self._suppressed[code] += 1
+            if self._summary is None:
+                self._summary = loop.call_at(self._quiet_until, self._flush)
+            return
+        self._quiet_until = now + self.interval_s
+        log.warning(
+            "mqtt command rejected",
+            extra={"command": f"{name!r:.80}", "user": user, "code": code, "reason": reason},
+        )
+
+    def _flush(self) -> None:
+        self._summary = None
+        suppressed, self._suppressed = self._suppressed, Counter()
+        if not suppressed:
+            return
+        # The next rejection starts a new interval with a line of its own.
+        self._quiet_until = -math.inf
+        codes = ", ".join(f"{code} {count}" for code, count in suppressed.most_common())
+        log.warning(
+            "%d more mqtt commands rejected in the last %g s (%s)",
+            suppressed.total(),
+            self.interval_s,
+            codes,
+        )
+
+    def close(self) -> None:
+        if self._summary is not None:
+            self._summary.cancel()
+            self._flush()
 
 
 class CommandHandler:
@@ -351,16 +428,24 @@ class CommandHandler:
         commands: Callable[[], LineCommands | None],
         rebirth: Callable[[], Awaitable[None]],
         set_stop_reason: SetStopReasonFallback | None = None,
+        audit: AuditSink | None = None,
         timeout_s: float = 10.0,
+        reject_log_interval_s: float = REJECT_LOG_INTERVAL_S,
     ) -> None:
         self.topics = topics
         self.policy = policy
         self._commands = commands
         self._rebirth = rebirth
         self._set_stop_reason = set_stop_reason
+        self._audit = audit
         self.timeout_s = timeout_s
         self.accepted = 0
         self.rejected = 0
+        self._reject_log = _RejectLog(reject_log_interval_s)
+
+    def close(self) -> None:
+        """Log the count of rejections not reported yet."""
+        self._reject_log.close()
 
     async def handle(
         self,
@@ -376,12 +461,16 @@ class CommandHandler:
         request: CommandRequest | None = None
         rejection: CommandRejected | None = None
         result: Any = None
+        audited = False  # by the order runtime, which this request reaches
         try:
             if retained:
+                with contextlib.suppress(CommandRejected):  # only for its envelope
+                    request = decode_command(name, payload, self.policy)
                 raise CommandRejected(
                     "retained", "retained commands are not executed (they would repeat)"
                 )
             request = decode_command(name, payload, self.policy)
+            audited = request.name != "rebirth" and self._commands() is not None
             result = await self._run(request)
         except CommandRejected as exc:
             rejection = exc
@@ -396,6 +485,7 @@ class CommandHandler:
             correlation=correlation,
             rejection=rejection,
             result=result,
+            audited=audited,
         )
 
     async def _run(self, request: CommandRequest) -> Any:
@@ -477,6 +567,7 @@ class CommandHandler:
         correlation: bytes | None,
         rejection: CommandRejected | None,
         result: Any = None,
+        audited: bool = False,
     ) -> Reply:
         accepted = rejection is None
         code = "ok" if rejection is None else rejection.code
@@ -494,6 +585,10 @@ class CommandHandler:
             doc["request_id"] = request.request_id
             if request.correlation_data is not None:
                 doc["correlation_data"] = request.correlation_data
+        else:
+            request_id = peek_request_id(payload)
+            if request_id is not None:
+                doc["request_id"] = request_id
         topic = response_topic or (request.response_topic if request else None)
         if topic is None or not self.topics.reply_topic_allowed(topic):
             topic = self.topics.reply(name if name and name in COMMANDS else "unknown")
@@ -511,8 +606,19 @@ class CommandHandler:
             log.info("mqtt command accepted", extra={"command": name, "user": user})
         else:
             self.rejected += 1
-            log.warning(
-                "mqtt command rejected",
-                extra={"command": f"{name!r:.80}", "user": user, "code": code, "reason": reason},
+            self._reject_log.rejected(name, user, code, reason)
+        if self._audit is not None and not audited:
+            self._audit(
+                [
+                    CommandAudit(
+                        ts=doc["ts"],
+                        source=SOURCE,
+                        user=user or "",
+                        command=name if name in COMMANDS else f"{name!r:.80}",
+                        arguments=dict(request.args) if request is not None else {},
+                        accepted=accepted,
+                        result="ok" if accepted else f"{code}: {reason}",
+                    )
+                ]
             )
         return Reply(topic, body, correlation, accepted, code, reason)

@@ -9,10 +9,22 @@ only speaks 3.1.1 or the config says so):
    ``<base>/events``), the command loop (``<base>/cmd/#`` → replies) and the
    KPI loop (retained snapshots on ``<base>/machines/<id>/oee``).
 
-Any failure drops the connection and the loop reconnects after a jittered,
-capped backoff; the outage is logged once and the recovery once. On stop the
-forwarder gets a moment to send what is committed, ``offline`` is published
-(retained) and the client disconnects cleanly.
+Any failure drops the connection and the loop reconnects; the outage is
+logged once (with why the first attempt failed) and the recovery once (with
+how long and how many attempts). The wait between attempts never lets the
+line stay offline long after the broker is back:
+
+- while the broker cannot be reached (connection refused, reset, timed out,
+  the session dropped) the next attempt comes at most
+  :data:`UNREACHABLE_RETRY_S` after the last one: such an attempt costs a TCP
+  handshake, and a longer wait only adds to the time offline;
+- when the broker answers but refuses (a negative CONNACK: credentials,
+  authorisation, a client id taken) the wait grows exponentially with jitter up
+  to ``[mqtt] backoff_max_s``, so a broker that says no is not hammered;
+- a successful connect resets the backoff.
+
+On stop the forwarder gets a moment to send what is committed, ``offline`` is
+published (retained) and the client disconnects cleanly.
 """
 
 from __future__ import annotations
@@ -28,8 +40,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge import __version__
 from edge.errors import EdgeError, StateStoreError
@@ -58,6 +72,8 @@ __all__ = ["MqttComponent", "MqttState", "MqttStatistics", "component"]
 log = logging.getLogger("edge.mqtt")
 
 STOP_DRAIN_S = 2.0  # on stop, how long the forwarder may keep sending what is committed
+# While the broker is unreachable, the longest wait between two connection attempts.
+UNREACHABLE_RETRY_S = 1.0
 
 
 class MqttState(enum.Enum):
@@ -107,6 +123,7 @@ class MqttComponent:
             commands=lambda: service.commands,
             rebirth=self._rebirth,
             set_stop_reason=self._set_stop_reason,
+            audit=service.bus.publish,
         )
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
@@ -160,6 +177,7 @@ class MqttComponent:
             self.state = MqttState.CLOSED
             return
         self.state = MqttState.CLOSED
+        self.commands.close()
         self._stopping.set()
         task, self._task = self._task, None
         if task is not None:
@@ -209,7 +227,12 @@ class MqttComponent:
                         extra={"edge_id": self.edge_id},
                     )
                 self._outage.failed(self.last_error)
-            delay = backoff.next_delay()
+                log.debug("mqtt connection attempt failed: %s", self.last_error)
+                delay = backoff.next_delay()
+                if not isinstance(failure, MqttConnectError):
+                    delay = min(delay, UNREACHABLE_RETRY_S)
+            else:
+                delay = backoff.next_delay()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
@@ -239,7 +262,7 @@ class MqttComponent:
                 )
             await self._publish_birth(client)
             if self.config.commands_enabled:
-                await client.subscribe(self.topics.commands, qos=1)
+                await self._subscribe_commands(client)
             stop = asyncio.ensure_future(self._stopping.wait())
             forwarding = asyncio.ensure_future(self.forwarder.run(self._publisher(client)))
             # The message loop also notices a dead connection at once, commands or not.
@@ -374,6 +397,15 @@ class MqttComponent:
                 correlation=correlation if isinstance(correlation, bytes) else None,
             )
             await self._send_reply(client, reply)
+
+    async def _subscribe_commands(self, client: aiomqtt.Client) -> None:
+        if self._protocol is ProtocolVersion.V5:
+            # Retain As Published: a retained command keeps its flag on a live
+            # subscription too, so it is recognised and never executed.
+            options = SubscribeOptions(qos=1, retainAsPublished=True)
+            await client.subscribe(self.topics.commands, options=options)
+        else:
+            await client.subscribe(self.topics.commands, qos=1)
 
     async def _send_reply(self, client: aiomqtt.Client, reply: Reply) -> None:
         properties = None

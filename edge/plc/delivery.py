@@ -45,8 +45,16 @@ class ChangeFilter:
     def __init__(self) -> None:
         self._last: dict[str, dict[str, tuple[Value, Quality]]] = {}
 
-    def changed(self, machine_id: str, signal: str, value: Value, quality: Quality) -> bool:
-        """True (and remembered as delivered) when this differs from the last one."""
+    def changed(
+        self,
+        machine_id: str,
+        signal: str,
+        value: Value,
+        quality: Quality,
+        deadband: float = 0.0,
+    ) -> bool:
+        """True (and remembered as delivered) when this differs from the last one; a
+        GOOD number within ``deadband`` of the last delivered one does not."""
         signals = self._last.get(machine_id)
         if signals is None:
             signals = self._last[machine_id] = {}
@@ -56,7 +64,16 @@ class ChangeFilter:
             last is not None
             and last[1] is quality
             and type(last[0]) is type(value)
-            and last[0] == value
+            and (
+                last[0] == value
+                or (
+                    deadband > 0.0
+                    and quality is Quality.GOOD
+                    and isinstance(value, int | float)
+                    and not isinstance(value, bool)
+                    and abs(last[0] - value) < deadband  # type: ignore[operator]
+                )
+            )
         ):
             return False
         signals[signal] = (value, quality)

@@ -31,6 +31,9 @@ File layout::
     # unit = "degC"                # engineering unit (OPC UA EngineeringUnits)
     # min = 0                      # a value outside min..max is delivered as BAD
     # max = 17
+    # deadband = 0.5               # process values: delivered only when they moved at
+                                   # least this much (engineering units) since the last
+                                   # delivered value; sensor noise then costs nothing
     # description = "..."
 
 Rules the loader enforces (besides types and unknown keys):
@@ -39,7 +42,9 @@ Rules the loader enforces (besides types and unknown keys):
 - ``running`` is a bool; ``state`` and ``fault_code`` are integers; the counters
   are ``uint16``/``uint32``/``uint64`` and all of one width, which is the
   counter width the OEE core wraps at (OEE.md §5);
-- roles take no scale/offset (the core needs the PLC's raw codes and counts);
+- roles take no scale/offset (the core needs the PLC's raw codes and counts) and no
+  deadband (the core sees every counter step and every state edge); a ``deadband``
+  is >= 0 and only for numbers;
 - Modbus: coils and discrete inputs hold only ``bool``; a ``bool`` in a register
   needs ``bit``; a value fits below address 65536; two signals of one area never
   share a register, except different bits of the same register.
@@ -193,6 +198,8 @@ class SignalDef:
     minimum: float | None = None
     maximum: float | None = None
     description: str = ""
+    # Engineering units a process value must move before it is delivered again (0: any).
+    deadband: float = 0.0
 
     @property
     def role(self) -> str | None:
@@ -314,6 +321,7 @@ _SIGNAL_KEYS = (
     "unit",
     "min",
     "max",
+    "deadband",
     "description",
 )
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -467,6 +475,9 @@ class _MapReader:
         maximum = self._number(raw, "max", f"{path}.max")
         unit = self._string(raw, "unit", f"{path}.unit") or ""
         description = self._string(raw, "description", f"{path}.description") or ""
+        deadband = self._number(raw, "deadband", f"{path}.deadband")
+        if deadband is not None and not deadband >= 0.0:
+            self.problem(f"{path}.deadband", f"must be >= 0, got {deadband:g}")
 
         if scale == 0.0:
             self.problem(f"{path}.scale", "must not be 0")
@@ -476,9 +487,14 @@ class _MapReader:
         if name is not None and data_type is not None:
             self._check_role(raw, path, name, data_type)
             if data_type is DataType.BOOL:
-                for key in ("scale", "offset", "min", "max"):
+                for key in ("scale", "offset", "min", "max", "deadband"):
                     if key in raw:
                         self.problem(f"{path}.{key}", "not allowed for a bool")
+            elif name in SIGNAL_ROLES and "deadband" in raw:
+                self.problem(
+                    f"{path}.deadband",
+                    f"not allowed for the role {name!r}: the core needs every change of it",
+                )
 
         if len(self.problems) > before or name is None or data_type is None or location is None:
             return None
@@ -494,6 +510,7 @@ class _MapReader:
             minimum=minimum,
             maximum=maximum,
             description=description,
+            deadband=0.0 if deadband is None else deadband,
         )
 
     def _name(self, raw: Mapping[str, Any], path: str) -> str | None:

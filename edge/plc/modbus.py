@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain, compress
+from operator import ne
 from typing import TYPE_CHECKING
 
 from pymodbus.client import AsyncModbusTcpClient
@@ -43,7 +44,9 @@ from edge.plc.blocks import ReadBlock, ReadPlan, ReadPoint, plan_reads
 from edge.plc.codec import BlockDecoder, compile_decoder
 from edge.plc.delivery import SampleSink, SourceEvent
 from edge.plc.link import Backoff, LinkTracker
-from edge.plc.maps import Area, ModbusLocation, Protocol
+from edge.plc.maps import Area, ModbusLocation, Protocol, SignalDef
+from edge.plc.responses import BLOCK_RESPONSES
+from edge.plc.schedule import PollGrid
 
 if TYPE_CHECKING:
     # Annotations only: edge.config may import edge.plc.maps without a cycle.
@@ -67,6 +70,7 @@ class ModbusStatistics:
     skipped_polls: int  # poll slots skipped because a poll overran its interval
     blocks_per_poll: int
     poll_latency: HistogramSnapshot  # every successful poll, all its block reads
+    poll_lateness: HistogramSnapshot  # how late each poll started after its slot (jitter)
     link_up: bool
     consecutive_failures: int
 
@@ -78,6 +82,8 @@ class _Point:
     decode: BlockDecoder
     block: int
     index: int
+    width: int  # words or bits read
+    deadband: float  # engineering units a value must move to be delivered again
 
 
 def _plan(
@@ -85,7 +91,7 @@ def _plan(
 ) -> tuple[ReadPlan, list[_Point]]:
     problems: list[Problem] = []
     read_points: list[ReadPoint] = []
-    owners: list[tuple[str, str, BlockDecoder]] = []
+    owners: list[tuple[str, SignalDef, BlockDecoder]] = []
     seen: set[str] = set()
     if not bindings:
         problems.append(Problem("machines", "no machine is bound to this PLC"))
@@ -123,24 +129,40 @@ def _plan(
                 )
                 continue
             read_points.append(ReadPoint(binding.unit_id, loc.area, address, signal.width))
-            owners.append((binding.machine_id, signal.name, compile_decoder(signal)))
+            owners.append((binding.machine_id, signal, compile_decoder(signal)))
     if problems:
         raise ConfigError(f"plc {plc.id}", problems)
     plan = plan_reads(read_points, plc.max_gap)
     points = [
-        _Point(machine_id, name, decode, placement.block, placement.index)
-        for (machine_id, name, decode), placement in zip(owners, plan.placements, strict=True)
+        _Point(
+            machine_id,
+            signal.name,
+            decode,
+            placement.block,
+            placement.index,
+            signal.width,
+            signal.deadband,
+        )
+        for (machine_id, signal, decode), placement in zip(owners, plan.placements, strict=True)
     ]
     return plan, points
 
 
-def _raise_if_cancelling() -> None:
-    # pymodbus turns a CancelledError inside a request into ModbusIOException, and
-    # sometimes swallows it and returns the answer; give the cancellation back so a
-    # stopping source really stops.
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+def _block_index(
+    plan: ReadPlan, points: Sequence[_Point]
+) -> tuple[list[tuple[int, ...]], list[tuple[tuple[int, ...], ...]]]:
+    """Per block: its points (in point order), and per word or bit of it the points
+    that read it, so a changed word leads to the points to decode again."""
+    members: list[list[int]] = [[] for _ in plan.blocks]
+    covering: list[list[list[int]]] = [[[] for _ in range(b.count)] for b in plan.blocks]
+    for number, point in enumerate(points):
+        members[point.block].append(number)
+        for index in range(point.index, point.index + point.width):
+            covering[point.block][index].append(number)
+    return (
+        [tuple(m) for m in members],
+        [tuple(tuple(c) for c in block) for block in covering],
+    )
 
 
 class ModbusSource(SourceLifecycle):
@@ -172,6 +194,15 @@ class ModbusSource(SourceLifecycle):
         self._link = LinkTracker(self._name, _log)
         self._backoff = Backoff(plc.backoff_initial_s, plc.backoff_max_s, rng=self._rng)
         self._last: list[tuple[Value, Quality] | None] = [None] * len(self._points)
+        # Per block: the words of the last poll whose values were all delivered.
+        self._last_data: list[BlockData | None] = [None] * len(self._plan.blocks)
+        self._block_points, self._covering = _block_index(self._plan, self._points)
+        self._bad_in_block = [0] * len(self._plan.blocks)
+        self._grid = PollGrid(plc.poll_interval_s, self._rng)
+        self._poll_task: asyncio.Task[object] | None = None
+        # Set once the first poll ended, read or failed (the service waits for it
+        # before it starts the slow components).
+        self.first_polled = asyncio.Event()
         self._pending: list[SourceEvent] = []  # link changes a failed sink call did not take
         self._bad_points: set[int] = set()  # indices into _points, logged once
         self._bad_blocks: set[int] = set()
@@ -180,7 +211,6 @@ class ModbusSource(SourceLifecycle):
         self._requests = 0
         self._errors = 0
         self._data_errors = 0
-        self._skipped = 0
         self._latency_histogram = Histogram(POLL_LATENCY_BUCKETS)
 
     @property
@@ -209,9 +239,10 @@ class ModbusSource(SourceLifecycle):
             requests=self._requests,
             errors=self._errors,
             data_errors=self._data_errors,
-            skipped_polls=self._skipped,
+            skipped_polls=self._grid.skipped,
             blocks_per_poll=len(self._plan.blocks),
             poll_latency=self._latency_histogram.snapshot(),
+            poll_lateness=self._grid.lateness.snapshot(),
             link_up=self._link.is_up,
             consecutive_failures=self._link.consecutive_failures,
         )
@@ -219,37 +250,46 @@ class ModbusSource(SourceLifecycle):
     async def _shutdown(self) -> None:
         self._close_client()
 
+    def _raise_if_cancelling(self) -> None:
+        # pymodbus turns a CancelledError inside a request into ModbusIOException, and
+        # sometimes swallows it and returns the answer; give the cancellation back so
+        # a stopping source really stops. (The poll task remembered, not current_task():
+        # cheaper on the hot path.)
+        task = self._poll_task
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
+
     # ------------------------------------------------------------------ poll loop
 
     async def _run(self) -> None:
+        self._poll_task = asyncio.current_task()
         loop = asyncio.get_running_loop()
-        interval = self._plc.poll_interval_s
-        # Jitter the first poll so PLCs started together do not poll in lockstep.
-        next_due = loop.time() + self._rng.uniform(0.0, interval)
+        grid = self._grid
+        grid.begin(loop.time())
+        sleep = asyncio.sleep
         while True:
-            _raise_if_cancelling()
-            delay = next_due - loop.time()
+            self._raise_if_cancelling()
+            delay = grid.due - loop.time()
             if delay > 0:
-                await asyncio.sleep(delay)
+                await sleep(delay)
+            grid.started(loop.time())
             ok = await self._poll()
+            self.first_polled.set()
             now = loop.time()
-            if not ok:
-                next_due = now + self._backoff.next_delay()
-                continue
-            self._backoff.reset()
-            # Drift-free: stay on the grid; after an overrun skip the missed slots.
-            next_due += interval
-            if next_due <= now:
-                missed = math.floor((now - next_due) / interval) + 1
-                self._skipped += missed
-                next_due += missed * interval
+            if ok:
+                self._backoff.reset()
+                grid.advance(now)
+            else:
+                grid.retry_at(now + self._backoff.next_delay())
 
     async def _poll(self) -> bool:
         self._polls += 1
         started = self._clock()
         t0 = time.perf_counter()
         try:
-            client = await self._connected_client()
+            client = self._client
+            if client is None or not client.connected:
+                client = await self._connected_client()
             results: list[BlockData | PlcDataError] = []
             for block in self._plan.blocks:
                 results.append(await self._read(client, block))
@@ -271,39 +311,76 @@ class ModbusSource(SourceLifecycle):
             self._forget_delivered()
             batch.extend(LinkChanged(m, up=True, ts=ts) for m in self._machine_ids)
         self._collect(results, ts, batch)
-        await self._deliver(batch)
+        if batch or self._pending:  # most polls of a line change nothing
+            await self._deliver(batch)
         return True
 
     def _collect(
         self, results: Sequence[BlockData | PlcDataError], ts: float, batch: list[SourceEvent]
     ) -> None:
-        for number, result in enumerate(results):
-            if isinstance(result, PlcDataError):
+        # The hot path of a line (tens of thousands of tag values a second): a block
+        # whose words are those of the last poll is one list comparison and nothing
+        # else; of a changed block only the points over a changed word are decoded.
+        last_data = self._last_data
+        dirty: list[int] = []
+        for number, data in enumerate(results):
+            if isinstance(data, PlcDataError):
                 if number not in self._bad_blocks:
                     self._bad_blocks.add(number)
-                    _log.warning("%s: %s", self._name, result)
-            elif number in self._bad_blocks:
+                    _log.warning("%s: %s", self._name, data)
+                last_data[number] = None
+                dirty.extend(self._block_points[number])
+                continue
+            if number in self._bad_blocks:
                 self._bad_blocks.discard(number)
                 _log.info("%s: %s readable again", self._name, self._plan.blocks[number])
-        # The hot loop of a line (thousands of points a second): index-based
-        # last-delivered slots instead of ChangeFilter's dicts, no helper calls.
+            previous = last_data[number]
+            if previous is None or len(previous) != len(data):
+                dirty.extend(self._block_points[number])
+            elif data == previous:
+                continue  # the same words decode to the same values: nothing to deliver
+            else:
+                dirty.extend(
+                    set(
+                        chain.from_iterable(
+                            compress(self._covering[number], map(ne, data, previous))
+                        )
+                    )
+                )
+            last_data[number] = data
+        if dirty:
+            if len(results) > 1:
+                dirty.sort()  # samples in the order of the points, whatever block they are in
+            self._decode(dirty, results, ts, batch)
+        # Every value that cannot be decoded counts once per poll, decoded again or not.
+        self._data_errors += sum(self._bad_in_block)
+
+    def _decode(
+        self,
+        dirty: Sequence[int],
+        results: Sequence[BlockData | PlcDataError],
+        ts: float,
+        batch: list[SourceEvent],
+    ) -> None:
         last = self._last
         bad = self._bad_points
+        points = self._points
         good = Quality.GOOD
-        for i, point in enumerate(self._points):
+        touched_blocks: set[int] = set()
+        for i in dirty:
+            point = points[i]
             data = results[point.block]
+            touched_blocks.add(point.block)
             value: Value
             quality = good
             if isinstance(data, PlcDataError):
                 value, quality = None, Quality.BAD
-                self._data_errors += 1
                 bad.add(i)
             else:
                 try:
                     value = point.decode(data, point.index)
                 except PlcDataError as exc:
                     value, quality = None, Quality.BAD
-                    self._data_errors += 1
                     if i not in bad:
                         bad.add(i)
                         _log.warning("%s: machine %s: %s", self._name, point.machine_id, exc)
@@ -321,16 +398,26 @@ class ModbusSource(SourceLifecycle):
             if (
                 previous is not None
                 and previous[1] is quality
-                and previous[0] == value
                 and type(previous[0]) is type(value)
+                and (
+                    previous[0] == value
+                    or (
+                        point.deadband
+                        and quality is good
+                        and abs(previous[0] - value) < point.deadband  # type: ignore[operator]
+                    )
+                )
             ):
                 continue
             last[i] = (value, quality)
             batch.append(Sample(point.machine_id, point.signal, value, ts, quality))
+        for number in touched_blocks:
+            self._bad_in_block[number] = sum(1 for i in self._block_points[number] if i in bad)
 
     def _forget_delivered(self) -> None:
         """The next poll delivers every value (after a reconnect or a failed sink call)."""
         self._last = [None] * len(self._points)
+        self._last_data = [None] * len(self._plan.blocks)
 
     async def _deliver(self, batch: list[SourceEvent]) -> None:
         if self._pending:
@@ -372,11 +459,13 @@ class ModbusSource(SourceLifecycle):
             retries=self._plc.retries,
             reconnect_delay=0,
         )
+        for response_class in BLOCK_RESPONSES:
+            client.register(response_class)
         try:
             connected = await client.connect()
         except (ModbusException, OSError) as exc:
             client.close()
-            _raise_if_cancelling()
+            self._raise_if_cancelling()
             raise PlcConnectionError(f"cannot connect: {exc}") from exc
         if not connected:
             client.close()
@@ -411,16 +500,16 @@ class ModbusSource(SourceLifecycle):
                     address, count=count, device_id=device_id
                 )
         except (ModbusException, OSError) as exc:
-            _raise_if_cancelling()
+            self._raise_if_cancelling()
             raise PlcConnectionError(f"reading {block} failed: {exc}") from exc
         except Exception as exc:
             # Whatever else pymodbus raises on a garbled answer: the link is not
             # trustworthy, so treat it as down rather than let the poll loop die.
-            _raise_if_cancelling()
+            self._raise_if_cancelling()
             raise PlcConnectionError(
                 f"reading {block} failed: {type(exc).__name__}: {exc}"
             ) from exc
-        _raise_if_cancelling()
+        self._raise_if_cancelling()
         if response.isError():
             return PlcDataError(
                 f"reading {block} answered with Modbus exception {response.exception_code}"

@@ -654,7 +654,9 @@ class OpcUaSource(SourceLifecycle):
     def _emit(
         self, point: _Point, value: Value, quality: Quality, ts: float, batch: list[SourceEvent]
     ) -> None:
-        if self._filter.changed(point.machine_id, point.signal.name, value, quality):
+        if self._filter.changed(
+            point.machine_id, point.signal.name, value, quality, point.signal.deadband
+        ):
             batch.append(Sample(point.machine_id, point.signal.name, value, ts, quality))
 
     async def _deliver(self, batch: list[SourceEvent]) -> None:

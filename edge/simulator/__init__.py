@@ -7,8 +7,10 @@ Public surface::
         .pause() / .resume() / .advance(sim_seconds)
     SimMachineSpec(machine_id, ideal_cycle_s, plc_map, unit_id=1, address_offset=0)
     machine_specs(line: LineConfig) -> tuple[SimMachineSpec, ...]
-    run_simulator(line: LineConfig, control_signals=False) -> None
-        runs until cancelled (``edge simulate``: SIGUSR1 pauses, SIGUSR2 resumes)
+    run_simulator(line: LineConfig, paused=False) -> None
+        runs until cancelled (``edge simulate``); SIGUSR1 holds simulated time
+        (the registers keep their values, the server keeps answering), SIGUSR2
+        lets it run again; ``paused`` starts it held
 
 What is deterministic for a seed: each machine's sequence of events in
 simulated time (pieces, rejects, micro-stops, faults, their instants,
@@ -80,12 +82,12 @@ def machine_specs(line: LineConfig) -> tuple[SimMachineSpec, ...]:
     return tuple(specs)
 
 
-async def run_simulator(line: LineConfig, *, control_signals: bool = False) -> None:
+async def run_simulator(line: LineConfig, *, paused: bool = False) -> None:
     """Serve the line's simulated machines until cancelled.
 
-    ``control_signals`` (``edge simulate``): SIGUSR1 freezes simulated time — the
-    registers keep answering with the machines as they were, so a test can read
-    exact counters while the edge polls the same values — and SIGUSR2 resumes it.
+    SIGUSR1 holds simulated time and SIGUSR2 releases it (a line held still, e.g. so
+    a test can read exact counters from outside); ``paused`` starts it held, so
+    the counters read ``counter_start`` until SIGUSR2.
     """
     specs = machine_specs(line)
     if not specs:
@@ -93,18 +95,22 @@ async def run_simulator(line: LineConfig, *, control_signals: bool = False) -> N
             str(line.source_path),
             [Problem("machines", "no machine is read over Modbus: nothing to simulate")],
         )
-    async with SimulatedLine(line.simulator, specs) as simulated:
-        if control_signals:
-            loop = asyncio.get_running_loop()
+    async with SimulatedLine(line.simulator, specs) as sim:
+        if paused:
+            sim.pause()
 
-            def pause() -> None:
-                simulated.pause()
-                _log.info("simulator paused (SIGUSR1): counters frozen")
+        def hold(run: bool) -> None:
+            if run:
+                sim.resume()
+            else:
+                sim.pause()
+            _log.info("simulated time %s at %.3f s", "runs" if run else "held", sim.sim_time_s)
 
-            def resume() -> None:
-                simulated.resume()
-                _log.info("simulator resumed (SIGUSR2)")
-
-            loop.add_signal_handler(signal.SIGUSR1, pause)
-            loop.add_signal_handler(signal.SIGUSR2, resume)
-        await asyncio.Event().wait()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, hold, False)
+        loop.add_signal_handler(signal.SIGUSR2, hold, True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            loop.remove_signal_handler(signal.SIGUSR1)
+            loop.remove_signal_handler(signal.SIGUSR2)

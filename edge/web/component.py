@@ -12,7 +12,7 @@ adds it when either section is enabled. It serves
   listener when both sections name the same address).
 
 The display's hourly counts and unknown spans (edge.web.history) are saved with
-the line's snapshot (``collect_snapshots``).
+the line's state with the events it was built from (a source of the cut, edge.cut).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import enum
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Self
 from aiohttp import web
 
 from edge.access import AccessPolicy
+from edge.cut import Saved
 from edge.errors import EdgeError
 from edge.metrics import LineMetrics
 from edge.web.api import LineApi
@@ -114,6 +116,7 @@ class WebComponent:
         self._state = ComponentState.UNOPENED
         self._servers: dict[str, WebServer] = {}
         self._unsubscribe: list[Any] = []
+        self._history_changed = False
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -168,8 +171,10 @@ class WebComponent:
         if self._metrics_on:
             self._unsubscribe.append(bus.subscribe("metrics", self.metrics.events.consume))
         if self._display_on:
-            self.history.restore(await service.store.load(SNAPSHOT_KEY))
-            self._unsubscribe.append(bus.subscribe("web-history", self.history.consume))
+            self.history.restore(service.store.load(SNAPSHOT_KEY))
+            self._unsubscribe.append(bus.subscribe("web-history", self._consume_history))
+            # Saved with the events it was built from, in the line's cut (edge.cut).
+            self._unsubscribe.append(service.cuts.add("web", self._cut_state))
             self._unsubscribe.append(bus.subscribe("web-live", self.live.consume))
             server = WebServer(
                 self._display_app(),
@@ -259,11 +264,17 @@ class WebComponent:
 
     # -- the service's hooks -----------------------------------------------------------
 
-    async def collect_snapshots(self) -> dict[str, dict[str, Any]]:
-        """Saved in the line's snapshot transaction (LineService.persist_now)."""
-        if not self._display_on:
+    def _consume_history(self, events: Sequence[object]) -> None:
+        self.history.consume(events)
+        self._history_changed = True
+
+    def _cut_state(self) -> dict[str, Saved | None]:
+        """The history's part of the line's cut: a bus consumer's state agrees with the
+        events published so far at any moment the event loop runs something else."""
+        if not self._history_changed:
             return {}
-        return {SNAPSHOT_KEY: self.history.snapshot()}
+        self._history_changed = False
+        return {SNAPSHOT_KEY: Saved(self.history.snapshot())}
 
     def banner(self) -> list[str]:
         lines = []

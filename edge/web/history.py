@@ -5,7 +5,7 @@ may still change) and the shift's KPIs; the display also shows the pieces counte
 per hour and the spans a machine was ``unknown`` (link lost, edge down). This
 module collects both from the event bus, as the events say them, for the last
 :data:`RETAIN_S` seconds, and is saved with the line's snapshot
-(``collect_snapshots``), so a restart keeps the shift's earlier hours.
+(a state source of its cut, edge.cut), so a restart keeps the shift's earlier hours.
 
 Hours are local wall-clock hours of the line's calendar time zone.
 """

@@ -209,7 +209,7 @@ async def _read_counters(port: int) -> dict[tuple[str, str], int]:
 
 def _pause_all(lines: list[Line]) -> None:
     marks = {
-        line.name: line.simulator.text().count("simulator paused")
+        line.name: line.simulator.text().count("simulated time held")
         for line in lines
         if line.simulator
     }
@@ -220,7 +220,7 @@ def _pause_all(lines: list[Line]) -> None:
         sim = line.simulator
         assert sim is not None
         _wait(
-            lambda sim=sim, n=marks[line.name]: sim.text().count("simulator paused") > n,
+            lambda sim=sim, n=marks[line.name]: sim.text().count("simulated time held") > n,
             30,
             f"{line.name} paused",
         )
@@ -377,7 +377,7 @@ class Plant:
             if not matches(stored()):
                 return False
             return all(
-                _outbox_depth(line.directory / "state" / "outbox.db") == 0 for line in self.lines
+                _outbox_depth(line.directory / "state" / "state.db") == 0 for line in self.lines
             )
 
         mismatches: list[str] = []

@@ -60,6 +60,7 @@ def line_toml(sim_port: int, *, simulator: bool = False) -> str:
         [[machines]]
         id = "M1"
         ideal_cycle_s = 1.0
+        max_rate_factor = 50.0  # the simulator runs 20 x faster than event time
         plc = "sim"
         plc_map = "generic-modbus"
         unit_id = 1
@@ -67,6 +68,7 @@ def line_toml(sim_port: int, *, simulator: bool = False) -> str:
         [[machines]]
         id = "M2"
         ideal_cycle_s = 0.8
+        max_rate_factor = 50.0  # the simulator runs 20 x faster than event time
         plc = "sim"
         plc_map = "packml-modbus"
         unit_id = 2
@@ -212,8 +214,11 @@ async def test_restart_continues_the_shift_without_losing_or_doubling_pieces(
         assert counted(result[machine]) == delta(after[machine], before[machine]), machine
         shift = result[machine].current_shift
         assert shift is not None
-        # The edge did not see the line while it was down: that time is comm_loss.
-        assert shift.downtime_by_reason.get("comm_loss", 0.0) > 0.5
+        # The edge did not see the line while it was down, but the pieces revealed
+        # after the restart (made at 20 x the ideal rate) prove it ran all that
+        # time: run time, not comm_loss (OEE.md §5, time the edge did not see).
+        assert shift.downtime_by_reason.get("comm_loss", 0.0) == pytest.approx(0.0, abs=1e-6)
+        assert shift.run_s == pytest.approx(shift.planned_production_s)
 
 
 def _sim_fields(sim: SimulatorConfig) -> dict[str, object]:
@@ -258,7 +263,7 @@ def test_edge_run_reports_ready_and_stops_cleanly(
             proc.kill()
     assert proc.returncode == 0, "".join(seen) + rest
     assert "stopped cleanly" in rest
-    assert (tmp_path / "state" / "snapshots.db").is_file()
+    assert (tmp_path / "state" / "state.db").is_file()
 
 
 def test_invalid_config_exits_78_naming_the_key(tmp_path: Path) -> None:
@@ -347,18 +352,19 @@ async def test_plc_link_cut_is_comm_loss_for_that_span_and_counts_no_phantom_pie
             after = {m: sim.ground_truth(m) for m in ("M1", "M2")}
             result = await statuses(service)
 
-    outage = restored_at - cut_at
-    unseen = reconnected_at - cut_at  # the cut plus the time the source took to come back
+    assert reconnected_at > restored_at > cut_at
     for machine in ("M1", "M2"):
         assert during[machine].state.value == "unknown", machine
         # Pieces made during the cut are counted once, at the first reading after it.
         assert counted(result[machine]) == delta(after[machine], before[machine]), machine
         shift = result[machine].current_shift
         assert shift is not None
-        comm_loss = shift.downtime_by_reason.get("comm_loss", 0.0)
         # The loss is stamped at the first failed poll (within a poll of the cut)
-        # and ends with the first reading after the reconnect.
-        assert outage - 0.3 < comm_loss < unseen + 0.3, (machine, comm_loss, outage, unseen)
+        # and ends with the first reading after the reconnect; the pieces that
+        # reading revealed (made at 20 x the ideal rate) prove the machine ran all
+        # that time, so none of it stays comm_loss (OEE.md §5). The exact split of
+        # a partly explained gap is tests/faults/test_live_rules.py.
+        assert shift.downtime_by_reason.get("comm_loss", 0.0) == pytest.approx(0.0, abs=1e-6)
 
 
 async def test_a_crashed_machine_actor_is_back_on_the_next_poll(

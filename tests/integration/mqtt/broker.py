@@ -24,7 +24,7 @@ needs_mosquitto = pytest.mark.skipif(
 class Broker:
     """mosquitto on 127.0.0.1:``port``; sessions persist across :meth:`restart`."""
 
-    def __init__(self, directory: Path, port: int) -> None:
+    def __init__(self, directory: Path, port: int, extra_config: tuple[str, ...] = ()) -> None:
         assert MOSQUITTO is not None
         self.directory = directory
         self.port = port
@@ -48,6 +48,7 @@ class Broker:
                     "max_inflight_messages 0",
                     "log_type error",
                     "log_type warning",
+                    *extra_config,
                     "",
                 ]
             ),
@@ -86,6 +87,14 @@ class Broker:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no persistence written, every connection reset (a crashed broker)."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.kill()
+        proc.wait()
 
     def restart(self) -> None:
         self.stop()

@@ -26,11 +26,16 @@ def line_toml(
     mqtt_extra: str = "",
     extra: str = "",
     state_dir: str = "state",
+    backoff: tuple[float, float] | None = (0.1, 0.5),
 ) -> str:
     """A one-machine line (two with the simulator) forwarding to 127.0.0.1:``mqtt_port``.
 
     One 24 h shift in UTC, so every piece is in planned production time.
+    ``backoff``: the MQTT reconnect backoff (initial, max); None: the defaults.
     """
+    mqtt_backoff = (
+        f"backoff_initial_s = {backoff[0]}\nbackoff_max_s = {backoff[1]}\n" if backoff else ""
+    )
     plc = ""
     if sim_port is not None:
         plc = f"""
@@ -58,6 +63,7 @@ def line_toml(
         [[machines]]
         id = "M1"
         ideal_cycle_s = 1.0
+        max_rate_factor = 50.0  # the simulator runs 20 x faster than event time
         plc = "sim"
         plc_map = "generic-modbus"
         unit_id = 1
@@ -65,6 +71,7 @@ def line_toml(
         [[machines]]
         id = "M2"
         ideal_cycle_s = 0.8
+        max_rate_factor = 50.0  # the simulator runs 20 x faster than event time
         plc = "sim"
         plc_map = "packml-modbus"
         unit_id = 2
@@ -107,12 +114,11 @@ def line_toml(
         enabled = true
         host = "127.0.0.1"
         port = {mqtt_port}
-        backoff_initial_s = 0.1
-        backoff_max_s = 0.5
         publish_timeout_s = 3.0
         batch_max_delay_s = 0.05
         """
         )
+        + mqtt_backoff
         + textwrap.dedent(mqtt_extra)
         + textwrap.dedent(extra)
     )

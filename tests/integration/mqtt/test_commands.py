@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,15 +16,17 @@ from typing import Any
 
 import aiomqtt
 import msgpack
+import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 import edge.mqtt
 import edge.outbox
+from edge.commands import CommandAudit
 from edge.orders_runtime import component as orders_component
 from edge.service import LineService
 from tests.integration.mqtt.broker import Broker, needs_mosquitto
-from tests.integration.mqtt.helpers import Received, consumer, line_toml, make_config
+from tests.integration.mqtt.helpers import Received, Recorder, consumer, line_toml, make_config
 from tests.unit.mqtt.fakes import FakeCommands
 
 pytestmark = needs_mosquitto
@@ -280,3 +283,59 @@ async def test_commands_drive_the_real_order_runtime_and_show_in_the_events(
     (record,) = [e.data for e in received.events if e.type == "BatchRecordCompleted"]
     assert record["order_id"] == "WO-7" and record["record"]["status"] == "completed"
     assert [s["status"] for s in received.statuses][-1] == "online"
+
+
+async def test_a_retained_command_reaching_the_live_subscription_is_recognised(
+    tmp_path: Path, broker: Broker
+) -> None:
+    # The edge is subscribed already: the broker delivers live, and only MQTT 5's
+    # Retain As Published keeps the flag that says the command was retained.
+    config = make_config(tmp_path, line_toml(broker.port, mqtt_extra="kpi_interval_s = 0\n"))
+    components = [WithFakeCommands, edge.outbox.component, edge.mqtt.component]
+    async with LineService(config, components=components) as service:
+        fake = service.components[0].fake
+        await service.components[2].wait_connected(5)
+        async with mes(broker.port) as side:
+            payload = js({"alarm_id": "A-1", "request_id": "r-live"})
+            doc, _ = await side.send("acknowledge_alarm", payload, retain=True)
+            assert (doc["status"], doc["code"], doc["request_id"]) == (
+                "rejected",
+                "retained",
+                "r-live",
+            )
+            # The same command, not retained, runs.
+            doc, _ = await side.send("acknowledge_alarm", payload)
+            assert doc["status"] == "accepted"
+    assert fake.alarms == ["A-1"]
+
+
+async def test_a_flood_of_bad_commands_is_answered_audited_and_logged_twice(
+    tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = make_config(tmp_path, line_toml(broker.port, mqtt_extra="kpi_interval_s = 0\n"))
+    components = [Recorder, edge.outbox.component, edge.mqtt.component]
+    caplog.set_level(logging.WARNING, logger="edge.mqtt.commands")
+    flood = 1000
+    async with LineService(config, components=components) as service:
+        recorder, _, mqtt = service.components
+        assert isinstance(recorder, Recorder) and isinstance(mqtt, edge.mqtt.MqttComponent)
+        await mqtt.wait_connected(5)
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            await client.subscribe("edge/T/L1/reply/#", qos=1)
+            for _ in range(flood):
+                await client.publish("edge/T/L1/cmd/start_order", b"\xc1 junk", qos=1)
+            replies = 0
+            async with asyncio.timeout(60):
+                async for _message in client.messages:
+                    replies += 1
+                    if replies == flood:
+                        break
+        assert mqtt.statistics().commands_rejected == flood
+    # Closing the component reports the count the rate limit held back.
+    lines = [r.getMessage() for r in caplog.records if r.name == "edge.mqtt.commands"]
+    assert lines == [
+        "mqtt command rejected",
+        f"{flood - 1} more mqtt commands rejected in the last 60 s (malformed {flood - 1})",
+    ]
+    audits = [e for e in recorder.events if isinstance(e, CommandAudit)]
+    assert len(audits) == flood and not any(a.accepted for a in audits)

@@ -101,7 +101,7 @@ async def test_sigkill_while_the_broker_is_down_then_restart_delivers_the_backlo
             broker.stop()
             await asyncio.sleep(2.5)  # the line produces; the events wait in the outbox
             edge.kill()
-            last_committed, waiting = outbox_figures(tmp_path / "state" / "outbox.db")
+            last_committed, waiting = outbox_figures(tmp_path / "state" / "state.db")
             assert waiting > 0, "a backlog was stored while the broker was down"
             assert last_committed > received.last_seq
 

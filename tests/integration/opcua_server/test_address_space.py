@@ -339,8 +339,16 @@ async def test_a_lost_plc_link_turns_live_values_uncertain_then_good_again(line:
         async def counted() -> ua.DataValue:
             return await read(c, "L1.M1.OEE.TotalCount")
 
-        await wait_for(lambda: _good(counted()))
-        before = (await counted()).Value.Value
+        # The KPI refresh runs on its own cycle: wait until it shows the actor's count.
+        status = await line.service.machine_ref("M1").ask(GetStatus(time.time()))
+        assert status.current_shift is not None
+        before = status.current_shift.total_count
+
+        async def settled() -> bool:
+            value = await counted()
+            return bool(value.StatusCode.is_good() and value.Value.Value == before)
+
+        await wait_for(settled)
         lost = t0 + 5
         line.server.ingest_samples([LinkChanged("M1", False, lost, "timeout")])
         await line.service.machine_ref("M1").tell(LinkChanged("M1", False, lost))

@@ -44,6 +44,7 @@ def simulated_line_toml(sim_port: int, *, metrics_port: int = 0, metrics: bool =
         [[machines]]
         id = "M1"
         ideal_cycle_s = 1.0
+        max_rate_factor = 50.0  # the simulator runs 20 x faster than event time
         micro_stop_s = 1.0
         plc = "sim"
         plc_map = "sim-line"
@@ -53,6 +54,7 @@ def simulated_line_toml(sim_port: int, *, metrics_port: int = 0, metrics: bool =
         [[machines]]
         id = "M2"
         ideal_cycle_s = 0.8
+        max_rate_factor = 50.0  # the simulator runs 20 x faster than event time
         micro_stop_s = 1.0
         plc = "sim"
         plc_map = "packml-modbus"

@@ -126,6 +126,7 @@ EXPECTED_TYPES = {
     "edge_plc_data_errors": "counter",
     "edge_plc_skipped_polls": "counter",
     "edge_plc_poll_duration_seconds": "histogram",
+    "edge_plc_poll_lateness_seconds": "histogram",
     "edge_process_cpu_seconds": "counter",
     "edge_process_resident_memory_bytes": "gauge",
 }
@@ -284,6 +285,9 @@ async def test_a_scrape_after_a_simulated_run_shows_the_engines_kpis(
     assert polls - failed - 1 <= observed <= polls - failed
     buckets = [s.value for s in scrape.series("edge_plc_poll_duration_seconds_bucket")]
     assert buckets == sorted(buckets) and buckets[-1] == observed
+    # every poll that started, failed ones too, is observed for its lateness
+    started = scrape.value("edge_plc_poll_lateness_seconds_count", plc="sim")
+    assert started is not None and polls - 1 <= started <= polls
     assert scrape.value("edge_actors") == 2
     for machine_id in statuses:
         assert scrape.value("edge_actor_restarts_total", machine=machine_id) == 0

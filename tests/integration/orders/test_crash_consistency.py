@@ -61,7 +61,7 @@ async def test_restart_from_the_last_save_keeps_orders_and_machines_in_agreement
             sim.resume()
             await asyncio.sleep(1.2)
             await first.persist_now()  # pieces keep arriving while it saves
-            copy_database(config.storage.state_dir / "snapshots.db", crashed_dir / "snapshots.db")
+            copy_database(config.storage.state_dir / "state.db", crashed_dir / "state.db")
             await asyncio.sleep(0.5)  # lost with the "kill": counted again after restart
         async with LineService(crashed, components=[component]) as second:
             await asyncio.sleep(1.0)

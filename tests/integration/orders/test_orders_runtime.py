@@ -40,15 +40,18 @@ name = "All"
 start = "00:00"
 end = "00:00"
 
-# Counts total, good and reject (the tests send all three).
+# Counts total, good and reject (the tests send all three). The tests feed a
+# poll's worth of pieces milliseconds apart: no plausibility cap on the steps.
 [[machines]]
 id = "M1"
 ideal_cycle_s = 1.0
+max_rate_factor = 1000.0
 
 # Counts total pieces only: its rejects come from station Q2.
 [[machines]]
 id = "M2"
 ideal_cycle_s = 1.0
+max_rate_factor = 1000.0
 
 [[quality_stations]]
 id = "Q1"

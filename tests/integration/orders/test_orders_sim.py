@@ -75,6 +75,7 @@ def make_config(tmp_path: Path, port: int) -> LineConfig:
     [[machines]]
     id = "M1"
     ideal_cycle_s = 1.0
+    max_rate_factor = 50.0  # the simulator runs 20 x faster than event time
     plc = "sim"
     plc_map = "generic-modbus"
 

@@ -45,3 +45,36 @@ def test_a_failing_consumer_is_logged_once_and_its_recovery_once(
     messages = [r.getMessage() for r in caplog.records]
     assert sum("lost" in m for m in messages) == 1, messages
     assert sum("recovered" in m for m in messages) == 1, messages
+
+
+def test_a_consumer_that_subscribes_during_a_hold_gets_everything_in_order() -> None:
+    bus: EventBus[int] = EventBus()
+    early: list[int] = []
+    late: list[int] = []
+    bus.subscribe("early", early.extend)
+    bus.publish([1])  # before the hold: nobody keeps it
+    bus.hold()
+    bus.publish([2, 3])
+    bus.subscribe("late", late.extend)
+    bus.publish([4])
+    assert early == [1, 2, 3, 4]
+    assert late == []  # nothing live before it is released
+    bus.release()
+    assert late == [2, 3, 4]
+    bus.publish([5])
+    assert early == [1, 2, 3, 4, 5]
+    assert late == [2, 3, 4, 5]
+
+
+def test_a_held_consumer_can_unsubscribe_and_a_bus_without_consumers_keeps_while_holding() -> None:
+    bus: EventBus[int] = EventBus()
+    assert not bus.has_consumers
+    bus.hold()
+    assert bus.has_consumers  # the route must publish: a late consumer will want it
+    got: list[int] = []
+    unsubscribe = bus.subscribe("late", got.extend)
+    bus.publish([1])
+    unsubscribe()
+    bus.release()
+    assert got == []
+    assert not bus.has_consumers

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from typing import Any
 
 import msgpack
@@ -10,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.commands import OrderSpec
+from edge.commands import CommandAudit, OrderSpec
 from edge.config import MQTT_COMMANDS
 from edge.mqtt.commands import (
     COMMANDS,
@@ -369,10 +371,60 @@ async def test_undecodable_payloads_get_a_json_rejection_on_the_default_reply_to
     assert json.loads(reply.payload)["status"] == "rejected"
 
 
-async def test_retained_commands_are_not_executed() -> None:
+async def test_retained_commands_are_not_executed_and_the_reply_keeps_the_request_id() -> None:
     fake = FakeCommands()
     reply = await handler(fake).handle("edge/T/L1/cmd/download_order", js(DOWNLOAD), retained=True)
     assert reply.code == "retained" and fake.calls == []
+    assert body(reply)["request_id"] == "r-17"
+    # Retained and not even valid: still "retained", and the request id is kept.
+    reply = await handler(fake).handle(
+        "edge/T/L1/cmd/start_order", js({"order_id": 7, "request_id": 99}), retained=True
+    )
+    assert (reply.code, body(reply)["request_id"]) == ("retained", 99)
+
+
+async def test_a_rejection_keeps_a_usable_request_id_and_drops_a_bad_one() -> None:
+    h = handler(FakeCommands())
+    reply = await h.handle("edge/T/L1/cmd/start_order", js({"order_id": 7, "request_id": "r-5"}))
+    assert (reply.code, body(reply)["request_id"]) == ("invalid_argument", "r-5")
+    reply = await h.handle("edge/T/L1/cmd/start_order", js({"request_id": ["no"]}))
+    assert reply.code == "invalid_argument" and "request_id" not in body(reply)
+
+
+async def test_rejections_are_logged_first_then_counted_and_each_is_audited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    audits: list[CommandAudit] = []
+    h = handler(FakeCommands(), audit=audits.extend, reject_log_interval_s=0.2)
+    caplog.set_level(logging.WARNING, logger="edge.mqtt.commands")
+    for number in range(500):
+        payload = b"\xc1" if number % 5 else js({"order_id": 7})
+        await h.handle("edge/T/L1/cmd/start_order", payload)
+    await h.handle("edge/T/L1/cmd/rebirth", b"{}")  # accepted, not seen by the runtime
+    await h.handle("edge/T/L1/cmd/start_order", js({"order_id": "WO-404"}))  # the runtime's
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["mqtt command rejected"], "only the first one at once"
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(caplog.records) < 2:
+        assert asyncio.get_running_loop().time() < deadline, "no summary line"
+        await asyncio.sleep(0.05)
+    assert caplog.records[1].getMessage() == (
+        "500 more mqtt commands rejected in the last 0.2 s (malformed 400, invalid_argument 99, "
+        "refused 1)"
+    )
+    # One audit per command the runtime did not see: 500 rejections and the rebirth.
+    assert len(audits) == 501
+    assert audits[0] == CommandAudit(
+        ts=audits[0].ts,
+        source="mqtt",
+        user="",
+        command="start_order",
+        arguments={},
+        accepted=False,
+        result="invalid_argument: order_id: must be a string, got an integer",
+    )
+    assert (audits[-1].command, audits[-1].accepted) == ("rebirth", True)
+    h.close()
 
 
 async def test_without_the_order_runtime_orders_are_unavailable_but_stop_reasons_work() -> None:

@@ -11,6 +11,7 @@ from actors.messages import Quality
 from actors.oee.calendar import ShiftCalendar
 from actors.oee.core import MachineCore
 from actors.oee.events import (
+    CounterJumpCapped,
     OrderWindowClosed,
     PiecesCounted,
     ShiftClosed,
@@ -164,13 +165,25 @@ def test_count_roles_derive_the_third() -> None:
         m.add_rejects(-1, t("06:30"))
 
 
-def test_implausible_jumps_and_invalid_values_warn() -> None:
+def test_implausible_jumps_are_capped_and_invalid_values_warn() -> None:
     m = core()
     feed(m, t("06:00"), "running", True)
     feed(m, t("06:00"), "total_count", 0)
-    # 10 s at 2 s per piece: at most ~5; 50000 is implausible (still counted).
-    [warning] = of_type(feed(m, t("06:00:10"), "total_count", 50000), Warning)
+    # 10 s at 2 s per piece, factor 2: allowance 2 x (10 / 2 + 1) = 12 pieces.
+    # 50000 is capped: 12 counted, 49988 reported and never counted.
+    events = feed(m, t("06:00:10"), "total_count", 50000)
+    [warning] = of_type(events, Warning)
     assert warning.kind == "counter_jump"
+    [capped] = of_type(events, CounterJumpCapped)
+    assert (capped.old, capped.new, capped.delta, capped.counted, capped.excess) == (
+        0,
+        50000,
+        50000,
+        12,
+        49988,
+    )
+    [counted] = of_type(events, PiecesCounted)
+    assert counted.count == 12
     [warning] = of_type(feed(m, t("06:00:20"), "total_count", -5), Warning)
     assert warning.kind == "invalid_value"
     feed(m, t("06:00:30"), "total_count", 2**32)  # beyond 32 bits: invalid too
@@ -178,7 +191,7 @@ def test_implausible_jumps_and_invalid_values_warn() -> None:
     stats = m.statistics()
     assert (stats.implausible_jumps, stats.invalid_values) == (1, 3)
     kpis = m.current_shift_kpis(t("06:01"))
-    assert kpis is not None and kpis.total_count == 50000
+    assert kpis is not None and kpis.total_count == 12
 
 
 def test_orders_have_their_own_window_and_ideal_cycle_time() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from actors.oee.events import (
+    GapRunCredited,
     ShiftClosed,
     StopEnded,
     StopReasonChanged,
@@ -117,17 +118,22 @@ def test_comm_loss_from_link_changes() -> None:
     feed(m, t("07:00"), "temp", 20.0)  # not the running signal: still unknown
     assert m.state is MachineState.UNKNOWN
     feed(m, t("07:05"), "running", True)  # known again from 07:05
-    feed(m, t("07:05"), "total_count", 400)  # +300, made while we could not see
+    events = feed(m, t("07:05"), "total_count", 400)  # +300, made while we could not see
+    # Unknown 06:40-07:05 = 1500 s. 300 pieces x 2 s = 600 s of it ran (the
+    # last 600 s of the gap, 06:55-07:05, become run time): comm_loss 900 s.
+    [credited] = of_type(events, GapRunCredited)
+    assert (credited.gap_start, credited.gap_end) == (t("06:40"), t("07:05"))
+    assert (credited.unknown_s, credited.running_s, credited.pieces) == (1500.0, 600.0, 300)
     kpis = m.current_shift_kpis(t("08:00"))
     assert kpis is not None
-    # 06:00-08:00 = 7200 s. Downtime: stop 1 600 s + comm_loss 06:40-07:05 = 1500 s.
+    # 06:00-08:00 = 7200 s. Downtime: stop 1 600 s + comm_loss 900 s = 1500 s.
     # comm_loss is not a downtime event: 1 event, mttr = 600, mtbf = run / 1.
-    assert kpis.downtime_s == 2100.0
-    assert kpis.downtime_by_reason == {"unassigned": 600.0, "comm_loss": 1500.0}
+    assert kpis.downtime_s == 1500.0
+    assert kpis.downtime_by_reason == {"unassigned": 600.0, "comm_loss": 900.0}
     assert kpis.downtime_events == 1
-    assert kpis.run_s == 5100.0
+    assert kpis.run_s == 5700.0
     assert kpis.mttr_s == 600.0
-    assert kpis.mtbf_s == 5100.0
+    assert kpis.mtbf_s == 5700.0
     assert kpis.total_count == 300
 
 

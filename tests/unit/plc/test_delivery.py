@@ -26,6 +26,17 @@ def test_quality_and_type_changes_count_as_changes() -> None:
     assert f.changed("M1", "x", 1.0, GOOD)
 
 
+def test_a_deadband_holds_back_small_moves_of_good_numbers_only() -> None:
+    f = ChangeFilter()
+    assert f.changed("M1", "t", 20.0, GOOD, deadband=0.5)
+    assert not f.changed("M1", "t", 20.4, GOOD, deadband=0.5)
+    # measured from the last *delivered* value, so a slow drift still gets through
+    assert not f.changed("M1", "t", 20.3, GOOD, deadband=0.5)
+    assert f.changed("M1", "t", 20.5, GOOD, deadband=0.5)
+    assert f.changed("M1", "t", None, BAD, deadband=0.5)  # a quality change always passes
+    assert f.changed("M1", "t", 20.5, GOOD, deadband=0.5)
+
+
 def test_forget_one_machine_or_all() -> None:
     f = ChangeFilter()
     f.changed("M1", "a", 1, GOOD)

@@ -264,6 +264,33 @@ def test_missing_map_and_bad_toml(tmp_path: Path) -> None:
         ({"signals": [hr(0)]}, 'protocol: missing: "modbus" or "opcua"'),
         (modbus(), "signals: missing: a map needs at least one [[signals]] entry"),
         (modbus(hr(0), vendor="x"), "vendor: unknown key"),
+        (modbus(hr(0, deadband=-0.5)), "signals[0].deadband: must be >= 0, got -0.5"),
+        (modbus(hr(0, deadband="1")), "signals[0].deadband: must be a number, got '1'"),
+        (
+            modbus(
+                {
+                    "name": "b",
+                    "area": "holding_register",
+                    "address": 0,
+                    "type": "bool",
+                    "bit": 0,
+                    "deadband": 1,
+                }
+            ),
+            "signals[0].deadband: not allowed for a bool",
+        ),
+        (
+            modbus(
+                {
+                    "role": "total_count",
+                    "area": "holding_register",
+                    "address": 0,
+                    "type": "uint32",
+                    "deadband": 1,
+                }
+            ),
+            "signals[0].deadband: not allowed for the role 'total_count'",
+        ),
     ],
 )
 def test_each_problem_is_reported_with_its_key_path(
@@ -310,3 +337,11 @@ def test_bits_of_one_register_may_share_it() -> None:
         name="t",
     )
     assert [s.name for s in plc_map.signals] == ["a", "b"]
+
+
+def test_a_deadband_is_kept_in_engineering_units_and_defaults_to_none() -> None:
+    plc_map = parse_plc_map(
+        modbus(hr(0, "int16", scale=0.1, deadband=0.5), hr(1, name="w")), name="t"
+    )
+    assert plc_map.signals[0].deadband == 0.5
+    assert plc_map.signals[1].deadband == 0.0

@@ -240,7 +240,7 @@ async def test_station_actor_feeds_machine_rejects_after_publishing() -> None:
     published: list[object] = []
     rejects: list[tuple[int, float]] = []
 
-    async def add_rejects(count: int, ts: float) -> None:
+    def add_rejects(count: int, ts: float) -> None:
         published.append(("rejects", count))
         rejects.append((count, ts))
 
@@ -273,7 +273,7 @@ async def test_station_actor_feeds_machine_rejects_after_publishing() -> None:
 async def test_station_that_does_not_feed_the_machine_never_adds_rejects() -> None:
     rejects: list[int] = []
 
-    async def add_rejects(count: int, ts: float) -> None:
+    def add_rejects(count: int, ts: float) -> None:
         rejects.append(count)
 
     ref = await start_actor(QualityStationActor(params(), lambda events: None, add_rejects))

@@ -589,6 +589,9 @@ def test_performance_above_one_is_reported_uncapped_with_a_warning(tmp_path: Pat
         [[machines]]
         id = "F"
         ideal_cycle_s = 2.0
+        # 2700 pieces in 1800 s is 3 x the ideal rate: allowed with a factor of 4
+        # (4 x (1800 / 2 + 1) = 3604), else capped (docs/engine.md, Counts).
+        max_rate_factor = 4.0
         """,
     )
     lines = [

@@ -1,0 +1,102 @@
+"""Cuts (an actor's state between two messages plus its kept queued messages) and post."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from actors.actor import start_actor
+from actors.supervisor import ChildSpec, Supervisor
+from edge.errors import ActorError, ActorStoppedError
+from tests.unit.actors_runtime.helpers import Boom, Get, Hold, Message, Put, Recorder, eventually
+
+
+class KeepsPuts(Recorder):
+    """A Recorder whose queued Puts are state in flight: a cut keeps them."""
+
+    kept_on_cut = (Put,)
+
+
+async def test_a_cut_is_the_state_after_the_last_message_and_none_when_unchanged() -> None:
+    ref = await start_actor(Recorder(), snapshot_every_s=None)
+    first = ref.cut()
+    assert first is not None and first.snapshot == () and first.pending == ()
+    assert ref.cut() is None, "nothing handled since: unchanged"
+    await ref.tell(Put(1))
+    await ref.tell(Put(2))
+    assert await ref.ask(Get()) == (1, 2)
+    cut = ref.cut()
+    assert cut is not None and cut.snapshot == (1, 2)
+    assert ref.cut() is None
+    await ref.stop()
+
+
+async def test_no_cut_while_a_handler_is_suspended_half_way() -> None:
+    gate = asyncio.Event()
+    hold = Hold(gate)
+    ref = await start_actor(KeepsPuts(), snapshot_every_s=None)
+    await ref.tell(Put("a"))
+    await ref.tell(hold)
+    await hold.entered.wait()
+    with pytest.raises(ActorError, match="half-way"):
+        ref.cut()
+    ref.post(Put("b"))
+    gate.set()
+    assert await ref.ask(Get()) == ("a", "b")
+    cut = ref.cut()
+    assert cut is not None and cut.snapshot == ("a", "b") and cut.pending == ()
+    await ref.stop()
+
+
+async def test_a_cut_while_messages_wait_holds_them_as_pending() -> None:
+    ref = await start_actor(KeepsPuts(), snapshot_every_s=None)
+    assert ref.cut() is not None
+    # Queued synchronously, before the actor's task ran: all pending.
+    ref.post(Put(1))
+    ref.post(Put(2))
+    ref.tell_nowait(Get())  # an ask-like query is never kept
+    cut = ref.cut()
+    assert cut is not None and cut.snapshot == () and cut.pending == (Put(1), Put(2))
+    await eventually(lambda: ref.statistics().messages_handled == 3)
+    cut = ref.cut()
+    assert cut is not None and cut.snapshot == (1, 2) and cut.pending == ()
+    await ref.stop()
+
+
+async def test_post_ignores_the_capacity_and_is_refused_once_stopping() -> None:
+    ref = await start_actor(Recorder(), mailbox_capacity=1, snapshot_every_s=None)
+    gate = asyncio.Event()
+    hold = Hold(gate)
+    await ref.tell(hold)
+    await hold.entered.wait()
+    await ref.tell(Put(0))  # the mailbox is full now
+    for value in range(1, 5):
+        ref.post(Put(value))
+    gate.set()
+    assert await ref.ask(Get()) == (0, 1, 2, 3, 4)
+    await ref.stop()
+    with pytest.raises(ActorStoppedError):
+        ref.post(Put(5))
+
+
+async def test_during_a_restart_the_cut_is_what_the_restart_restores() -> None:
+    instances: list[Recorder] = []
+
+    def factory() -> Recorder:
+        instance = Recorder()
+        instances.append(instance)
+        return instance
+
+    async with Supervisor(name="t") as supervisor:
+        spec: ChildSpec[Message, object] = ChildSpec(
+            "r", factory, snapshot_every_s=None, snapshot_every_messages=1
+        )
+        ref = await supervisor.add_child(spec)
+        await ref.tell(Put(1))
+        assert await ref.ask(Get()) == (1,)
+        await ref.tell(Boom(RuntimeError("bug")))
+        await eventually(lambda: len(instances) == 2)
+        assert await ref.ask(Get()) == (1,)
+        cut = ref.cut()
+        assert cut is not None and cut.snapshot == (1,), "restored state is saved again"
