@@ -117,10 +117,9 @@ class OrdersConfig:
     max_finished_scans: Annotated[int, rule.between(0, 10_000_000)] = 10_000
 
 
-Role = Literal["operator", "supervisor", "quality", "maintenance", "admin"]
 Policy = Literal["Basic256Sha256", "Aes256Sha256RsaPss"]
 Mode = Literal["Sign", "SignAndEncrypt"]
-OPCUA_ROLES: tuple[Role, ...] = get_args(Role)
+OPCUA_ROLES = ("operator", "supervisor", "quality", "maintenance", "admin")
 # FULL survives power loss; NORMAL survives a process crash only.
 Synchronous = Literal["FULL", "NORMAL"]
 CertFile = Annotated[Path, rule.IsFile]

@@ -179,8 +179,7 @@ class Reader:
             self.problem(join(path, key), f"unknown key{hint}; expected one of: {listed}")
 
     def section(self, cls: type[T], doc: Doc, key: str, secrets: bool = False, **given: Any) -> T:
-        """``doc[key]`` as a ``cls``, an invalid or missing key at ``given`` or its default.
-        Secrets are read only for an enabled section (or with ``secrets``)."""
+        """``doc[key]`` as ``cls``, bad keys at ``given`` or defaults; secrets read if enabled."""
         fallback = typing.cast(T, self.build(cls, given, key))  # every key at its default
         raw = given | doc.get(key, {}) if isinstance(doc.get(key, {}), dict) else doc[key]
         on = isinstance(raw, dict) and raw.get("enabled", getattr(fallback, "enabled", True))
