@@ -63,21 +63,23 @@ class CalendarEntry:
 
 
 def _shift(shift: ShiftEntry) -> ShiftDef:
+    hhmm = time.fromisoformat
     days = frozenset(_WEEKDAYS[day.lower()] for day in shift.days)
-    breaks = [
-        BreakDef(*(time.fromisoformat(t.strip()) for t in b.split("-"))) for b in shift.breaks
-    ]
-    start, end = time.fromisoformat(shift.start), time.fromisoformat(shift.end)
-    return ShiftDef(shift.name, start, end, days, tuple(breaks))
+    breaks = tuple(BreakDef(*(hhmm(t.strip()) for t in b.split("-"))) for b in shift.breaks)
+    return ShiftDef(shift.name, hhmm(shift.start), hhmm(shift.end), days, breaks)
 
 
-def read_calendar(reader: Reader, doc: dict[str, Any]) -> CalendarDef:
+def read_calendar(reader: Reader, doc: rule.Doc) -> CalendarDef:
     from actors.oee.calendar import validate_calendar  # noqa: PLC0415 - keeps import cheap
 
     entry = reader.build(CalendarEntry, doc.get("calendar", {}), "calendar")
     calendar = CalendarDef(entry.timezone, tuple(map(_shift, entry.shifts))) if entry else None
     reader.problems.extend(validate_calendar(calendar, "calendar") if calendar else ())
     return calendar or CalendarDef("UTC", ())
+
+
+# FULL survives power loss; NORMAL survives a process crash only.
+Synchronous = Literal["FULL", "NORMAL"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +122,6 @@ class OrdersConfig:
 Policy = Literal["Basic256Sha256", "Aes256Sha256RsaPss"]
 Mode = Literal["Sign", "SignAndEncrypt"]
 OPCUA_ROLES = ("operator", "supervisor", "quality", "maintenance", "admin")
-# FULL survives power loss; NORMAL survives a process crash only.
-Synchronous = Literal["FULL", "NORMAL"]
 CertFile = Annotated[Path, rule.IsFile]
 _PAIR = rule.With("tls_cert_file", "tls_cert_file and tls_key_file go together")
 KeyFile = Annotated[Path, rule.IsFile, _PAIR]
@@ -198,7 +198,7 @@ class OpcUaServerConfig:
         return dict(self.method_roles).get(method, frozenset())
 
 
-def read_opcua(reader: Reader, doc: dict[str, Any]) -> OpcUaServerConfig:
+def read_opcua(reader: Reader, doc: rule.Doc) -> OpcUaServerConfig:
     table = dict(doc["opcua"]) if isinstance(doc.get("opcua"), dict) else doc.get("opcua", {})
     roles = table.pop("method_roles", {}) if isinstance(table, dict) else {}
     # The users log in on the line display too: their secrets are read when either is on.
@@ -206,9 +206,8 @@ def read_opcua(reader: Reader, doc: dict[str, Any]) -> OpcUaServerConfig:
     display = not isinstance(web, dict) or web.get("enabled", True) is True
     opcua = reader.section(OpcUaServerConfig, {"opcua": table}, "opcua", secrets=display)
     roles = reader.build(MethodRoles, roles, "opcua.method_roles") or MethodRoles()
-    return replace(
-        opcua, method_roles=tuple((m, getattr(roles, m)) for m in schema_of(MethodRoles))
-    )
+    pairs = tuple((method, getattr(roles, method)) for method in OPCUA_DEFAULT_METHOD_ROLES)
+    return replace(opcua, method_roles=pairs)
 
 
 _LONGER = rule.at_least("session_idle_s")
