@@ -8,7 +8,7 @@ Mailbox
     actor (:class:`OverflowPolicy`):
 
     - ``BLOCK``: ``tell``/``ask`` wait for room (backpressure on the producer);
-      ``tell_nowait`` raises :class:`~edge.errors.MailboxFullError`.
+      ``tell_nowait`` raises :class:`~actors.errors.MailboxFullError`.
     - ``COALESCE``: a told message whose ``Actor.coalesce_key`` is not ``None``
       replaces the queued message with the same key, in that message's place
       ("latest value wins", order of first arrival kept). Coalescing happens only
@@ -27,7 +27,7 @@ Failures
     factory gets ``restore(last snapshot)``, then ``on_start``, then handles the
     messages queued behind the one that crashed (that one is dropped). An actor
     without a supervisor stays down. When an actor ends for good, every ask still
-    in its mailbox fails with :class:`~edge.errors.ActorStoppedError`.
+    in its mailbox fails with :class:`~actors.errors.ActorStoppedError`.
 
     An ask whose caller gave up (timeout, cancellation) is still handled when its
     turn comes: a timeout means "no reply in time", not "not done".
@@ -78,7 +78,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
-from edge.errors import ActorError, ActorStoppedError, AskTimeoutError, MailboxFullError
+from actors.errors import ActorError, ActorStoppedError, AskTimeoutError, MailboxFullError
 
 __all__ = [
     "DEFAULT_ASK_TIMEOUT_S",

@@ -8,7 +8,7 @@ the same ``ActorRef`` and mailbox, when its :class:`RestartPolicy` says so.
 
 Restart intensity: more than ``max_restarts`` restarts within ``within_s``
 seconds (event-loop clock) and the supervisor gives up: it stops every remaining
-child in reverse order and escalates with :class:`~edge.errors.EscalationError`.
+child in reverse order and escalates with :class:`~actors.errors.EscalationError`.
 
 How the application observes the end::
 
@@ -54,7 +54,7 @@ from actors.actor import (
     _ActorCell,
     validate_actor_options,
 )
-from edge.errors import ActorError, EscalationError
+from actors.errors import ActorError, EscalationError
 
 __all__ = [
     "ChildSpec",

@@ -9,7 +9,7 @@ idempotent by that id:
   reported as such (``recorded=False``), so a front end that resends after a
   lost reply does no harm;
 - the same scan id with different content (another lot, machine or order) is
-  refused with :class:`~edge.errors.CommandError`: a scanner reusing ids would
+  refused with :class:`~actors.errors.CommandError`: a scanner reusing ids would
   otherwise silently lose scans.
 
 The ledger keeps the scans of every order that is not finished, and the ids of
@@ -25,7 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from edge.errors import CommandError
+from actors.errors import CommandError
 
 __all__ = ["Genealogy", "LotLedger", "LotScan"]
 

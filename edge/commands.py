@@ -10,52 +10,26 @@ rejection (an MQTT reply, an OPC UA Bad status).
 
 Every command is audited: :class:`CommandAudit` records who asked what and
 the outcome, and goes to the event bus (and from there to the outbox).
+
+The specs (:class:`OrderSpec`, :class:`OrderInfo`, :class:`CommandAudit`) are
+the domain's (:mod:`actors.commands`), re-exported here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from actors.commands import CommandAudit, OrderInfo, OrderSpec
 
-@dataclass(frozen=True, slots=True)
-class OrderSpec:
-    """A work order as downloaded from the MES or a QMIB batch template."""
-
-    order_id: str
-    product: str
-    target_quantity: int
-    machine_ids: tuple[str, ...]
-    ideal_cycle_s: float | None = None  # None: each machine's own
-    operation_id: str = ""
-    auto_complete: bool = False  # complete when good pieces reach the target
-    produced_lot_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class OrderInfo:
-    """An order's state as a command result."""
-
-    order_id: str
-    status: str  # created | released | running | held | completed | aborted
-    product: str
-    target_quantity: int
-    good_count: int
-    reject_count: int
-    machine_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class CommandAudit:
-    """One command, as the audit trail keeps it."""
-
-    ts: float
-    source: str  # "mqtt", "opcua", "qmib", "cli"
-    user: str
-    command: str
-    arguments: dict[str, object] = field(default_factory=dict)
-    accepted: bool = True
-    result: str = ""
+__all__ = [
+    "AlarmOwner",
+    "AlarmOwners",
+    "CommandAudit",
+    "LineCommands",
+    "OrderInfo",
+    "OrderSpec",
+    "register_alarm_owner",
+]
 
 
 class LineCommands(Protocol):

@@ -3,19 +3,24 @@
 Library errors (pymodbus, asyncua, aiomqtt, aiosqlite, httpx) never escape a
 connector: they are re-raised as one of these, ``from`` the original.
 
+The domain's errors (marked ``actors``) are defined in :mod:`actors.errors`,
+below the I/O layer, so the domain raises them without importing ``edge``;
+this module re-exports them, and the I/O errors subclass the same root:
+
 ::
 
-    EdgeError
+    EdgeError                    (actors) root of every error raised on purpose
     ├── ConfigError              a config file or plc_map is invalid (carries every problem)
     ├── WireError                an MQTT payload is not a valid batch/command (edge.wire)
     │   └── MalformedBatch       ... one the central store dead-letters (edge.ingest.errors)
-    ├── ActorError
+    ├── ActorError               (actors)
     │   ├── ActorStoppedError    the actor is stopped or died; pending asks get this
     │   ├── MailboxFullError     tell_nowait on a full mailbox
     │   ├── AskTimeoutError      no reply within the ask timeout
     │   └── EscalationError      a supervisor's restart intensity was exceeded
-    ├── CommandError             a command (MQTT, OPC UA method, CLI) was rejected
+    ├── CommandError             (actors) a command (MQTT, OPC UA method, CLI) was rejected
     │   └── CommandRejected      ... with a reply code for the MES (edge.mqtt.commands)
+    ├── SnapshotError            (actors) a saved state cannot restore a core
     ├── StateStoreError          the state database (snapshots, outbox) failed
     │   └── StateDirError        the state directory cannot be used (edge run exits 78)
     ├── TraceError               a replay trace line is malformed
@@ -38,22 +43,38 @@ Errors specific to one connector live in its module, under this tree.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
+from actors.errors import (
+    ActorError,
+    ActorStoppedError,
+    AskTimeoutError,
+    CommandError,
+    EdgeError,
+    EscalationError,
+    MailboxFullError,
+    Problem,
+    SnapshotError,
+)
 
-class EdgeError(Exception):
-    """Root of every error this project raises on purpose."""
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with an input, located by its key path."""
-
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
+__all__ = [
+    "ActorError",
+    "ActorStoppedError",
+    "AskTimeoutError",
+    "CommandError",
+    "ConfigError",
+    "ConnectorError",
+    "EdgeError",
+    "EscalationError",
+    "MailboxFullError",
+    "PlcConnectionError",
+    "PlcDataError",
+    "PlcError",
+    "Problem",
+    "SnapshotError",
+    "StateDirError",
+    "StateStoreError",
+    "TraceError",
+]
 
 
 class ConfigError(EdgeError):
@@ -70,30 +91,6 @@ class ConfigError(EdgeError):
         count = len(self.problems)
         noun = "problem" if count == 1 else "problems"
         super().__init__(f"{source}: {count} {noun}:\n{lines}")
-
-
-class ActorError(EdgeError):
-    """Base of actor runtime errors."""
-
-
-class ActorStoppedError(ActorError):
-    """The actor is stopped or died before it could handle the message."""
-
-
-class MailboxFullError(ActorError):
-    """``tell_nowait`` found the mailbox full."""
-
-
-class AskTimeoutError(ActorError, TimeoutError):
-    """No reply arrived within the ask timeout."""
-
-
-class EscalationError(ActorError):
-    """A supervisor gave up: its children failed more often than its intensity allows."""
-
-
-class CommandError(EdgeError):
-    """A command was rejected; the message says which argument and why."""
 
 
 class StateStoreError(EdgeError):

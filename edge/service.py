@@ -55,7 +55,14 @@ from edge import __version__
 from edge.commands import LineCommands
 from edge.config import LineConfig, ModbusPlcConfig, OpcUaPlcConfig
 from edge.cut import CutSources, Saved, decode_pending, encode_pending
-from edge.errors import ActorError, EdgeError, EscalationError, MailboxFullError, StateStoreError
+from edge.errors import (
+    ActorError,
+    EdgeError,
+    EscalationError,
+    MailboxFullError,
+    SnapshotError,
+    StateStoreError,
+)
 from edge.event_bus import BusEvent, EventBus
 from edge.heap import long_lived_start
 from edge.outbox import QMIB_STREAM, CapPolicy, Outbox, OutboxWriter
@@ -127,9 +134,9 @@ def default_components(config: LineConfig) -> list[Component]:
     components: list[Component] = []
     if config.mqtt.enabled or config.qmib.enabled:
         components.append(outbox_component)
-    from edge import orders_runtime  # noqa: PLC0415
+    from edge import orders  # noqa: PLC0415
 
-    components.append(orders_runtime.component)
+    components.append(orders.component)
     if config.opcua.enabled:
         components.append(AfterSources(_opcua_server))
     if config.mqtt.enabled:
@@ -358,9 +365,17 @@ class LineService:
             # The persisted snapshot seeds only the first instance; a crash restart
             # is restored by the runtime from its newer in-memory snapshot.
             seed, initial[0] = initial[0], None
-            return MachineActor(
-                params, self.calendar, self.bus.publish, seed, request_values=self._resend_values
-            )
+            try:
+                return MachineActor(
+                    params,
+                    self.calendar,
+                    self.bus.publish,
+                    seed,
+                    request_values=self._resend_values,
+                )
+            except SnapshotError as exc:
+                # A saved row the state database holds but the core cannot use.
+                raise StateStoreError(str(exc)) from exc
 
         return factory
 

@@ -45,8 +45,8 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from actors.errors import Problem
 from actors.oee.params import BreakDef, CalendarDef, ShiftDef
-from edge.errors import Problem
 
 __all__ = [
     "NEXT_BOUNDARY_HORIZON_S",

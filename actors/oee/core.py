@@ -132,6 +132,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from actors.errors import CommandError, SnapshotError
 from actors.messages import Quality, Sample, Value
 from actors.oee.counters import (
     EXTERNAL_REJECT,
@@ -173,7 +174,6 @@ from actors.oee.windows import (
     UNSCHEDULED,
     Window,
 )
-from edge.errors import CommandError, StateStoreError
 
 SNAPSHOT_VERSION = 1
 _BAD = Quality.BAD
@@ -1345,12 +1345,12 @@ class MachineCore:
     ) -> MachineCore:
         """A core that continues exactly where :meth:`snapshot` was taken."""
         if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise StateStoreError(
+            raise SnapshotError(
                 f"machine snapshot version {snapshot.get('version')!r} is not "
                 f"{SNAPSHOT_VERSION}: cannot restore {params.machine_id}"
             )
         if snapshot.get("machine_id") != params.machine_id:
-            raise StateStoreError(
+            raise SnapshotError(
                 f"snapshot of machine {snapshot.get('machine_id')!r} "
                 f"cannot restore {params.machine_id!r}"
             )
@@ -1403,7 +1403,7 @@ class MachineCore:
             core._gap = _Gap.from_data(gap) if gap is not None else None
             core._warn_state = {str(k): [float(x) for x in v] for k, v in s["warn_state"].items()}
         except (KeyError, TypeError, ValueError) as exc:
-            raise StateStoreError(
+            raise SnapshotError(
                 f"machine snapshot of {params.machine_id} is damaged: {exc!r}"
             ) from exc
         if not core._link_up:

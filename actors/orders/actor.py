@@ -1,10 +1,11 @@
 """OrderActor: one work order's core behind a mailbox, a dynamic child of the line supervisor.
 
-The order runtime (``edge.orders_runtime``) creates one per order, forwards
-it the pieces and order-window KPIs the machines publish for it, and asks it
-to check and apply status changes. When auto-complete is on and the good
-quantity reaches the target, the actor calls ``on_target`` once; the runtime
-completes the order from there (it owns the machines' side of it).
+The order runtime (``edge.orders``) creates one per order, forwards it the
+pieces and order-window KPIs the machines publish for it, and asks it to apply
+the status changes the line's coordinator (:mod:`actors.orders.line`) checked
+against its view. When auto-complete is on and the good quantity reaches the
+target, the actor calls ``on_target`` once; the runtime completes the order
+from there (it owns the machines' side of it).
 
 Crash restarts continue from the last snapshot (the actor runtime's, every
 second). The line's state store saves the order as a cut takes it: its
@@ -24,13 +25,6 @@ from actors.traceability import Genealogy
 TargetCallback = Callable[[str, float], None]
 
 # ----------------------------------------------------------------------------- messages
-
-
-@dataclass(frozen=True, slots=True)
-class CheckAction:
-    """Ask: the status ``action`` would lead to; refusal comes back as CommandError."""
-
-    action: OrderAction
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +66,7 @@ class GetOrderView:
     """Ask: an :class:`~actors.orders.core.OrderView`."""
 
 
-OrderMessage = (
-    CheckAction | ApplyAction | AttributePieces | SegmentKpis | BuildBatchRecord | GetOrderView
-)
+OrderMessage = ApplyAction | AttributePieces | SegmentKpis | BuildBatchRecord | GetOrderView
 
 
 # ----------------------------------------------------------------------------- actor
@@ -110,8 +102,6 @@ class OrderActor(Actor[OrderMessage, Any]):
                     self.on_target(core.spec.order_id, ts)
             case SegmentKpis(kpis=kpis):
                 core.window_kpis(kpis)
-            case CheckAction(action=action):
-                return core.check(action)
             case ApplyAction():
                 core.apply(
                     message.action,

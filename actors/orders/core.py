@@ -24,7 +24,7 @@ Lifecycle
 ``complete`` is allowed from running and held (an order may be closed short
 while held), ``abort`` from every status that is not final. Completed and
 aborted are final. Every other (status, action) pair is refused with
-:class:`~edge.errors.CommandError` saying why, and changes nothing.
+:class:`~actors.errors.CommandError` saying why, and changes nothing.
 
 Pieces
 ======
@@ -64,11 +64,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from actors.commands import OrderSpec
+from actors.errors import CommandError
 from actors.oee.counters import EXTERNAL_REJECT, ROLE_NAMES, Tally, derive_counts
 from actors.orders.batch import BatchRecord, merge_kpis
 from actors.traceability import Genealogy
-from edge.commands import OrderSpec
-from edge.errors import CommandError
 
 __all__ = [
     "FINAL",

@@ -55,6 +55,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
+from actors.errors import CommandError
 from actors.messages import Quality, Sample
 from actors.oee.counters import counter_delta
 from actors.quality.events import (
@@ -67,7 +68,6 @@ from actors.quality.events import (
 )
 from actors.quality.params import DISPOSED, CharacteristicParams, Disposition, StationParams
 from actors.spc import CONSTANTS, Chart, RuleHit, capability
-from edge.errors import CommandError
 
 __all__ = ["Alarm", "QualityStationCore", "StationStatus"]
 

@@ -48,7 +48,8 @@ COUNTING_BAR_S = 1.0
 IMPORT_BASELINE = (
     sys.executable,
     "-c",
-    "import edge.cli, edge.service, edge.plc, edge.metrics, edge.orders_runtime, edge.opcua_server",
+    "import edge.cli, edge.service, edge.plc, edge.metrics, edge.orders, edge.opcua_server,"
+    " edge.web",
 )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import edge.mqtt
 import edge.outbox
 import edge.qmib
-from edge.orders_runtime import component as orders_component
+from edge.orders import component as orders_component
 from edge.service import LineService
 from tests.integration.mqtt.broker import Broker, needs_mosquitto
 from tests.integration.mqtt.helpers import Received, consumer, line_toml, make_config

@@ -23,7 +23,7 @@ from paho.mqtt.properties import Properties
 import edge.mqtt
 import edge.outbox
 from edge.commands import CommandAudit
-from edge.orders_runtime import component as orders_component
+from edge.orders import component as orders_component
 from edge.service import LineService
 from tests.integration.mqtt.broker import Broker, needs_mosquitto
 from tests.integration.mqtt.helpers import Received, Recorder, consumer, line_toml, make_config

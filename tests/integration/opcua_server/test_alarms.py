@@ -17,9 +17,10 @@ import pytest_asyncio
 from asyncua import Client, ua
 
 from actors.messages import LinkChanged, Sample
-from edge import opcua_server, orders_runtime
+from edge import opcua_server
 from edge.commands import CommandAudit
 from edge.opcua_server import OpcUaServer
+from edge.orders import component as orders_component
 from edge.service import LineService
 
 from .conftest import USERS, client, free_port, make_config, node_of, wait_for
@@ -45,7 +46,7 @@ class Line:
 async def line(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Line]:
     port = free_port()
     config = make_config(tmp_path_factory.mktemp("alarms"), port, opcua=USERS)
-    components = [orders_runtime.component, opcua_server.component]
+    components = [orders_component, opcua_server.component]
     async with LineService(config, components=components, tick_interval_s=None) as service:
         server = next(c for c in service.components if isinstance(c, OpcUaServer))
         result = Line(service, server, port)

@@ -23,9 +23,10 @@ from cryptography.hazmat.primitives import serialization
 
 from actors.machine import GetStatus, SampleBatch
 from actors.messages import Sample
-from edge import opcua_server, orders_runtime
+from edge import opcua_server
 from edge.config import SimulatorConfig
 from edge.opcua_server.model import TYPES_NAMESPACE
+from edge.orders import component as orders_component
 from edge.service import LineService
 from edge.simulator import SimulatedLine, machine_specs
 from tests.integration.line.test_line_service import _sim_fields
@@ -77,7 +78,7 @@ async def test_what_a_scada_engineer_reads(tmp_path: Path) -> None:
     ensure_installed(tmp_path)
     port = free_port()
     config = make_config(tmp_path, port, opcua=USERS)
-    components = [orders_runtime.component, opcua_server.component]
+    components = [orders_component, opcua_server.component]
     async with LineService(config, components=components, tick_interval_s=None) as service:
         ref = service.machine_ref("M1")
         await ref.tell(SampleBatch((Sample("M1", "running", True, time.time() - 60),)))
@@ -168,7 +169,7 @@ async def test_a_simulated_fault_in_the_alarm_list_acknowledged_and_refreshed(
             "faults_per_hour": 3600.0,
         }
     )
-    components = [orders_runtime.component, opcua_server.component]
+    components = [orders_component, opcua_server.component]
     sim = SimulatedLine(sim_config, machine_specs(config))
     async with sim, LineService(config, components=components):
 

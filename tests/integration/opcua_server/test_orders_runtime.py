@@ -1,4 +1,4 @@
-"""OPC UA methods against the real order runtime (edge.orders_runtime): an order
+"""OPC UA methods against the real order runtime (edge.orders): an order
 downloaded and released by the MES is started and completed from SCADA, and its
 order object follows it."""
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from edge import opcua_server, orders_runtime
+from edge import opcua_server
 from edge.commands import OrderSpec
+from edge.orders import component as orders_component
 from edge.service import LineService
 
 from .conftest import USERS, client, free_port, make_config, node_of, wait_for
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.integration
 async def test_scada_starts_and_completes_an_order_of_the_real_runtime(tmp_path: Path) -> None:
     port = free_port()
     config = make_config(tmp_path, port, opcua=USERS)
-    components = [orders_runtime.component, opcua_server.component]
+    components = [orders_component, opcua_server.component]
     async with LineService(config, components=components) as service:
         commands = service.commands
         assert commands is not None

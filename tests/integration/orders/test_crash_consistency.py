@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edge.commands import OrderSpec
 from edge.config import SimulatorConfig, load_config
-from edge.orders_runtime import OrdersRuntime, component
+from edge.orders import OrdersRuntime, component
 from edge.service import LineService
 from edge.simulator import SimulatedLine, machine_specs
 from tests.integration.line.test_line_service import (

@@ -24,7 +24,7 @@ from actors.quality.events import AlarmAcknowledged, SpcViolation
 from edge.commands import CommandAudit, OrderSpec
 from edge.config import LineConfig, load_config
 from edge.errors import CommandError
-from edge.orders_runtime import OrdersRuntime, component
+from edge.orders import OrdersRuntime, component
 from edge.service import LineService
 
 CONFIG = """

@@ -16,7 +16,7 @@ from actors.machine import GetStatus
 from actors.orders.events import BatchRecordCompleted, OrderProgress
 from edge.commands import OrderSpec
 from edge.config import LineConfig, SimulatorConfig, load_config
-from edge.orders_runtime import OrdersRuntime, component
+from edge.orders import OrdersRuntime, component
 from edge.service import LineService
 from edge.simulator import SimTruth, SimulatedLine, machine_specs
 

@@ -22,7 +22,7 @@ import edge.qmib
 from edge.commands import OrderSpec
 from edge.config import QmibConfig, load_config
 from edge.metrics import component_values
-from edge.orders_runtime import component as orders_component
+from edge.orders import component as orders_component
 from edge.outbox import QMIB_STREAM, OutboxComponent
 from edge.qmib import (
     QMIB_REJECTED_STREAM,

@@ -21,7 +21,7 @@ from typing import Any
 
 from actors.oee.counters import ROLE_INDEX
 from actors.oee.events import PiecesCounted
-from edge import orders_runtime, outbox
+from edge import orders, outbox
 from edge.commands import OrderSpec
 from edge.config import LineConfig, SimulatorConfig, load_config
 from edge.outbox import EVENTS_STREAM, Outbox
@@ -106,12 +106,12 @@ async def test_every_committed_state_agrees_exactly_with_the_committed_events(
     copies.mkdir()
     async with SimulatedLine(sim_config, machine_specs(config)) as sim:
         sim.pause()
-        components = [outbox.component, orders_runtime.component]
+        components = [outbox.component, orders.component]
         async with LineService(config, components=components) as service:
             await baseline_seen(service)
             first = {m: readings(sim.ground_truth(m)) for m in ("M1", "M2")}
             runtime = service.components[1]
-            assert isinstance(runtime, orders_runtime.OrdersRuntime)
+            assert isinstance(runtime, orders.OrdersRuntime)
             await runtime.download_order(OrderSpec("WO-1", "P", 10**6, ("M1",)), **WHO)
             await runtime.release_order("WO-1", **WHO)
             await runtime.start_order("WO-1", **WHO)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from edge import orders_runtime, outbox
+from edge import orders, outbox
 from edge.config import LineConfig, load_config
 from edge.outbox import EVENTS_STREAM, BatchPlan
 from edge.service import LineService
@@ -24,7 +24,7 @@ from edge.state_store import LegacyFiles, StateStore
 from tests.integration.line.test_line_service import statuses
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "legacy_0772bec"
-COMPONENTS = [outbox.component, orders_runtime.component]
+COMPONENTS = [outbox.component, orders.component]
 
 
 def old_line(tmp_path: Path, port: int) -> LineConfig:

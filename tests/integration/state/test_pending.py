@@ -16,7 +16,7 @@ import msgpack
 
 from actors.machine import AddRejects
 from actors.oee.events import PiecesCounted
-from edge import orders_runtime, outbox
+from edge import orders, outbox
 from edge.commands import OrderSpec
 from edge.config import LineConfig
 from edge.outbox import Outbox
@@ -24,7 +24,7 @@ from edge.service import LineService
 from tests.integration.line.test_line_service import make_config, statuses
 
 WHO = {"source": "mqtt", "user": "mes"}
-COMPONENTS = [outbox.component, orders_runtime.component]
+COMPONENTS = [outbox.component, orders.component]
 
 
 def copy_state(config: LineConfig, target: Path) -> None:
@@ -44,7 +44,7 @@ async def test_queued_pieces_and_rejects_are_restored_with_their_receivers(
     ts = time.time()
     async with LineService(config, components=COMPONENTS) as service:
         runtime = service.components[1]
-        assert isinstance(runtime, orders_runtime.OrdersRuntime)
+        assert isinstance(runtime, orders.OrdersRuntime)
         await runtime.download_order(OrderSpec("WO-1", "P", 10**6, ("M1",)), **WHO)
         await runtime.release_order("WO-1", **WHO)
         await runtime.start_order("WO-1", **WHO)

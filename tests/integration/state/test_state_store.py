@@ -12,7 +12,9 @@ from actors.oee.events import PiecesCounted
 from edge.cut import CutSources, Saved
 from edge.errors import StateDirError, StateStoreError
 from edge.outbox import EVENTS_STREAM, Outbox
+from edge.service import LineService
 from edge.state_store import StateStore, pack_row
+from tests.integration.orders.test_orders_runtime import make_config
 
 
 async def save(path: Path, rows: dict[str, object | None], **kwargs: object) -> None:
@@ -163,3 +165,13 @@ def write_garbage(path: Path) -> None:
     path.write_bytes(b"\x13\x37 not a database " * 300)
     for suffix in ("-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+async def test_a_machine_row_its_core_cannot_use_fails_the_start_as_a_state_error(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path)
+    await save(tmp_path / "state" / "state.db", {"machine/M1": {"core": {"version": 99}}})
+    with pytest.raises(StateStoreError, match="version 99 is not 1: cannot restore M1"):
+        async with LineService(config):
+            pass

@@ -25,7 +25,7 @@ from actors.machine import SampleBatch
 from actors.messages import Sample
 from edge.commands import OrderSpec
 from edge.config import DEFAULT_CONFIG, load_config
-from edge.orders_runtime import OrdersRuntime
+from edge.orders import OrdersRuntime
 from edge.service import LineService
 from edge.simulator.model import SimMachine, SimParams
 from edge.web import WebComponent

@@ -32,7 +32,7 @@ from cryptography.x509.oid import NameOID
 from actors.machine import GetShiftStops, GetStatus, SampleBatch
 from actors.messages import Sample
 from edge.commands import CommandAudit, OrderSpec
-from edge.orders_runtime import component as orders_component
+from edge.orders import component as orders_component
 from edge.service import LineService
 from edge.web import WebComponent
 from tests.integration.ops.lines import write_config

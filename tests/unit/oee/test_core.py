@@ -7,6 +7,7 @@ from datetime import time as wall
 
 import pytest
 
+from actors.errors import CommandError, SnapshotError
 from actors.messages import Quality
 from actors.oee.calendar import ShiftCalendar
 from actors.oee.core import MachineCore
@@ -31,7 +32,6 @@ from actors.oee.params import (
 )
 from actors.oee.state import MachineState
 from actors.oee.stops import StopKind
-from edge.errors import CommandError, StateStoreError
 from tests.unit.oee.helpers import core, feed, of_type, params, t, two_shift_calendar
 
 
@@ -313,11 +313,11 @@ def test_restore_refuses_a_foreign_or_damaged_snapshot() -> None:
     m = core()
     feed(m, t("06:00"), "running", True)
     snapshot = m.snapshot()
-    with pytest.raises(StateStoreError, match="cannot restore"):
+    with pytest.raises(SnapshotError, match="cannot restore"):
         MachineCore.restore(params(machine_id="M2"), two_shift_calendar(), snapshot)
-    with pytest.raises(StateStoreError, match="version"):
+    with pytest.raises(SnapshotError, match="version"):
         MachineCore.restore(params(), two_shift_calendar(), {**snapshot, "version": 99})
-    with pytest.raises(StateStoreError, match="damaged"):
+    with pytest.raises(SnapshotError, match="damaged"):
         MachineCore.restore(params(), two_shift_calendar(), {**snapshot, "stops": [{}]})
 
 
