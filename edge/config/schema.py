@@ -1,17 +1,11 @@
 """How a section is read: its frozen dataclass is the schema, msgspec checks each value.
 
-Annotations say what a key must be (``Annotated[float, Positive]``, a ``Literal``,
-a nested dataclass, ``tuple[...]``); :class:`Reader` collects *every* problem
-with its key path and refuses unknown keys with a "did you mean" hint. Rules
-between keys and sections are hand-written in the section modules.
-
-Why msgspec, not pydantic v2: it imports in ~5 ms and ~1 MB, where pydantic
-costs ~50 ms, ~20 ms more to build validators of this size and ~15 MB (the
-service must start in 2 s within 150 MB); it validates the frozen stdlib
-dataclasses the code already uses; and it encodes the wire too (``edge.wire``).
-It stops at the first error, so each value is converted on its own, which also
-lets every message say what was expected in the project's words.
-"""
+Annotations say what a key must be (``Annotated[float, Positive]``, a ``Literal``, a nested
+dataclass, ``tuple[...]``, a function returning a problem or None); :class:`Reader` collects
+*every* problem with its key path and refuses unknown keys with a "did you mean" hint.
+msgspec, not pydantic v2: ~5 ms and ~1 MB to import, not ~70 ms and ~15 MB (the service
+starts in 2 s within 150 MB); it checks stdlib dataclasses and encodes the wire (edge.wire).
+It stops at the first error, so each value is converted on its own, said in our words."""
 
 from __future__ import annotations
 
@@ -19,17 +13,21 @@ import dataclasses
 import difflib
 import functools
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeVar
 
 import msgspec
 
 from edge.errors import Problem
 from edge.secrets import Secret, SecretReader
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
+Doc = Mapping[str, Any]  # a TOML document or table
 
 
 def matches(pattern: str, must: str) -> msgspec.Meta:
@@ -40,8 +38,7 @@ def between(low: float, high: float) -> msgspec.Meta:
     return msgspec.Meta(ge=low, le=high)
 
 
-def at_least_one(message: str) -> msgspec.Meta:
-    """For an array: it must not be empty."""
+def at_least_one(message: str) -> msgspec.Meta:  # for an array
     return msgspec.Meta(min_length=1, description=message)
 
 
@@ -61,37 +58,42 @@ Identifier = matches(
 REQUIRED = "required"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Check:
-    """A rule msgspec cannot state: ``test(value)`` returns a problem message or None."""
+class Unique(NamedTuple):
+    """For an array: each item (or table ``key``) once; ``message`` formats it and its first."""
 
-    test: Callable[[Any], str | None]
+    message: str
+    key: str | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Unique:
-    """For an array: each item at most once; ``message`` formats the repeated item."""
+class With(NamedTuple):
+    """For a key: it and ``other`` are given together or not at all."""
 
+    other: str
     message: str
 
 
-def one_of(*choices: object) -> Check:
-    listed = ", ".join(repr(c) for c in choices)
-    return Check(
-        lambda value: None if value in choices else f"must be one of {listed}, got {value!r}"
-    )
+class After(NamedTuple):
+    """For a key: ``test(section, value)``, a problem or None, once the section is read."""
+
+    test: Callable[[Any, Any], str | None]
 
 
+def at_least(other: str) -> After:
+    message = f"must be >= {other}"
+    return After(lambda section, value: None if value >= getattr(section, other) else message)
+
+
+def filled(secret: Secret) -> str | None:
+    return "must not be empty" if secret.is_read and not secret.reveal() else None
+
+
+IsFile = After(lambda _, file: None if file is None or file.is_file() else f"no such file: {file}")
+Seconds = Annotated[float, Positive]
+BackoffMax = Annotated[float, Positive, at_least("backoff_initial_s")]  # a retry's longest wait
 _INVALID: Any = object()
-_NAMES = {
-    bool: "a boolean",
-    int: "an integer",
-    float: "a number",
-    str: "a string",
-    Path: "a string",
-}
-_NAMES |= {list: "an array", tuple: "an array", frozenset: "an array", dict: "a table"}
-_NAMES |= {Secret: "a secret"}
+_NAMES: dict[Any, str] = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+_NAMES |= dict.fromkeys((list, tuple, frozenset), "an array") | {dict: "a table"}
+_NAMES |= {Path: "a string", Secret: "a secret"}
 
 
 def kind(value: object) -> str:
@@ -99,8 +101,7 @@ def kind(value: object) -> str:
 
 
 def _kind_name(base: Any) -> str:
-    base = typing.get_origin(base) or base
-    return _NAMES.get(base) or ("a table" if dataclasses.is_dataclass(base) else str(base))
+    return _NAMES.get(typing.get_origin(base) or base, "a table")
 
 
 def _unwrap(hint: Any) -> tuple[Any, tuple[Any, ...]]:
@@ -119,9 +120,8 @@ def _explain(base: Any, metadata: tuple[Any, ...], value: Any) -> str:
         choices = tuple(member.value for member in base)
     if choices is not None:
         return f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
-    if isinstance(value, bool) and base is not bool:
-        return f"must be {_kind_name(base)}, got a boolean"
-    if not isinstance(value, (float, int) if base is float else base):
+    expected = (float, int) if base is float else typing.get_origin(base) or base
+    if isinstance(value, bool) != (base is bool) or not isinstance(value, expected):
         return f"must be {_kind_name(base)}, got {kind(value)} {value!r}"
     meta = next((m for m in metadata if isinstance(m, msgspec.Meta)), msgspec.Meta())
     if meta.description:
@@ -130,26 +130,36 @@ def _explain(base: Any, metadata: tuple[Any, ...], value: Any) -> str:
         return f"must be > {meta.gt:g}, got {value:g}"
     if meta.le is not None:
         return f"must be between {meta.ge:g} and {meta.le:g}, got {value:g}"
-    return (
-        f"is not valid: {value!r}" if meta.ge is None else f"must be >= {meta.ge:g}, got {value:g}"
-    )
+    return f"must be >= {meta.ge:g}, got {value:g}"
 
 
 @functools.cache
 def schema_of(cls: Any) -> dict[str, tuple[Any, bool]]:
     """A section's keys: name -> (type hint, required)."""
-    hints = typing.get_type_hints(cls, include_extras=True)
-    missing = dataclasses.MISSING
+    hints, missing = typing.get_type_hints(cls, include_extras=True), dataclasses.MISSING
     fields = dataclasses.fields(cls)
     return {f.name: (hints[f.name], f.default is f.default_factory is missing) for f in fields}
 
 
-def fields_of(section: Any) -> dict[str, Any]:
-    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+def pick(cls: type[T], source: Any, **values: Any) -> T:
+    """A ``cls`` from ``values`` and the fields of ``source`` it shares with ``cls``."""
+    known = {key: getattr(source, key) for key in schema_of(cls) if hasattr(source, key)}
+    return cls(**known | values)
+
+
+def raw_ids(doc: Doc, key: str) -> list[str]:
+    """The ids of an array of tables as given, invalid entries' too (not reported twice)."""
+    entries = doc[key] if isinstance(doc.get(key), list) else []
+    return [e["id"] for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)]
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    hint = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
 
 
 def join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+    return ".".join(part for part in (path, key) if part)
 
 
 class Reader:
@@ -157,128 +167,106 @@ class Reader:
 
     def __init__(self, base_dir: Path, secrets: SecretReader) -> None:
         self.problems: list[Problem] = []
-        self.base_dir = base_dir
-        self.secrets = secrets
-        self._read_secrets = True
+        self.base_dir, self.secrets, self._read_secrets = base_dir, secrets, True
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
 
     def known_keys(self, table: Mapping[str, Any], path: str, allowed: set[str]) -> None:
-        for key in table:
-            if key not in allowed:
-                hint = difflib.get_close_matches(key, sorted(allowed), n=1)
-                suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
-                listed = ", ".join(sorted(allowed))
-                self.problem(join(path, key), f"unknown key{suffix}; expected one of: {listed}")
+        listed = ", ".join(sorted(allowed))
+        for key in (key for key in table if key not in allowed):
+            hint = did_you_mean(key, sorted(allowed))
+            self.problem(join(path, key), f"unknown key{hint}; expected one of: {listed}")
 
-    def table(self, doc: Mapping[str, Any], key: str, path: str = "") -> dict[str, Any]:
-        value = doc.get(key, {})
-        if not isinstance(value, dict):
-            self.problem(join(path, key), f"must be a table, got {kind(value)}")
-            return {}
-        return value
-
-    def entries(self, doc: Mapping[str, Any], key: str, path: str = "") -> list[dict[str, Any]]:
-        """An array of tables (``[[key]]``); a non-table entry is reported and read as ``{}``."""
-        value, where = doc.get(key, []), join(path, key)
-        if not isinstance(value, list):
-            self.problem(where, f"must be an array of tables ([[{where}]]), got {kind(value)}")
-            return []
-        for index, item in enumerate(value):
-            if not isinstance(item, dict):
-                self.problem(f"{where}[{index}]", f"must be a table, got {kind(item)}")
-        return [item if isinstance(item, dict) else {} for item in value]
-
-    def section(
-        self, cls: type[T], raw: Mapping[str, Any], path: str, *, read_secrets: bool = True
-    ) -> T | None:
-        """``raw`` as a ``cls``; an invalid key is reported and takes its default.
-
-        None when a required key is missing or invalid. Secrets are checked for
-        their shape always, but read only with ``read_secrets`` (an enabled section).
-        """
-        self._read_secrets = read_secrets
+    def section(self, cls: type[T], doc: Doc, key: str, secrets: bool = False, **given: Any) -> T:
+        """``doc[key]`` as ``cls``, bad keys at ``given`` or defaults; secrets read if enabled."""
+        fallback = typing.cast(T, self.build(cls, given, key))  # every key at its default
+        raw = given | doc.get(key, {}) if isinstance(doc.get(key, {}), dict) else doc[key]
+        on = isinstance(raw, dict) and raw.get("enabled", getattr(fallback, "enabled", True))
+        self._read_secrets = secrets or on is True
         try:
-            return self._build(cls, raw, path)  # type: ignore[no-any-return]
+            return self.build(cls, raw, key) or fallback
         finally:
             self._read_secrets = True
 
-    def _build(self, cls: Any, raw: Mapping[str, Any], path: str) -> Any:
-        schema = schema_of(cls)
+    def entries(self, cls: type[T], doc: Doc, key: str, *rules: Any) -> Iterator[tuple[str, T]]:
+        """An array of tables (``[[key]]``) read entry by entry: (path, entry) of each one read."""
+        for index, entry in enumerate(self.items(cls, rules, doc.get(key, []), key) or []):
+            if entry is not _INVALID:
+                yield f"{key}[{index}]", entry
+
+    def build(self, cls: type[T], raw: object, path: str) -> T | None:
+        """``raw`` as a ``cls``; None when a required key is missing or invalid."""
+        if not isinstance(raw, dict):
+            self.problem(path, f"must be a table, got {kind(raw)}")
+            return None
+        schema, values = schema_of(cls), {}
         self.known_keys(raw, path, set(schema))
-        values: dict[str, Any] = {}
         for key, (hint, required) in schema.items():
-            value = self.value(hint, raw[key], join(path, key)) if key in raw else _INVALID
-            if value is not _INVALID:
+            (base, metadata), where = _unwrap(hint), join(path, key)
+            if key in raw and (value := self.value(hint, raw[key], where)) is not _INVALID:
                 values[key] = value
-            elif key not in raw and (required or REQUIRED in _unwrap(hint)[1]):
-                base = _unwrap(hint)[0]
+            elif key not in raw and (required or REQUIRED in metadata):
                 expected = _kind_name(base) if base is Secret else f"expected {_kind_name(base)}"
-                self.problem(join(path, key), f"missing required key ({expected})")
-        complete = all(key in values for key, (_, required) in schema.items() if required)
-        return cls(**values) if complete else None
+                self.problem(where, f"missing required key ({expected})")
+            for pair in (rule for rule in metadata if isinstance(rule, With)):
+                if (key in raw) != (pair.other in raw):
+                    self.problem(join(path, key if pair.other in raw else pair.other), pair.message)
+        if not all(key in values for key, (_, required) in schema.items() if required):
+            return None
+        section = cls(**values)
+        for key, (hint, _) in schema.items():
+            for after in (rule for rule in _unwrap(hint)[1] if isinstance(rule, After)):
+                if message := after.test(section, getattr(section, key)):
+                    self.problem(join(path, key), message)
+        return section
 
     def value(self, hint: Any, raw: Any, path: str) -> Any:
         """One value converted to ``hint``, or ``_INVALID`` (the problem is reported)."""
         base, metadata = _unwrap(hint)
-        origin = typing.get_origin(base)
-        if base is Secret:
-            return self._secret(raw, path, NonEmpty in metadata)
-        if dataclasses.is_dataclass(base):
-            if not isinstance(raw, dict):
-                self.problem(path, f"must be a table, got {kind(raw)}")
-                return _INVALID
-            section = self._build(base, raw, path)
+        if base is not Secret and isinstance(base, type) and dataclasses.is_dataclass(base):
+            section = self.build(base, raw, path)
             return _INVALID if section is None else section
-        if origin in (tuple, frozenset, list):
-            return self._array(origin, typing.get_args(base)[0], metadata, raw, path)
-        if base is Path:
-            if not isinstance(raw, str) or not raw.strip():
-                self.problem(path, _explain(str, (NonEmpty,), raw))
+        if (origin := typing.get_origin(base)) in (tuple, frozenset):
+            items = self.items(typing.get_args(base)[0], metadata, raw, path)
+            return _INVALID if items is None or _INVALID in items else origin(items)
+        if base is Secret:
+            try:  # the message names the source (variable, file, credential), never the value
+                secret = self.secrets.reference(raw)
+                value: Any = self.secrets.read(raw, path) if self._read_secrets else secret
+            except ValueError as exc:
+                self.problem(path, str(exc))
                 return _INVALID
-            value: Any = Path(raw).expanduser()
-            return value if value.is_absolute() else self.base_dir / value
-        try:
-            value = msgspec.convert(raw, hint)
-        except msgspec.ValidationError:
-            self.problem(path, _explain(base, metadata, raw))
+        elif base is Path:
+            text = self.value(Annotated[str, NonEmpty], raw, path)
+            value = text if text is _INVALID else self.base_dir / Path(text).expanduser()
+        else:
+            try:
+                value = msgspec.convert(raw, hint)
+            except msgspec.ValidationError:
+                self.problem(path, _explain(base, metadata, raw))
+                return _INVALID
+        checks = [rule for rule in metadata if callable(rule) and value is not _INVALID]
+        if message := next(filter(None, (check(value) for check in checks)), None):
+            self.problem(path, message)
             return _INVALID
-        for rule in metadata:
-            message = rule.test(value) if isinstance(rule, Check) else None
-            if message:
-                self.problem(path, message)
-                return _INVALID
         return value
 
-    def _array(self, origin: Any, item: Any, metadata: tuple[Any, ...], raw: Any, path: str) -> Any:
+    def items(self, item: Any, rules: tuple[Any, ...], raw: Any, path: str) -> list[Any] | None:
+        """Each item of an array converted (``_INVALID`` where not); None: not an array."""
         if not isinstance(raw, list):
             tables = dataclasses.is_dataclass(item) or typing.get_origin(item) is dict
             what = f"an array of tables ([[{path}]])" if tables else "an array"
             self.problem(path, f"must be {what}, got {kind(raw)}")
-            return _INVALID
+            return None
         items = [self.value(item, entry, f"{path}[{i}]") for i, entry in enumerate(raw)]
-        for rule in metadata:
+        for rule in rules:
             if isinstance(rule, msgspec.Meta) and len(raw) < (rule.min_length or 0):
                 self.problem(path, rule.description or "")
-            if not isinstance(rule, Unique):
-                continue
-            for index, entry in enumerate(raw):
-                if entry in raw[:index]:
-                    self.problem(f"{path}[{index}]", rule.message.format(entry))
-        valid = [entry for entry in items if entry is not _INVALID]
-        return origin(valid) if len(valid) == len(items) else _INVALID
-
-    def _secret(self, raw: object, path: str, non_empty: bool) -> Secret | Any:
-        try:
-            if not self._read_secrets:
-                return self.secrets.reference(raw)
-            secret = self.secrets.read(raw, path)
-        except ValueError as exc:
-            # The message names the source (variable, file, credential), never the value.
-            self.problem(path, str(exc))
-            return _INVALID
-        if non_empty and secret.is_read and not secret.reveal():
-            self.problem(path, "must not be empty")
-            return _INVALID
-        return secret
+            key = rule.key if isinstance(rule, Unique) else None
+            values = [e.get(key) if isinstance(e, dict) else None for e in raw] if key else raw
+            for index, value in enumerate(values if isinstance(rule, Unique) else []):
+                if value is not None and value in values[:index]:
+                    where, first = f"{path}[{index}]", f"{path}[{values.index(value)}]"
+                    self.problem(join(where, key or ""), rule.message.format(value, first))
+        return items
