@@ -82,6 +82,7 @@ test-servers: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check edge actors tests tools
 	$(BIN)/ruff format --check edge actors tests tools
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -106,4 +107,4 @@ screenshots: $(STAMP) test-servers
 	$(BIN)/python -m tests.integration.web.screenshots docs
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache

@@ -16,7 +16,7 @@ from edge.forward.mqtt.connection import ClientSettings
 from edge.ingest.errors import StoreError
 from edge.ingest.service import IngestService, IngestSettings, default_client_id
 from edge.logs import configure_logging
-from edge.runtime.sd_notify import Notifier
+from edge.sd_notify import Notifier
 
 __all__ = ["ingest_main", "settings_of"]
 

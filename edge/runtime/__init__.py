@@ -1,1 +1,1 @@
-"""The line service that composes everything, and its systemd side (notify, watchdog, heap)."""
+"""The line service that composes everything (and its start-up heap policy)."""

@@ -64,7 +64,7 @@ from edge.errors import (
 from edge.event_bus import BusEvent, EventBus
 from edge.forward.streams import component as outbox_component
 from edge.runtime.heap import long_lived_start
-from edge.runtime.sd_notify import Notifier, run_watchdog, watchdog_interval_s
+from edge.sd_notify import Notifier, run_watchdog, watchdog_interval_s
 from edge.sources.plc import MachineBinding, ModbusSource, load_plc_map
 from edge.sources.plc.delivery import SampleSink, per_reader
 from edge.state.cut import CutSources, Saved, decode_pending, encode_pending
