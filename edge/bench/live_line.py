@@ -148,7 +148,10 @@ def _raw_run(load: Load, ports: Ports) -> Run:
         f"--warmup={WARMUP_S}",
         f"--window={WINDOW_S}",
     ]
-    done = subprocess.run(command, check=True, capture_output=True, timeout=120)
+    done = subprocess.run(command, check=False, capture_output=True, timeout=300)
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace")[-4000:]
+        raise RuntimeError(f"raw poller exited with {done.returncode}:\n{tail}")
     m = json.loads(done.stdout)
     return Run(
         cpu_percent=m["cpu_percent"],

@@ -17,17 +17,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import time
 from collections.abc import Sequence
 
 from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
 
 from actors import loop as actor_loop
 from edge.bench.line_process import memory_mb
 from edge.histogram import HistogramSnapshot
 from edge.sources.plc.schedule import PollGrid
+
+CONNECTING_AT_ONCE = 10
+CONNECT_ATTEMPTS = 5
+HANG_S = 60.0
 
 
 class _Poller:
@@ -42,17 +48,34 @@ class _Poller:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         grid, client, count, unit = self.grid, self.client, self.registers, self.unit
+        task = asyncio.current_task()
         grid.begin(loop.time())
         while True:
             delay = grid.due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             grid.started(loop.time())
-            response = await client.read_holding_registers(0, count=count, device_id=unit)
-            self.polls += 1
-            if response.isError():
+            try:
+                response = await client.read_holding_registers(0, count=count, device_id=unit)
+            except ModbusException:  # a timeout on a loaded machine: counted, as the service does
+                # pymodbus turns a cancelled request into a ModbusIOException.
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from None
                 self.errors += 1
+            else:
+                if response.isError():
+                    self.errors += 1
+            self.polls += 1
             grid.advance(loop.time())
+
+
+def _give_up(loop: asyncio.AbstractEventLoop) -> None:
+    """A run that hangs says where, on stderr, and exits (the bench reports it)."""
+    print(f"raw poller: no result after {HANG_S:g} s more than its window", file=sys.stderr)
+    for task in asyncio.all_tasks(loop):
+        task.print_stack(limit=6, file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(3)
 
 
 def _lateness(pollers: Sequence[_Poller]) -> HistogramSnapshot:
@@ -70,10 +93,21 @@ async def measure(
     warmup_s: float,
     window_s: float,
 ) -> dict[str, float]:
+    loop = asyncio.get_running_loop()
+    loop.call_later(warmup_s + window_s + HANG_S, _give_up, loop)
     pollers = [_Poller(port, unit, registers, interval_s) for unit in range(1, units + 1)]
-    for poller in pollers:
-        if not await poller.client.connect():
+    # pymodbus' connect() takes ~0.1 s each, so 200 in a row would take 20 s; all at
+    # once overflow the simulator's listen backlog. A few at a time, a refused one again.
+    gate = asyncio.Semaphore(CONNECTING_AT_ONCE)
+
+    async def connect(poller: _Poller) -> None:
+        async with gate:
+            for _ in range(CONNECT_ATTEMPTS):
+                if await poller.client.connect():
+                    return
             raise RuntimeError(f"cannot connect to 127.0.0.1:{port}")
+
+    await asyncio.gather(*(connect(p) for p in pollers))
     tasks = [asyncio.create_task(p.run()) for p in pollers]
     try:
         await asyncio.sleep(warmup_s)
@@ -87,7 +121,8 @@ async def measure(
     finally:
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Bounded: a request pymodbus is retrying may not end at once.
+        await asyncio.wait(tasks, timeout=5.0)
         for poller in pollers:
             poller.client.close()
     elapsed = wall1 - wall0
