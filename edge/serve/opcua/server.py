@@ -103,6 +103,7 @@ from edge.serve.opcua.security import (
     security_policies,
 )
 from edge.serve.opcua.sessions import EdgeServer, current_session, explain
+from edge.serve.opcua.standard_nodes import StandardNodeCache
 from edge.serve.opcua.stations import StationView
 from edge.serve.opcua.uaids import (
     AttributeIds,
@@ -204,6 +205,7 @@ class OpcUaServer:
         self._dropped = 0
         self._refreshes = 0
         self._last_refresh_s = 0.0
+        self._standard_nodes: StandardNodeCache | None = None
         self._alarm_seq = 0
         self.pki = Pki(self._config.opcua.pki_dir or self._config.storage.state_dir / "opcua-pki")
 
@@ -232,7 +234,8 @@ class OpcUaServer:
         self._check_ids()
         config = self._config
         opcua = config.opcua
-        server = EdgeServer(self._users)
+        self._standard_nodes = StandardNodeCache(config.storage.cache)
+        server = EdgeServer(self._users, standard_nodes=self._standard_nodes)
         self._server = server
         await server.init()
         server.set_endpoint(opcua.endpoint)
@@ -337,6 +340,8 @@ class OpcUaServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._writer is not None:
             await self._writer.stop()
+        if self._standard_nodes is not None:
+            await self._standard_nodes.stop()
         if self._server is not None:
             with contextlib.suppress(Exception):  # a server that never started
                 await self._server.stop()
