@@ -120,6 +120,11 @@ def _coerce(vtype: ua.VariantType, value: object) -> object | None:
     return int(value)
 
 
+# A variable of a machine as staging needs it: its name under the machine, its
+# handle, and whether it is live (degraded while the PLC link is down).
+_Node = tuple[str, VarHandle, bool]
+
+
 def window_values(kpis: KpiRecord | None) -> dict[str, tuple[object, int]]:
     """``OeeWindowType`` member name -> (value, status) for a KpiRecord (None: no window)."""
     if kpis is None:
@@ -224,6 +229,10 @@ class MachineView:
             s.name: s for s in (plc_map.signals if plc_map else ()) if s.role is None
         }
         self.down_since: float | None = None
+        self._current_window = self._window_handles("OEE")
+        self._closed_window = self._window_handles("LastShift")
+        self._last_closed: KpiRecord | None = None
+        self._last_closed_staged = False
         # When the PLC source last said the link is up (None: it said down since).
         self._link_up_at: float | None = None
         self._last_good: dict[str, tuple[object, float | None]] = {}
@@ -240,7 +249,11 @@ class MachineView:
         handle = self._handles.get(name)
         if handle is None:
             return
-        if self._is_live(name):
+        self._put((name, handle, self._is_live(name)), value, ts, status)
+
+    def _put(self, node: _Node, value: object, ts: float | None, status: int) -> None:
+        name, handle, live = node
+        if live:
             if status == GOOD:
                 # Kept even while the link counts as down: a sample that arrives then
                 # (the link was only inferred down, from an actor not yet past a
@@ -329,14 +342,37 @@ class MachineView:
         self.stage("StopId", self._stop_id, status.state_since or ts)
         if status.event_time is not None:
             self.stage("EventTime", ua_time(status.event_time), status.event_time)
-        for name, (value, code) in window_values(status.current_shift).items():
-            self.stage(f"OEE.{name}", value, ts, code)
-        for name, (value, code) in window_values(status.last_closed_shift).items():
-            self.stage(f"LastShift.{name}", value, ts, code)
+        # ~45 values a machine a second: through handles found once, and the last
+        # closed shift only when it is another one.
+        self._put_window(self._current_window, status.current_shift, ts)
+        last = status.last_closed_shift
+        if last != self._last_closed or not self._last_closed_staged:
+            self._put_window(self._closed_window, last, ts)
+            self._last_closed, self._last_closed_staged = last, True
         if status.state is MachineState.UNKNOWN and status.event_time is not None:
             self._unknown_since(status.state_since or status.event_time)
         elif status.state is not MachineState.UNKNOWN and self.down_since is not None:
             self.link_restored(status.state_since or ts)
+
+    def _window_handles(self, prefix: str) -> tuple[tuple[str, _Node], ...]:
+        """(member, node) of each OeeWindowType member of this machine under ``prefix``."""
+        found = []
+        for member in OEE_WINDOW_MEMBERS:
+            name = f"{prefix}.{member.name}"
+            handle = self._handles.get(name)
+            if isinstance(member, Var) and handle is not None:
+                found.append((member.name, (name, handle, self._is_live(name))))
+        return tuple(found)
+
+    def _put_window(
+        self, members: tuple[tuple[str, _Node], ...], kpis: KpiRecord | None, ts: float
+    ) -> None:
+        values = window_values(kpis)
+        put = self._put
+        for member, node in members:
+            entry = values.get(member)
+            if entry is not None:
+                put(node, entry[0], ts, entry[1])
 
     def on_event(self, event: DomainEvent) -> None:
         if isinstance(event, PiecesCounted):
