@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
 from asyncua import ua
@@ -1003,29 +1003,19 @@ class OpcUaServer:
     # ------------------------------------------------------------------ reporting
 
     def _require_space(self) -> AddressSpace:
-        if self._space is None:
-            raise EdgeError("the OPC UA server is not started")
-        return self._space
+        return _started(self._space)
 
     def _require_writer(self) -> LiveValueWriter:
-        if self._writer is None:
-            raise EdgeError("the OPC UA server is not started")
-        return self._writer
+        return _started(self._writer)
 
     def _require_emitter(self) -> EventEmitter:
-        if self._emitter is None:
-            raise EdgeError("the OPC UA server is not started")
-        return self._emitter
+        return _started(self._emitter)
 
     def _require_alarms(self) -> AlarmBook:
-        if self._alarms is None:
-            raise EdgeError("the OPC UA server is not started")
-        return self._alarms
+        return _started(self._alarms)
 
     def _require_methods(self) -> MethodHandler:
-        if self._methods is None:
-            raise EdgeError("the OPC UA server is not started")
-        return self._methods
+        return _started(self._methods)
 
     @property
     def alarms(self) -> AlarmBook:
@@ -1145,6 +1135,16 @@ async def _not_supported(_parent: ua.NodeId, *_args: ua.Variant) -> ua.CallMetho
         StatusCodes.BadNotSupported,
         "the line's conditions are always enabled; comments go with Acknowledge and Confirm",
     )
+
+
+_Part = TypeVar("_Part")
+
+
+def _started(part: _Part | None) -> _Part:
+    """A part the server makes when it starts (its address space, writer, ...)."""
+    if part is None:
+        raise EdgeError("the OPC UA server is not started")
+    return part
 
 
 def component(service: LineContext) -> OpcUaServer:
