@@ -51,7 +51,7 @@ from edge.serve.opcua.companions import (
 )
 from edge.serve.opcua.model import OEE_WINDOW_MEMBERS, Var, Vt
 from edge.serve.opcua.uaids import StatusCodes, ua_time
-from edge.serve.opcua.writer import GOOD, LiveValueWriter
+from edge.serve.opcua.writer import GOOD, LiveValueWriter, ValueCell
 
 # No window yet (no shift closed since the edge has known the machine): every member.
 NO_WINDOW = StatusCodes.BadWaitingForInitialData
@@ -121,8 +121,8 @@ def _coerce(vtype: ua.VariantType, value: object) -> object | None:
 
 
 # A variable of a machine as staging needs it: its name under the machine, its
-# handle, and whether it is live (degraded while the PLC link is down).
-_Node = tuple[str, VarHandle, bool]
+# writer cell, and whether it is live (degraded while the PLC link is down).
+_Node = tuple[str, ValueCell, bool]
 
 
 def window_values(kpis: KpiRecord | None) -> dict[str, tuple[object, int]]:
@@ -229,6 +229,8 @@ class MachineView:
             s.name: s for s in (plc_map.signals if plc_map else ()) if s.role is None
         }
         self.down_since: float | None = None
+        self._nodes: dict[str, _Node] = {}
+        self._process_nodes: dict[str, _Node | None] = {}  # by the sample's signal
         self._current_window = self._window_handles("OEE")
         self._closed_window = self._window_handles("LastShift")
         self._last_closed: KpiRecord | None = None
@@ -246,13 +248,21 @@ class MachineView:
         return name in _LIVE or name.startswith(("ProcessValues.", f"{PACKML}."))
 
     def stage(self, name: str, value: object, ts: float | None, status: int = GOOD) -> None:
-        handle = self._handles.get(name)
-        if handle is None:
-            return
-        self._put((name, handle, self._is_live(name)), value, ts, status)
+        node = self._node(name)
+        if node is not None:
+            self._put(node, value, ts, status)
+
+    def _node(self, name: str) -> _Node | None:
+        node = self._nodes.get(name)
+        if node is None:
+            handle = self._handles.get(name)
+            if handle is None:
+                return None
+            node = self._nodes[name] = (name, self._writer.cell(handle), self._is_live(name))
+        return node
 
     def _put(self, node: _Node, value: object, ts: float | None, status: int) -> None:
-        name, handle, live = node
+        name, cell, live = node
         if live:
             if status == GOOD:
                 # Kept even while the link counts as down: a sample that arrives then
@@ -260,16 +270,17 @@ class MachineView:
                 # restart) is what the value is when the link is seen up again.
                 self._last_good[name] = (value, ts)
             if self.down_since is not None:
-                self._stage_degraded(name, handle)
+                self._stage_degraded(node)
                 return
-        self._writer.stage(handle, value, ts, status)
+        self._writer.stage_cell(cell, value, ts, status)
 
-    def _stage_degraded(self, name: str, handle: VarHandle) -> None:
+    def _stage_degraded(self, node: _Node) -> None:
+        name, cell, _live = node
         if name in self._last_good:
             value, _ts = self._last_good[name]
-            self._writer.stage(handle, value, self.down_since, UNCERTAIN_LAST)
+            self._writer.stage_cell(cell, value, self.down_since, UNCERTAIN_LAST)
         else:
-            self._writer.stage(handle, None, self.down_since, BAD_COMMUNICATION)
+            self._writer.stage_cell(cell, None, self.down_since, BAD_COMMUNICATION)
 
     def stage_many(self, values: Iterable[tuple[str, object, int]], ts: float | None) -> None:
         for name, value, status in values:
@@ -302,9 +313,10 @@ class MachineView:
             return
         self.down_since = ts
         self.stage("PlcLinkUp", False, ts)
-        for name, handle in self._handles.items():
-            if self._is_live(name):
-                self._stage_degraded(name, handle)
+        for name in self._handles:
+            node = self._node(name)
+            if node is not None and node[2]:
+                self._stage_degraded(node)
 
     def link_alarm(self, down: bool, ts: float) -> None:
         """The PLC source's own word on its link (never an inference from the
@@ -358,10 +370,9 @@ class MachineView:
         """(member, node) of each OeeWindowType member of this machine under ``prefix``."""
         found = []
         for member in OEE_WINDOW_MEMBERS:
-            name = f"{prefix}.{member.name}"
-            handle = self._handles.get(name)
-            if isinstance(member, Var) and handle is not None:
-                found.append((member.name, (name, handle, self._is_live(name))))
+            node = self._node(f"{prefix}.{member.name}")
+            if isinstance(member, Var) and node is not None:
+                found.append((member.name, node))
         return tuple(found)
 
     def _put_window(
@@ -476,18 +487,20 @@ class MachineView:
         if sample.signal == "fault_code":
             self._fault(sample)
             return
-        signal = self.process_signals.get(sample.signal)
-        if signal is None:
+        process = self._process_nodes
+        if sample.signal not in process:  # found once per signal
+            signal = self.process_signals.get(sample.signal)
+            process[sample.signal] = (
+                self._node(f"ProcessValues.{signal.name}") if signal is not None else None
+            )
+        node = process[sample.signal]
+        if node is None:
             return
-        name = f"ProcessValues.{signal.name}"
-        handle = self._handles.get(name)
-        if handle is None:
-            return
-        value = _coerce(handle.vtype, sample.value)
+        value = _coerce(node[1].handle.vtype, sample.value)
         if value is None:
-            self.stage(name, None, sample.ts, StatusCodes.BadTypeMismatch)
+            self._put(node, None, sample.ts, StatusCodes.BadTypeMismatch)
             return
-        self.stage(name, value, sample.ts, _QUALITY[sample.quality])
+        self._put(node, value, sample.ts, _QUALITY[sample.quality])
 
     def _fault(self, sample: Sample) -> None:
         alarms = self._alarms

@@ -63,8 +63,20 @@ class WrittenValue(ua.DataValue):
         return self
 
 
+class ValueCell:
+    """One node's staging state: the last (value, status) staged, the holder of its
+    Value attribute when it is the edge's own, whether a write of it is pending."""
+
+    __slots__ = ("handle", "holder", "last", "queued")
+
+    def __init__(self, handle: VarHandle, holder: StoredAttribute | None) -> None:
+        self.handle = handle
+        self.holder = holder
+        self.last: tuple[object, int] | None = None
+        self.queued = False
+
+
 _STATUS: dict[int, ua.StatusCode] = {}  # StatusCodes are values: one object per code
-_UNKNOWN = object()
 
 
 def _data_value(
@@ -119,9 +131,9 @@ class LiveValueWriter:
 
     def __init__(self, server: Server) -> None:
         self._server = server
-        # node -> (handle, value, status code, source ts)
-        self._pending: dict[ua.NodeId, tuple[VarHandle, object, int, float | None]] = {}
-        self._last: dict[ua.NodeId, tuple[object, int]] = {}
+        # node -> (its cell, value, status code, source ts)
+        self._pending: dict[ua.NodeId, tuple[ValueCell, object, int, float | None]] = {}
+        self._cells: dict[ua.NodeId, ValueCell] = {}
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
@@ -129,8 +141,6 @@ class LiveValueWriter:
         self._outage = OutageLog(log, "OPC UA value writes")
         self._staged = self._unchanged = self._coalesced = self._written = self._failed = 0
         self._deferred = 0
-        # node -> its Value attribute's holder, when the edge's own (StoredAttribute)
-        self._holders: dict[ua.NodeId, object] = {}
 
     # -- lifecycle (owned by the server component) -----------------------------
 
@@ -147,9 +157,16 @@ class LiveValueWriter:
 
     # -- staging (synchronous, never blocks) -------------------------------------
 
-    def _holder_of(self, node: ua.NodeId) -> object:
-        data = self._server.iserver.aspace.get(node)
-        return data.attributes.get(AttributeIds.Value) if data is not None else None
+    def cell(self, handle: VarHandle) -> ValueCell:
+        """The node's staging state, for a caller that stages it often (found once)."""
+        cell = self._cells.get(handle.node_id)
+        if cell is None:
+            data = self._server.iserver.aspace.get(handle.node_id)
+            holder = data.attributes.get(AttributeIds.Value) if data is not None else None
+            cell = self._cells[handle.node_id] = ValueCell(
+                handle, holder if isinstance(holder, StoredAttribute) else None
+            )
+        return cell
 
     def stage(
         self,
@@ -159,27 +176,33 @@ class LiveValueWriter:
         status: int = GOOD,
     ) -> bool:
         """Record ``value`` as the node's newest; True when it differs from the last one."""
-        node = handle.node_id
+        return self.stage_cell(self.cell(handle), value, source_ts, status)
+
+    def stage_cell(
+        self, cell: ValueCell, value: object, source_ts: float | None, status: int = GOOD
+    ) -> bool:
+        """:meth:`stage` for a node's :meth:`cell`: no lookup at all (the hot path)."""
         key = (value, status)
-        if self._last.get(node) == key:
+        if cell.last == key:
             self._unchanged += 1
             return False
-        self._last[node] = key
-        holder = self._holders.get(node, _UNKNOWN)
-        if holder is _UNKNOWN:
-            holder = self._holders[node] = self._holder_of(node)
-        if isinstance(holder, StoredAttribute) and not holder.watched:
+        cell.last = key
+        handle, holder = cell.handle, cell.holder
+        if holder is not None and not holder.watched:
             # Nobody watches it: the value is made when read. A write still pending
             # from when it was watched would land after this newer value: dropped.
-            if self._pending.pop(node, None) is not None:
+            if cell.queued:
+                cell.queued = False
+                del self._pending[handle.node_id]
                 self._coalesced += 1
             holder.defer(partial(_deferred_value, handle, value, status, source_ts, time.time()))
             self._deferred += 1
             self._staged += 1
             return True
-        if node in self._pending:
+        if cell.queued:
             self._coalesced += 1
-        self._pending[node] = (handle, value, status, source_ts)
+        cell.queued = True
+        self._pending[handle.node_id] = (cell, value, status, source_ts)
         self._staged += 1
         self._wake.set()
         self._drained.clear()
@@ -191,14 +214,18 @@ class LiveValueWriter:
 
     def last(self, handle: VarHandle) -> tuple[object, int] | None:
         """The last staged (value, status) of a node, None if never staged."""
-        return self._last.get(handle.node_id)
+        cell = self._cells.get(handle.node_id)
+        return cell.last if cell is not None else None
 
     def forget(self, handles: list[VarHandle]) -> None:
         """Nodes that were deleted: drop their pending writes and memory."""
         for handle in handles:
-            self._holders.pop(handle.node_id, None)
+            cell = self._cells.pop(handle.node_id, None)
+            if cell is not None:
+                # A caller still holding it writes through the node store (which
+                # finds a node made again under the same id, or says it is gone).
+                cell.holder, cell.last, cell.queued = None, None, False
             self._pending.pop(handle.node_id, None)
-            self._last.pop(handle.node_id, None)
 
     def statistics(self) -> WriterStatistics:
         return WriterStatistics(
@@ -237,9 +264,11 @@ class LiveValueWriter:
         write = self._server.iserver.aspace.write_attribute_value
         value_attribute = AttributeIds.Value
         now = time.time()
-        for count, (node, (handle, value, code, source_ts)) in enumerate(pending.items(), 1):
+        for cell, *_ in pending.values():
+            cell.queued = False  # from here, a new stage queues it again
+        for count, (node, (cell, value, code, source_ts)) in enumerate(pending.items(), 1):
             try:
-                data = _data_value(handle, value, code, source_ts, now)
+                data = _data_value(cell.handle, value, code, source_ts, now)
                 result = await write(node, value_attribute, data)
                 if not result.is_good():
                     raise EdgeError(f"refused with {result.name}")
