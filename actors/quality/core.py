@@ -53,7 +53,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actors.errors import CommandError
 from actors.messages import Quality, Sample
@@ -67,7 +67,9 @@ from actors.quality.events import (
     SpcViolation,
 )
 from actors.quality.params import DISPOSED, CharacteristicParams, Disposition, StationParams
-from actors.spc import CONSTANTS, Chart, RuleHit, capability
+
+if TYPE_CHECKING:
+    from actors.spc import Chart, RuleHit
 
 __all__ = ["Alarm", "QualityStationCore", "StationStatus"]
 
@@ -282,6 +284,9 @@ class QualityStationCore:
 
     @staticmethod
     def _new_chart(spec: CharacteristicParams) -> Chart:
+        # numpy (~12 MB and 0.1 s to import) only on a line with a quality station.
+        from actors.spc import Chart  # noqa: PLC0415
+
         return Chart(
             subgroup_size=spec.subgroup_size,
             limits=spec.baseline_limits(),
@@ -690,6 +695,8 @@ class QualityStationCore:
         }
 
     def _summary(self, spec: CharacteristicParams, stats: _Stats) -> dict[str, Any]:
+        from actors.spc import CONSTANTS, capability  # noqa: PLC0415 - as in _new_chart
+
         n = stats.n
         stdev = math.sqrt(stats.m2 / (n - 1)) if n > 1 else None
         sigma_within: float | None = None

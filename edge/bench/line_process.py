@@ -23,7 +23,7 @@ import textwrap
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -306,12 +306,19 @@ class Started:
     first_counted_s: float | None  # spawn to the first samples counted
 
 
-def start_service(config: Path, work: Path, notify: NotifySocket, log: IO[bytes]) -> Started:
-    """Spawn ``edge run --config`` and wait for READY=1."""
+def start_service(
+    config: Path,
+    work: Path,
+    notify: NotifySocket,
+    log: IO[bytes],
+    command: Sequence[str] = SERVICE_COMMAND,
+) -> Started:
+    """Spawn ``edge run --config`` (or ``command`` with the config's path) and wait
+    for READY=1."""
     notify.drain()
     started = time.perf_counter()
     process = subprocess.Popen(
-        [*SERVICE_COMMAND, str(config)],
+        [*command, str(config)],
         cwd=work,
         env={**bench_env(), "NOTIFY_SOCKET": "@" + notify.name},
         stdout=log,

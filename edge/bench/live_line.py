@@ -296,15 +296,21 @@ def figures(results: Sequence[Measured]) -> list[Figure | Table]:
         cpu = m.service("cpu_percent")
         expected = m.load.polls_per_s
         polls = m.service("polls_per_s")
+        # The load without deadbands shows what they save; the bar is on the others.
+        barred = m.load.deadbands
         out.append(
             Figure(
                 name=f"live line {m.load.label}: service CPU",
                 value=cpu,
                 unit="% of one core",
-                bar=f"<= {CPU_RATIO_BAR:g} x raw, spread <= +-{SPREAD_BAR_PERCENT:g} %",
+                bar=f"<= {CPU_RATIO_BAR:g} x raw, spread <= +-{SPREAD_BAR_PERCENT:g} %"
+                if barred
+                else "(for comparison)",
                 meets_bar=ratio.median <= CPU_RATIO_BAR
                 and ratio.spread_percent <= SPREAD_BAR_PERCENT
-                and polls >= 0.95 * expected,
+                and polls >= 0.95 * expected
+                if barred
+                else None,
                 baseline_name="raw pymodbus, same blocks and schedule",
                 baseline_value=m.raw("cpu_percent"),
                 ratio=ratio.median,

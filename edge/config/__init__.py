@@ -85,6 +85,14 @@ Synchronous = Literal["FULL", "NORMAL"]
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     state_dir: Path
+    # Derived data a start may rebuild (the OPC UA standard node cache); None: the
+    # state directory's cache/ (a config read from a file always has it set).
+    cache_dir: Path | None = None
+
+    @property
+    def cache(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else self.state_dir / "cache"
+
     sqlite_synchronous: Synchronous = "FULL"
 
 
@@ -402,7 +410,15 @@ def parse_config(
     # systemd's StateDirectory= sets $STATE_DIRECTORY (maybe several paths, ':'-separated).
     state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
     state_dir = state_dir or str(Path.cwd() / "var" / (line.id or "line"))
-    storage = reader.section(StorageConfig, doc, "storage", state_dir=state_dir)
+    # ... and CacheDirectory= sets $CACHE_DIRECTORY; without it, in the state directory.
+    given = doc.get("storage")
+    given_state = given.get("state_dir") if isinstance(given, dict) else None
+    cache_dir = os.environ.get("CACHE_DIRECTORY", "").split(":")[0] or str(
+        Path(given_state if isinstance(given_state, str) else state_dir) / "cache"
+    )
+    storage = reader.section(
+        StorageConfig, doc, "storage", state_dir=state_dir, cache_dir=cache_dir
+    )
     plain = ("simulator", "mqtt", "metrics", "web", "qmib", "logging", "orders")
     plain_sections = {key: reader.section(sections[key][0], doc, key) for key in plain}
     config = LineConfig(

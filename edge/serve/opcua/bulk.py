@@ -44,15 +44,43 @@ class StoredAttribute:
     about 120,000 of them for a 50-machine line. This one has slots and makes its
     callback dict only when a monitored item registers one (asyncua reads and
     writes the four fields by name, nothing else).
+
+    It also holds a value that nobody watches as the recipe of its DataValue
+    (:meth:`defer`), made when something reads it: a line's live values change
+    ~1,000 times a second, and building and storing a DataValue for each is most
+    of what the OPC UA server costs while no client subscribes to them.
     """
 
-    __slots__ = ("_callbacks", "value", "value_callback", "value_setter")
+    __slots__ = ("_callbacks", "_deferred", "_value", "value_callback", "value_setter")
 
     def __init__(self, value: ua.DataValue | None) -> None:
-        self.value = value
+        self._value = value
+        self._deferred: Callable[[], ua.DataValue] | None = None
         self.value_callback: Callable[..., ua.DataValue] | None = None
         self.value_setter: Callable[..., None] | None = None
         self._callbacks: dict[int, Callable[..., Any]] | None = None
+
+    @property
+    def value(self) -> ua.DataValue | None:
+        deferred = self._deferred
+        if deferred is not None:
+            self._deferred = None
+            self._value = deferred()
+        return self._value
+
+    @value.setter
+    def value(self, value: ua.DataValue | None) -> None:
+        self._deferred = None
+        self._value = value
+
+    @property
+    def watched(self) -> bool:
+        """Whether a write must happen now: a monitored item or a setter waits on it."""
+        return bool(self._callbacks) or self.value_setter is not None
+
+    def defer(self, make: Callable[[], ua.DataValue]) -> None:
+        """The value is what ``make`` returns, made when it is first read (unwatched only)."""
+        self._deferred = make
 
     @property
     def datachange_callbacks(self) -> dict[int, Callable[..., Any]]:

@@ -51,7 +51,7 @@ from edge.serve.opcua.companions import (
 )
 from edge.serve.opcua.model import OEE_WINDOW_MEMBERS, Var, Vt
 from edge.serve.opcua.uaids import StatusCodes, ua_time
-from edge.serve.opcua.writer import GOOD, LiveValueWriter
+from edge.serve.opcua.writer import GOOD, LiveValueWriter, ValueCell
 
 # No window yet (no shift closed since the edge has known the machine): every member.
 NO_WINDOW = StatusCodes.BadWaitingForInitialData
@@ -118,6 +118,11 @@ def _coerce(vtype: ua.VariantType, value: object) -> object | None:
     if isinstance(value, float) and not value.is_integer():
         return None
     return int(value)
+
+
+# A variable of a machine as staging needs it: its name under the machine, its
+# writer cell, and whether it is live (degraded while the PLC link is down).
+_Node = tuple[str, ValueCell, bool]
 
 
 def window_values(kpis: KpiRecord | None) -> dict[str, tuple[object, int]]:
@@ -224,6 +229,12 @@ class MachineView:
             s.name: s for s in (plc_map.signals if plc_map else ()) if s.role is None
         }
         self.down_since: float | None = None
+        self._nodes: dict[str, _Node] = {}
+        self._process_nodes: dict[str, _Node | None] = {}  # by the sample's signal
+        self._current_window = self._window_handles("OEE")
+        self._closed_window = self._window_handles("LastShift")
+        self._last_closed: KpiRecord | None = None
+        self._last_closed_staged = False
         # When the PLC source last said the link is up (None: it said down since).
         self._link_up_at: float | None = None
         self._last_good: dict[str, tuple[object, float | None]] = {}
@@ -237,26 +248,39 @@ class MachineView:
         return name in _LIVE or name.startswith(("ProcessValues.", f"{PACKML}."))
 
     def stage(self, name: str, value: object, ts: float | None, status: int = GOOD) -> None:
-        handle = self._handles.get(name)
-        if handle is None:
-            return
-        if self._is_live(name):
+        node = self._node(name)
+        if node is not None:
+            self._put(node, value, ts, status)
+
+    def _node(self, name: str) -> _Node | None:
+        node = self._nodes.get(name)
+        if node is None:
+            handle = self._handles.get(name)
+            if handle is None:
+                return None
+            node = self._nodes[name] = (name, self._writer.cell(handle), self._is_live(name))
+        return node
+
+    def _put(self, node: _Node, value: object, ts: float | None, status: int) -> None:
+        name, cell, live = node
+        if live:
             if status == GOOD:
                 # Kept even while the link counts as down: a sample that arrives then
                 # (the link was only inferred down, from an actor not yet past a
                 # restart) is what the value is when the link is seen up again.
                 self._last_good[name] = (value, ts)
             if self.down_since is not None:
-                self._stage_degraded(name, handle)
+                self._stage_degraded(node)
                 return
-        self._writer.stage(handle, value, ts, status)
+        self._writer.stage_cell(cell, value, ts, status)
 
-    def _stage_degraded(self, name: str, handle: VarHandle) -> None:
+    def _stage_degraded(self, node: _Node) -> None:
+        name, cell, _live = node
         if name in self._last_good:
             value, _ts = self._last_good[name]
-            self._writer.stage(handle, value, self.down_since, UNCERTAIN_LAST)
+            self._writer.stage_cell(cell, value, self.down_since, UNCERTAIN_LAST)
         else:
-            self._writer.stage(handle, None, self.down_since, BAD_COMMUNICATION)
+            self._writer.stage_cell(cell, None, self.down_since, BAD_COMMUNICATION)
 
     def stage_many(self, values: Iterable[tuple[str, object, int]], ts: float | None) -> None:
         for name, value, status in values:
@@ -289,9 +313,10 @@ class MachineView:
             return
         self.down_since = ts
         self.stage("PlcLinkUp", False, ts)
-        for name, handle in self._handles.items():
-            if self._is_live(name):
-                self._stage_degraded(name, handle)
+        for name in self._handles:
+            node = self._node(name)
+            if node is not None and node[2]:
+                self._stage_degraded(node)
 
     def link_alarm(self, down: bool, ts: float) -> None:
         """The PLC source's own word on its link (never an inference from the
@@ -329,14 +354,36 @@ class MachineView:
         self.stage("StopId", self._stop_id, status.state_since or ts)
         if status.event_time is not None:
             self.stage("EventTime", ua_time(status.event_time), status.event_time)
-        for name, (value, code) in window_values(status.current_shift).items():
-            self.stage(f"OEE.{name}", value, ts, code)
-        for name, (value, code) in window_values(status.last_closed_shift).items():
-            self.stage(f"LastShift.{name}", value, ts, code)
+        # ~45 values a machine a second: through handles found once, and the last
+        # closed shift only when it is another one.
+        self._put_window(self._current_window, status.current_shift, ts)
+        last = status.last_closed_shift
+        if last != self._last_closed or not self._last_closed_staged:
+            self._put_window(self._closed_window, last, ts)
+            self._last_closed, self._last_closed_staged = last, True
         if status.state is MachineState.UNKNOWN and status.event_time is not None:
             self._unknown_since(status.state_since or status.event_time)
         elif status.state is not MachineState.UNKNOWN and self.down_since is not None:
             self.link_restored(status.state_since or ts)
+
+    def _window_handles(self, prefix: str) -> tuple[tuple[str, _Node], ...]:
+        """(member, node) of each OeeWindowType member of this machine under ``prefix``."""
+        found = []
+        for member in OEE_WINDOW_MEMBERS:
+            node = self._node(f"{prefix}.{member.name}")
+            if isinstance(member, Var) and node is not None:
+                found.append((member.name, node))
+        return tuple(found)
+
+    def _put_window(
+        self, members: tuple[tuple[str, _Node], ...], kpis: KpiRecord | None, ts: float
+    ) -> None:
+        values = window_values(kpis)
+        put = self._put
+        for member, node in members:
+            entry = values.get(member)
+            if entry is not None:
+                put(node, entry[0], ts, entry[1])
 
     def on_event(self, event: DomainEvent) -> None:
         if isinstance(event, PiecesCounted):
@@ -440,18 +487,20 @@ class MachineView:
         if sample.signal == "fault_code":
             self._fault(sample)
             return
-        signal = self.process_signals.get(sample.signal)
-        if signal is None:
+        process = self._process_nodes
+        if sample.signal not in process:  # found once per signal
+            signal = self.process_signals.get(sample.signal)
+            process[sample.signal] = (
+                self._node(f"ProcessValues.{signal.name}") if signal is not None else None
+            )
+        node = process[sample.signal]
+        if node is None:
             return
-        name = f"ProcessValues.{signal.name}"
-        handle = self._handles.get(name)
-        if handle is None:
-            return
-        value = _coerce(handle.vtype, sample.value)
+        value = _coerce(node[1].handle.vtype, sample.value)
         if value is None:
-            self.stage(name, None, sample.ts, StatusCodes.BadTypeMismatch)
+            self._put(node, None, sample.ts, StatusCodes.BadTypeMismatch)
             return
-        self.stage(name, value, sample.ts, _QUALITY[sample.quality])
+        self._put(node, value, sample.ts, _QUALITY[sample.quality])
 
     def _fault(self, sample: Sample) -> None:
         alarms = self._alarms

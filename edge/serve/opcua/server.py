@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
 from asyncua import ua
@@ -103,6 +103,7 @@ from edge.serve.opcua.security import (
     security_policies,
 )
 from edge.serve.opcua.sessions import EdgeServer, current_session, explain
+from edge.serve.opcua.standard_nodes import StandardNodeCache
 from edge.serve.opcua.stations import StationView
 from edge.serve.opcua.uaids import (
     AttributeIds,
@@ -204,6 +205,7 @@ class OpcUaServer:
         self._dropped = 0
         self._refreshes = 0
         self._last_refresh_s = 0.0
+        self._standard_nodes: StandardNodeCache | None = None
         self._alarm_seq = 0
         self.pki = Pki(self._config.opcua.pki_dir or self._config.storage.state_dir / "opcua-pki")
 
@@ -232,7 +234,8 @@ class OpcUaServer:
         self._check_ids()
         config = self._config
         opcua = config.opcua
-        server = EdgeServer(self._users)
+        self._standard_nodes = StandardNodeCache(config.storage.cache)
+        server = EdgeServer(self._users, standard_nodes=self._standard_nodes)
         self._server = server
         await server.init()
         server.set_endpoint(opcua.endpoint)
@@ -337,6 +340,8 @@ class OpcUaServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._writer is not None:
             await self._writer.stop()
+        if self._standard_nodes is not None:
+            await self._standard_nodes.stop()
         if self._server is not None:
             with contextlib.suppress(Exception):  # a server that never started
                 await self._server.stop()
@@ -998,29 +1003,19 @@ class OpcUaServer:
     # ------------------------------------------------------------------ reporting
 
     def _require_space(self) -> AddressSpace:
-        if self._space is None:
-            raise EdgeError("the OPC UA server is not started")
-        return self._space
+        return _started(self._space)
 
     def _require_writer(self) -> LiveValueWriter:
-        if self._writer is None:
-            raise EdgeError("the OPC UA server is not started")
-        return self._writer
+        return _started(self._writer)
 
     def _require_emitter(self) -> EventEmitter:
-        if self._emitter is None:
-            raise EdgeError("the OPC UA server is not started")
-        return self._emitter
+        return _started(self._emitter)
 
     def _require_alarms(self) -> AlarmBook:
-        if self._alarms is None:
-            raise EdgeError("the OPC UA server is not started")
-        return self._alarms
+        return _started(self._alarms)
 
     def _require_methods(self) -> MethodHandler:
-        if self._methods is None:
-            raise EdgeError("the OPC UA server is not started")
-        return self._methods
+        return _started(self._methods)
 
     @property
     def alarms(self) -> AlarmBook:
@@ -1140,6 +1135,16 @@ async def _not_supported(_parent: ua.NodeId, *_args: ua.Variant) -> ua.CallMetho
         StatusCodes.BadNotSupported,
         "the line's conditions are always enabled; comments go with Acknowledge and Confirm",
     )
+
+
+_Part = TypeVar("_Part")
+
+
+def _started(part: _Part | None) -> _Part:
+    """A part the server makes when it starts (its address space, writer, ...)."""
+    if part is None:
+        raise EdgeError("the OPC UA server is not started")
+    return part
 
 
 def component(service: LineContext) -> OpcUaServer:

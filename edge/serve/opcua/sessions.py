@@ -29,6 +29,7 @@ import contextvars
 import logging
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from asyncua import ua
@@ -41,6 +42,7 @@ from asyncua.server.monitored_item_service import WhereClauseEvaluator
 from asyncua.server.server import Server
 from asyncua.server.uaprocessor import UaProcessor
 
+from edge.serve.opcua.standard_nodes import StandardNodeCache
 from edge.serve.opcua.uaids import AttributeIds, ObjectIds, StatusCodes, numeric, status
 
 log = logging.getLogger("edge.opcua_server")
@@ -304,10 +306,20 @@ def is_subtype(aspace: Any, type_id: ua.NodeId, of: object) -> bool:
 class EdgeInternalServer(InternalServer):
     """asyncua's internal server, making :class:`EdgeSession` sessions."""
 
-    def __init__(self, user_manager: Any) -> None:
+    def __init__(self, user_manager: Any, standard_nodes: StandardNodeCache | None = None) -> None:
         super().__init__(user_manager=user_manager)
         self.rules: AccessRules | None = None
         self.sessions: set[EdgeSession] = set()
+        self.standard_nodes = standard_nodes
+
+    async def load_standard_address_space(self, shelf_file: Path | None = None) -> None:
+        # From the edge's cache when it has one (edge.serve.opcua.standard_nodes).
+        cache = self.standard_nodes
+        if cache is not None and cache.load_into(self.aspace):
+            return
+        await super().load_standard_address_space(shelf_file)
+        if cache is not None:
+            cache.start_builder()
 
     def create_session(
         self, name: str, user: User = _ANONYMOUS, external: bool = False
@@ -389,8 +401,13 @@ class _BinaryServer(BinaryServer):
 class EdgeServer(Server):
     """asyncua's Server with the edge's connections and sessions."""
 
-    def __init__(self, user_manager: Any, rules: AccessRules | None = None) -> None:
-        iserver = EdgeInternalServer(user_manager)
+    def __init__(
+        self,
+        user_manager: Any,
+        rules: AccessRules | None = None,
+        standard_nodes: StandardNodeCache | None = None,
+    ) -> None:
+        iserver = EdgeInternalServer(user_manager, standard_nodes)
         iserver.rules = rules
         super().__init__(iserver=iserver)
         self._edge_iserver = iserver

@@ -8,11 +8,13 @@ set goes out and the core re-baselines its counters (OEE.md §5).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from actors.messages import LinkChanged, Quality, Sample, Value
 
-__all__ = ["ChangeFilter", "SampleSink", "SourceEvent", "per_reader"]
+__all__ = ["ChangeFilter", "Handover", "SampleSink", "SourceEvent", "per_reader"]
 
 SourceEvent = Sample | LinkChanged
 SampleSink = Callable[[Sequence[SourceEvent]], Awaitable[None]]
@@ -35,6 +37,52 @@ def per_reader(
         yield item.machine_id, item
     for reader_id, samples in pending.items():
         yield reader_id, tuple(samples)
+
+
+class Handover:
+    """Hands a source's batches to the sink, keeping what a failed call must not lose.
+
+    A link change is the truth about the link and is never lost: one the sink did
+    not take goes again first with the next batch. Samples are not kept: the
+    source sends its full value set again (it forgets what it delivered), which
+    is newer anyway. A failure is logged once and the recovery once.
+    """
+
+    __slots__ = ("_failing", "_log", "_name", "_pending", "_retry", "_sink")
+
+    def __init__(self, sink: SampleSink, name: str, log: logging.Logger, retry: str) -> None:
+        self._sink = sink
+        self._name = name
+        self._log = log
+        self._retry = retry  # how the source sends its values again, for the log
+        self._pending: list[SourceEvent] = []  # link changes a failed sink call did not take
+        self._failing = False
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    async def deliver(self, batch: list[SourceEvent]) -> bool:
+        """False when the sink failed: the caller forgets what it delivered."""
+        if self._pending:
+            batch = [*self._pending, *batch]
+            self._pending = []
+        if not batch:
+            return True
+        try:
+            await self._sink(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._pending = [e for e in batch if isinstance(e, LinkChanged)]
+            if not self._failing:
+                self._failing = True
+                self._log.exception("%s: the sample sink failed; %s", self._name, self._retry)
+            return False
+        if self._failing:
+            self._failing = False
+            self._log.info("%s: the sample sink accepts batches again", self._name)
+        return True
 
 
 class ChangeFilter:

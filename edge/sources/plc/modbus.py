@@ -44,7 +44,7 @@ from edge.histogram import POLL_LATENCY_BUCKETS, Histogram, HistogramSnapshot
 from edge.sources.plc.binding import MachineBinding, SourceLifecycle, SourceState
 from edge.sources.plc.blocks import ReadBlock, ReadPlan, ReadPoint, plan_reads
 from edge.sources.plc.codec import BlockDecoder, compile_decoder
-from edge.sources.plc.delivery import SampleSink, SourceEvent
+from edge.sources.plc.delivery import Handover, SampleSink, SourceEvent
 from edge.sources.plc.link import LinkTracker
 from edge.sources.plc.responses import BLOCK_RESPONSES
 from edge.sources.plc.schedule import PollGrid
@@ -187,7 +187,6 @@ class ModbusSource(SourceLifecycle):
         self._plc = plc
         self._plan, self._points = _plan(plc, bindings)
         self._machine_ids = tuple(b.machine_id for b in bindings)
-        self._sink = sink
         self._rng = rng or random.Random()
         self._clock = clock
         self._name = f"plc {plc.id} ({plc.host}:{plc.port})"
@@ -204,10 +203,9 @@ class ModbusSource(SourceLifecycle):
         # Set once the first poll ended, read or failed (the service waits for it
         # before it starts the slow components).
         self.first_polled = asyncio.Event()
-        self._pending: list[SourceEvent] = []  # link changes a failed sink call did not take
+        self._handover = Handover(sink, self._name, _log, "retrying with the next poll")
         self._bad_points: set[int] = set()  # indices into _points, logged once
         self._bad_blocks: set[int] = set()
-        self._sink_failing = False
         self._polls = 0
         self._requests = 0
         self._errors = 0
@@ -312,7 +310,7 @@ class ModbusSource(SourceLifecycle):
             self._forget_delivered()
             batch.extend(LinkChanged(m, up=True, ts=ts) for m in self._machine_ids)
         self._collect(results, ts, batch)
-        if batch or self._pending:  # most polls of a line change nothing
+        if batch or self._handover.has_pending:  # most polls of a line change nothing
             await self._deliver(batch)
         return True
 
@@ -421,28 +419,8 @@ class ModbusSource(SourceLifecycle):
         self._last_data = [None] * len(self._plan.blocks)
 
     async def _deliver(self, batch: list[SourceEvent]) -> None:
-        if self._pending:
-            batch = [*self._pending, *batch]
-            self._pending = []
-        if not batch:
-            return
-        try:
-            await self._sink(batch)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # Never lose a link change; values are re-sent in full next poll.
-            self._pending = [e for e in batch if isinstance(e, LinkChanged)]
-            self._forget_delivered()
-            if not self._sink_failing:
-                self._sink_failing = True
-                _log.exception(
-                    "%s: the sample sink failed; retrying with the next poll", self._name
-                )
-            return
-        if self._sink_failing:
-            self._sink_failing = False
-            _log.info("%s: the sample sink accepts batches again", self._name)
+        if not await self._handover.deliver(batch):
+            self._forget_delivered()  # the values go again in full with the next poll
 
     # ------------------------------------------------------------------ pymodbus boundary
 

@@ -69,7 +69,7 @@ from edge.config.plc_maps import DataType, NodeLocation, Protocol, SignalDef
 from edge.errors import ConfigError, PlcConnectionError, PlcDataError, Problem
 from edge.sources.plc.binding import MachineBinding, SourceLifecycle
 from edge.sources.plc.codec import Raw, to_engineering
-from edge.sources.plc.delivery import ChangeFilter, SampleSink, SourceEvent
+from edge.sources.plc.delivery import ChangeFilter, Handover, SampleSink, SourceEvent
 from edge.sources.plc.link import LinkTracker
 
 __all__ = ["OpcUaSource", "OpcUaStatistics"]
@@ -302,7 +302,6 @@ class OpcUaSource(SourceLifecycle):
         self._plc = plc
         self._node_ids, self._points = _plan(plc, bindings)
         self._machine_ids = tuple(b.machine_id for b in bindings)
-        self._sink = sink
         self._rng = rng or random.Random()
         self._clock = clock
         self._queue_size = queue_size
@@ -315,8 +314,7 @@ class OpcUaSource(SourceLifecycle):
         self._last_ts: dict[tuple[str, str], float] = {}  # newest delivered non-BAD value
         self._bad: set[tuple[str, str]] = set()
         self._unmonitored: set[ua.NodeId] = set()  # refused by the server on this connection
-        self._pending: list[SourceEvent] = []  # link changes a failed sink call did not take
-        self._sink_failing = False
+        self._handover = Handover(sink, self._name, _log, "retrying with a fresh read")
         self._resync = False  # every value must be read again (sink failed, queue overflowed)
         self._current: _Connection | None = None
         self._overflowing = False
@@ -661,26 +659,12 @@ class OpcUaSource(SourceLifecycle):
             batch.append(Sample(point.machine_id, point.signal.name, value, ts, quality))
 
     async def _deliver(self, batch: list[SourceEvent]) -> None:
-        if self._pending:
-            batch = [*self._pending, *batch]
-            self._pending = []
-        if not batch:
+        if not batch and not self._handover.has_pending:
             return
-        try:
-            await self._sink(batch)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # Never lose a link change; the values go again in full with the
-            # next read (there is no next poll to repeat them otherwise).
-            self._pending = [e for e in batch if isinstance(e, LinkChanged)]
-            self._filter.forget()
-            self._resync = True
-            if not self._sink_failing:
-                self._sink_failing = True
-                _log.exception("%s: the sample sink failed; retrying with a fresh read", self._name)
+        if await self._handover.deliver(batch):
+            self._batches += 1
             return
-        self._batches += 1
-        if self._sink_failing:
-            self._sink_failing = False
-            _log.info("%s: the sample sink accepts batches again", self._name)
+        # The values go again in full with the next read (there is no next poll
+        # to repeat them otherwise).
+        self._filter.forget()
+        self._resync = True

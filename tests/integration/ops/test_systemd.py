@@ -220,6 +220,7 @@ def test_unit_has_what_the_service_relies_on() -> None:
     assert "StartLimitBurst" in settings and "StartLimitIntervalSec" in settings
     assert settings["DynamicUser"] == ["yes"]
     assert settings["StateDirectory"][0].startswith("edge/")
+    assert settings["CacheDirectory"][0].startswith("edge/")  # the OPC UA node cache
     assert settings["ProtectSystem"] == ["strict"]
     assert settings["NoNewPrivileges"] == ["yes"]
     assert settings["CapabilityBoundingSet"] == [""]
