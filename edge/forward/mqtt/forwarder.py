@@ -1,29 +1,13 @@
 """Store-and-forward: the outbox's ``events`` stream to the MES, in msgpack batches.
 
-Per connection :meth:`Forwarder.run` keeps a pipeline of four loops busy:
-
-- **read**: the next rows after the cursor, a page of batches at a time, on
-  the outbox's reading connection (SQLite joins each batch's stored envelopes,
-  the bytes that go on the wire: nothing is decoded or encoded per event, and
-  no Python object is made per event). Batches hold at most
-  ``batch_max_events`` events and ``batch_max_bytes`` bytes; a batch that is
-  not full waits at most ``batch_max_delay_s`` for its first event. It reads
-  ahead while earlier pages are recorded and sent.
-- **plan**: record the batches' ranges and ids in the outbox, what was read
-  meanwhile in one commit (so a resend after a crash repeats them exactly).
-- **send**: publish the planned batches in order with QoS 1, keeping up to
-  ``inflight_batches`` without their PUBACK: the next batch goes as soon as a
-  PUBACK comes in (a sliding window; waiting for a whole round of PUBACKs
-  before the next round costs a TCP delayed-ACK stall per round, the broker's
-  PUBACKs being small packets).
-- **acknowledge**: move the outbox's delivered cursor past the batches whose
-  PUBACK is in (and every one before them), one commit for all the PUBACKs
-  that arrived while the previous commit ran. The rows are purged later, when
-  there is nothing to send (:meth:`~edge.state.outbox.Outbox.purge`).
-
-So a row is marked delivered only after its PUBACK, and after a crash only
-batches without a recorded PUBACK go out again. Strictly in order: the broker
-receives the batches in the order of their sequence numbers.
+Per connection :meth:`Forwarder.run` loops: read the next rows after the
+cursor, cut them into batches (at most ``batch_max_events`` events and
+``batch_max_bytes`` bytes; a batch that is not full waits at most
+``batch_max_delay_s`` for its first event), record the batches' ranges and ids
+in the outbox (so a resend after a crash repeats them exactly), publish up to
+``inflight_batches`` of them with QoS 1, and delete their rows once every
+PUBACK is in. Strictly in order: one round at a time, and within a round the
+broker receives the batches in the order they were published.
 
 When a publish fails the connection is rebuilt by the caller; the batches not
 yet acknowledged are sent first on the next connection, with the same ids, as
@@ -34,16 +18,13 @@ up (an outage's backlog, a restart's leftovers) are ``historical`` too.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from edge.errors import StateStoreError
-from edge.state.outbox import EVENTS_STREAM, BatchPlan, Outbox, OutboxChunk
-from edge.wire import BatchHeader, batch_id_for, encode_batch_packed
+from edge.state.outbox import EVENTS_STREAM, BatchPlan, Outbox, OutboxRow
+from edge.wire import BatchHeader, batch_id_for, encode_batch
 
 __all__ = ["Forwarder", "ForwarderStatistics", "Publish"]
 
@@ -52,11 +33,6 @@ log = logging.getLogger("edge.mqtt.forwarder")
 # Publish one payload with QoS 1 and return once the broker acknowledged it;
 # raises an edge.errors.ConnectorError when the connection failed.
 Publish = Callable[[str, bytes], Awaitable[None]]
-
-# Batches read per outbox read, in windows of inflight_batches.
-PAGE_WINDOWS = 4
-# Pages read ahead of the plans being recorded: the reads and the commits overlap.
-READ_AHEAD_PAGES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +49,8 @@ class ForwarderStatistics:
 @dataclass(frozen=True, slots=True)
 class _Batch:
     plan: BatchPlan
-    envelopes: bytes  # back to back, as stored
+    envelopes: tuple[bytes, ...]
     historical: bool
-
-    @property
-    def count(self) -> int:
-        return self.plan.seq_last - self.plan.seq_first + 1
 
 
 class Forwarder:
@@ -106,8 +78,7 @@ class Forwarder:
         self.inflight_batches = inflight_batches
         self.stream = stream
         self._clock = clock
-        # Planned (recorded in the outbox) and not yet acknowledged there, in order.
-        self._unacked: collections.deque[_Batch] = collections.deque()
+        self._unacked: list[_Batch] = []
         self._cursor: int | None = None  # last seq put in a batch; None: not loaded yet
         self._live_from = 1
         self.batches_sent = 0
@@ -135,20 +106,30 @@ class Forwarder:
 
     async def run(self, publish: Publish) -> None:
         """Forward until ``publish`` raises (the connection broke) or the task is cancelled."""
-        self._live_from = self.outbox.last_seq(self.stream) + 1
+        outbox = self.outbox
+        self._live_from = outbox.last_seq(self.stream) + 1
         if self._cursor is None:
             await self._load_plans()
-        self._drop_delivered()  # a commit that finished after the last connection ended
-        await _Session(self, publish).run()
+        if self._unacked:
+            resend = [_Batch(b.plan, b.envelopes, True) for b in self._unacked]
+            self.batches_resent += len(resend)
+            await self._send(publish, resend)
+        while True:
+            rows = await self._collect()
+            batches = self._cut(rows)
+            await outbox.save_plans(self.stream, [b.plan for b in batches])
+            self._unacked = batches
+            self._cursor = batches[-1].plan.seq_last
+            await self._send(publish, batches)
 
     async def _load_plans(self) -> None:
         """Batches planned before a restart go out first, exactly as planned."""
-        cursor = self.outbox.acked_seq(self.stream)
+        cursor = 0
         for plan in await self.outbox.plans(self.stream):
             rows = await self.outbox.read_range(self.stream, plan.seq_first, plan.seq_last)
             if [r.seq for r in rows] != list(range(plan.seq_first, plan.seq_last + 1)):
                 continue  # partly dropped by the disk cap: its events go out in new batches
-            self._unacked.append(_Batch(plan, b"".join(r.payload for r in rows), True))
+            self._unacked.append(_Batch(plan, tuple(r.payload for r in rows), True))
             cursor = plan.seq_last
         self._cursor = cursor
         if self._unacked:
@@ -157,175 +138,90 @@ class Forwarder:
                 extra={"batches": len(self._unacked), "seq_last": cursor},
             )
 
-    async def _next_page(self, cursor: int) -> list[_Batch]:
-        """The batches after ``cursor``: full ones, a backlog, or a partial one that waited
-        long enough."""
+    async def _collect(self) -> list[OutboxRow]:
+        """The next rows: a full batch, a backlog, or a partial batch that waited long enough."""
         outbox, stream = self.outbox, self.stream
+        limit = self.batch_max_events * self.inflight_batches
+        max_bytes = self.batch_max_bytes * self.inflight_batches
         while True:
-            found = await outbox.read_chunks(
-                stream,
-                cursor,
-                chunks=self.inflight_batches * PAGE_WINDOWS,
-                max_rows=self.batch_max_events,
-                max_bytes=self.batch_max_bytes,
-                boundary=self._live_from,
-            )
-            chunks = found.chunks
-            if not chunks:
+            cursor = self._cursor or 0
+            rows = await outbox.read(stream, cursor, limit, max_bytes=max_bytes)
+            if not rows:
                 if outbox.last_seq(stream) > cursor:
                     # Dropped by the disk cap before they were sent: the MES sees the gap
                     # in seq, and the outbox reported it as an OutboxPolicyApplied event.
-                    cursor = outbox.last_seq(stream)
+                    self._cursor = outbox.last_seq(stream)
                     continue
                 await outbox.wait_appended(stream, cursor)
                 continue
-            age = self._clock() - found.created
+            age = self._clock() - rows[0].created
             if (
-                sum(c.count for c in chunks) >= self.batch_max_events
-                or chunks[0].seq_first < self._live_from
+                len(rows) >= self.batch_max_events
+                or rows[0].seq < self._live_from
                 or age >= self.batch_max_delay_s
             ):
-                return [self._batch(c) for c in chunks]
+                return rows
             # Not full yet: wait for more, at most until the first event is old enough.
-            await outbox.wait_appended(stream, chunks[-1].seq_last, self.batch_max_delay_s - age)
+            await outbox.wait_appended(stream, rows[-1].seq, self.batch_max_delay_s - age)
 
-    def _batch(self, chunk: OutboxChunk) -> _Batch:
-        first, last = chunk.seq_first, chunk.seq_last
-        plan = BatchPlan(first, last, batch_id_for(self.outbox.epoch, first, last))
-        return _Batch(plan, chunk.payload, first < self._live_from)
+    def _cut(self, rows: Sequence[OutboxRow]) -> list[_Batch]:
+        epoch = self.outbox.epoch
+        batches: list[_Batch] = []
+        current: list[OutboxRow] = []
+        size = 0
 
-    def _encode(self, batch: _Batch) -> bytes:
-        plan = batch.plan
-        header = BatchHeader(
-            edge_id=self.edge_id,
-            epoch=self.outbox.epoch,
-            batch_id=plan.batch_id,
-            seq_first=plan.seq_first,
-            seq_last=plan.seq_last,
-            count=batch.count,
-            historical=batch.historical,
-            sent_at=self._clock(),
-        )
-        return encode_batch_packed(header, batch.envelopes)
+        def close() -> None:
+            first, last = current[0].seq, current[-1].seq
+            plan = BatchPlan(first, last, batch_id_for(epoch, first, last))
+            batches.append(_Batch(plan, tuple(r.payload for r in current), first < self._live_from))
 
-    async def _acknowledged(self, upto: int) -> None:
-        """The broker has every batch up to ``upto``: record it (one commit)."""
-        await self.outbox.acknowledge(self.stream, upto)
-        self._drop_delivered()
+        for row in rows:
+            if current and (
+                len(current) >= self.batch_max_events
+                or size + len(row.payload) > self.batch_max_bytes
+                or row.seq != current[-1].seq + 1
+                or (current[-1].seq < self._live_from <= row.seq)
+            ):
+                close()
+                current, size = [], 0
+            current.append(row)
+            size += len(row.payload)
+        if current:
+            close()
+        return batches
 
-    def _drop_delivered(self) -> None:
-        acked = self.outbox.acked_seq(self.stream)
-        unacked = self._unacked
-        while unacked and unacked[0].plan.seq_last <= acked:
-            batch = unacked.popleft()
-            self.batches_sent += 1
-            self.events_sent += batch.count
-            self.historical_batches += batch.historical
-            self.last_acked_seq = batch.plan.seq_last
-            self.last_sent_at = self._clock()
-
-
-class _Session:
-    """One connection's pipeline: read -> plan -> send -> acknowledge, each its own loop."""
-
-    def __init__(self, forwarder: Forwarder, publish: Publish) -> None:
-        self.forwarder = forwarder
-        self.publish = publish
-        page = forwarder.inflight_batches * PAGE_WINDOWS
-        # Read, not yet recorded: a page at a time.
-        self.read: asyncio.Queue[list[_Batch]] = asyncio.Queue(maxsize=READ_AHEAD_PAGES)
-        # Recorded, not yet started.
-        self.planned: asyncio.Queue[_Batch] = asyncio.Queue(maxsize=page)
-        self.window = asyncio.Semaphore(forwarder.inflight_batches)
-        # Started publishes in order, until their PUBACK is recorded in the outbox.
-        self.sent: collections.deque[tuple[_Batch, asyncio.Task[None]]] = collections.deque()
-        self.started = asyncio.Event()
-
-    async def run(self) -> None:
-        loops = [
-            asyncio.ensure_future(self._read()),
-            asyncio.ensure_future(self._plan()),
-            asyncio.ensure_future(self._send()),
-            asyncio.ensure_future(self._acknowledge()),
+    async def _send(self, publish: Publish, batches: Sequence[_Batch]) -> None:
+        now = self._clock()
+        payloads = [
+            encode_batch(
+                BatchHeader(
+                    edge_id=self.edge_id,
+                    epoch=self.outbox.epoch,
+                    batch_id=b.plan.batch_id,
+                    seq_first=b.plan.seq_first,
+                    seq_last=b.plan.seq_last,
+                    count=len(b.envelopes),
+                    historical=b.historical,
+                    sent_at=now,
+                ),
+                b.envelopes,
+            )
+            for b in batches
         ]
+        # Tasks start in order, so the client hands the packets to the socket in order.
+        tasks = [asyncio.ensure_future(publish(self.topic, payload)) for payload in payloads]
         try:
-            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
-            for loop in done:
-                loop.result()  # the loops end only by raising
-        finally:
-            for loop in loops:
-                loop.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
-            publishing = [task for _batch, task in self.sent]
-            for task in publishing:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*publishing, return_exceptions=True)
-            await self._settle()
-
-    async def _read(self) -> None:
-        cursor = self.forwarder._cursor or 0
-        while True:
-            batches = await self.forwarder._next_page(cursor)
-            cursor = batches[-1].plan.seq_last
-            await self.read.put(batches)
-
-    async def _plan(self) -> None:
-        forwarder = self.forwarder
-        # Planned on an earlier connection (or before a restart): first, same ids.
-        for batch in list(forwarder._unacked):
-            forwarder.batches_resent += 1
-            await self.planned.put(_Batch(batch.plan, batch.envelopes, True))
-        while True:
-            batches = await self.read.get()
-            while not self.read.empty():  # read meanwhile: recorded in the same commit
-                batches += self.read.get_nowait()
-            await forwarder.outbox.save_plans(forwarder.stream, [b.plan for b in batches])
-            forwarder._unacked.extend(batches)
-            forwarder._cursor = batches[-1].plan.seq_last
-            for batch in batches:
-                await self.planned.put(batch)
-
-    async def _send(self) -> None:
-        forwarder = self.forwarder
-        while True:
-            batch = await self.planned.get()
-            await self.window.acquire()
-            # Tasks start in order, so the client hands the packets to the socket in order.
-            task = asyncio.ensure_future(self.publish(forwarder.topic, forwarder._encode(batch)))
-            task.add_done_callback(lambda _task: self.window.release())
-            self.sent.append((batch, task))
-            self.started.set()
-
-    async def _acknowledge(self) -> None:
-        forwarder, sent = self.forwarder, self.sent
-        outbox = forwarder.outbox
-        while True:
-            while not sent:
-                self.started.clear()
-                if not forwarder._unacked and outbox.delivered_rows(forwarder.stream):
-                    # Nothing to send: delete delivered rows, a chunk at a time.
-                    await outbox.purge(forwarder.stream)
-                    continue
-                await self.started.wait()
-            await sent[0][1]  # raises what the publish raised: the connection broke
-            upto = self._acknowledged_prefix()
-            await forwarder._acknowledged(upto)
-            while sent and sent[0][0].plan.seq_last <= upto:
-                sent.popleft()
-
-    def _acknowledged_prefix(self) -> int:
-        """The last seq of the run of PUBACKed batches at the head of ``sent`` (0: none)."""
-        upto = 0
-        for batch, task in self.sent:
-            if not task.done() or task.cancelled() or task.exception() is not None:
-                break
-            upto = batch.plan.seq_last
-        return upto
-
-    async def _settle(self) -> None:
-        """The connection ended: record the PUBACKs that came in, so they are not resent."""
-        upto = self._acknowledged_prefix()
-        if upto:
-            # Not recorded: those batches go again under the same ids, which the MES drops.
-            with contextlib.suppress(StateStoreError):
-                await self.forwarder._acknowledged(upto)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        last = batches[-1].plan.seq_last
+        await self.outbox.acknowledge(self.stream, last)
+        self._unacked = []
+        self.last_acked_seq = last
+        self.last_sent_at = now
+        self.batches_sent += len(batches)
+        self.events_sent += sum(len(b.envelopes) for b in batches)
+        self.historical_batches += sum(1 for b in batches if b.historical)
