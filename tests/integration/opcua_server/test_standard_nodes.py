@@ -127,39 +127,30 @@ def test_a_damaged_cache_is_moved_aside_and_not_used(tmp_path: Path) -> None:
     assert numeric(ObjectIds.Server) not in InternalServer().aspace._nodes
 
 
-def test_edge_prepare_builds_the_installation_cache(tmp_path: Path) -> None:
-    edge = [sys.executable, "-m", "edge"]
-    done = subprocess.run(
-        [*edge, "prepare", "--cache-dir", str(tmp_path / "installed")],
+def _edge_prepare(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge", "prepare", *args],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+        env={**os.environ, **env},
     )
+
+
+def test_edge_prepare_builds_the_installation_cache(tmp_path: Path) -> None:
+    done = _edge_prepare("--cache-dir", str(tmp_path / "installed"))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(shelf_dir(tmp_path / "installed"))
     assert (shelf_dir(tmp_path / "installed") / COMPLETE_NAME).is_file()
     # Its default directory comes from the environment; empty means none, said so.
-    refused = subprocess.run(
-        [*edge, "prepare"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, INSTALLED_CACHE_ENV: ""},
-    )
+    refused = _edge_prepare(**{INSTALLED_CACHE_ENV: ""})
     assert refused.returncode == 2
     assert INSTALLED_CACHE_ENV in refused.stderr and "--cache-dir" in refused.stderr
     # A directory it cannot write: the reason, status 1.
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
-    failed = subprocess.run(
-        [*edge, "prepare", "--cache-dir", str(blocked / "cache")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    failed = _edge_prepare("--cache-dir", str(blocked / "cache"))
     assert failed.returncode == 1
     assert "cannot build the OPC UA standard node cache" in failed.stderr
 
