@@ -20,8 +20,10 @@ truth the core tells.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from asyncua import ua
 
@@ -51,7 +53,7 @@ from edge.serve.opcua.companions import (
 )
 from edge.serve.opcua.model import OEE_WINDOW_MEMBERS, Var, Vt
 from edge.serve.opcua.uaids import StatusCodes, ua_time
-from edge.serve.opcua.writer import GOOD, LiveValueWriter, ValueCell
+from edge.serve.opcua.writer import GOOD, LiveValueWriter, ValueCell, deferred_value
 
 # No window yet (no shift closed since the edge has known the machine): every member.
 NO_WINDOW = StatusCodes.BadWaitingForInitialData
@@ -158,6 +160,65 @@ def window_values(kpis: KpiRecord | None) -> dict[str, tuple[object, int]]:
     }
 
 
+_WINDOW_VALUED = frozenset(window_values(None))  # the members a KpiRecord gives a value
+
+
+class _Window:
+    """The members of one ``OeeWindowType`` instance of a machine (OEE, LastShift).
+
+    A member somebody watches is staged with every KPI refresh; one nobody watches
+    (most of them, most of the time: a line has ~45 KPI values a machine, refreshed
+    every second) gets a recipe that reads the window's newest KPIs when a client
+    reads it, so a refresh of an unwatched machine builds no value at all.
+    """
+
+    __slots__ = ("_kpis", "_members", "_server_ts", "_ts", "_values", "_writer")
+
+    def __init__(self, members: tuple[tuple[str, _Node], ...], writer: LiveValueWriter) -> None:
+        self._writer = writer
+        self._kpis: KpiRecord | None = None
+        self._ts: float | None = None
+        self._server_ts = 0.0
+        self._values: dict[str, tuple[object, int]] | None = None
+        # (member, node, recipe): live members (counts) keep their own staging, which
+        # knows what a value is worth while the link is down.
+        self._members: tuple[tuple[str, _Node, Callable[[], ua.DataValue] | None], ...] = tuple(
+            (
+                member,
+                node,
+                partial(self._data_value, member, node[1].handle)
+                if member in _WINDOW_VALUED and not node[2]
+                else None,
+            )
+            for member, node in members
+        )
+
+    def put(
+        self,
+        kpis: KpiRecord | None,
+        ts: float,
+        stage: Callable[[_Node, object, float | None, int], None],
+    ) -> None:
+        self._kpis, self._ts, self._server_ts, self._values = kpis, ts, time.time(), None
+        defer = self._writer.defer_cell
+        for member, node, recipe in self._members:
+            if recipe is not None and defer(node[1], recipe):
+                continue
+            entry = self._current().get(member)
+            if entry is not None:
+                stage(node, entry[0], ts, entry[1])
+
+    def _current(self) -> dict[str, tuple[object, int]]:
+        values = self._values
+        if values is None:
+            values = self._values = window_values(self._kpis)
+        return values
+
+    def _data_value(self, member: str, handle: VarHandle) -> ua.DataValue:
+        value, status = self._current()[member]
+        return deferred_value(handle, value, status, self._ts, self._server_ts)
+
+
 @dataclass(slots=True)
 class _OrderTally:
     """A machine's pieces for the order it makes now, summed from PiecesCounted."""
@@ -231,8 +292,8 @@ class MachineView:
         self.down_since: float | None = None
         self._nodes: dict[str, _Node] = {}
         self._process_nodes: dict[str, _Node | None] = {}  # by the sample's signal
-        self._current_window = self._window_handles("OEE")
-        self._closed_window = self._window_handles("LastShift")
+        self._current_window = _Window(self._window_handles("OEE"), writer)
+        self._closed_window = _Window(self._window_handles("LastShift"), writer)
         self._last_closed: KpiRecord | None = None
         self._last_closed_staged = False
         # When the PLC source last said the link is up (None: it said down since).
@@ -354,12 +415,13 @@ class MachineView:
         self.stage("StopId", self._stop_id, status.state_since or ts)
         if status.event_time is not None:
             self.stage("EventTime", ua_time(status.event_time), status.event_time)
-        # ~45 values a machine a second: through handles found once, and the last
-        # closed shift only when it is another one.
-        self._put_window(self._current_window, status.current_shift, ts)
+        # ~45 values a machine a second: those nobody watches not built at all (the
+        # window's recipe reads them when a client does), and the last closed shift
+        # only when it is another one.
+        self._current_window.put(status.current_shift, ts, self._put)
         last = status.last_closed_shift
         if last != self._last_closed or not self._last_closed_staged:
-            self._put_window(self._closed_window, last, ts)
+            self._closed_window.put(last, ts, self._put)
             self._last_closed, self._last_closed_staged = last, True
         if status.state is MachineState.UNKNOWN and status.event_time is not None:
             self._unknown_since(status.state_since or status.event_time)
@@ -374,16 +436,6 @@ class MachineView:
             if isinstance(member, Var) and node is not None:
                 found.append((member.name, node))
         return tuple(found)
-
-    def _put_window(
-        self, members: tuple[tuple[str, _Node], ...], kpis: KpiRecord | None, ts: float
-    ) -> None:
-        values = window_values(kpis)
-        put = self._put
-        for member, node in members:
-            entry = values.get(member)
-            if entry is not None:
-                put(node, entry[0], ts, entry[1])
 
     def on_event(self, event: DomainEvent) -> None:
         if isinstance(event, PiecesCounted):
