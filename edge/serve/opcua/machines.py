@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from operator import attrgetter
 
 from asyncua import ua
 
@@ -127,40 +128,44 @@ def _coerce(vtype: ua.VariantType, value: object) -> object | None:
 _Node = tuple[str, ValueCell, bool]
 
 
-def window_values(kpis: KpiRecord | None) -> dict[str, tuple[object, int]]:
-    """``OeeWindowType`` member name -> (value, status) for a KpiRecord (None: no window)."""
+def _time_of(field: str) -> Callable[[KpiRecord], object]:
+    read = attrgetter(field)
+    return lambda kpis: ua_time(read(kpis))
+
+
+# ``OeeWindowType`` member name -> how a KpiRecord gives its value.
+_WINDOW_FIELDS: dict[str, Callable[[KpiRecord], object]] = {
+    "Name": attrgetter("name"),
+    "Start": _time_of("start"),
+    "End": _time_of("end"),
+    "Closed": attrgetter("closed"),
+    "ScheduledTime": attrgetter("scheduled_s"),
+    "PlannedStopTime": attrgetter("planned_stop_s"),
+    "PlannedProductionTime": attrgetter("planned_production_s"),
+    "RunTime": attrgetter("run_s"),
+    "Downtime": attrgetter("downtime_s"),
+    "DowntimeEvents": attrgetter("downtime_events"),
+    "MicroStops": attrgetter("micro_stops"),
+    "MicroStopTime": attrgetter("micro_stop_s"),
+    "TotalCount": attrgetter("total_count"),
+    "GoodCount": attrgetter("good_count"),
+    "RejectCount": attrgetter("reject_count"),
+    "Availability": attrgetter("availability"),
+    "Performance": attrgetter("performance"),
+    "Quality": attrgetter("quality"),
+    "OEE": attrgetter("oee"),
+    "TEEP": attrgetter("teep"),
+    "MTBF": attrgetter("mtbf_s"),
+    "MTTR": attrgetter("mttr_s"),
+}
+
+
+def window_value(kpis: KpiRecord | None, member: str) -> tuple[object, int]:
+    """(value, status) of one ``OeeWindowType`` member for a KpiRecord (None: no window)."""
     if kpis is None:
-        return {m.name: (None, NO_WINDOW) for m in OEE_WINDOW_MEMBERS if isinstance(m, Var)}
-    values: dict[str, object] = {
-        "Name": kpis.name,
-        "Start": ua_time(kpis.start),
-        "End": ua_time(kpis.end),
-        "Closed": kpis.closed,
-        "ScheduledTime": kpis.scheduled_s,
-        "PlannedStopTime": kpis.planned_stop_s,
-        "PlannedProductionTime": kpis.planned_production_s,
-        "RunTime": kpis.run_s,
-        "Downtime": kpis.downtime_s,
-        "DowntimeEvents": kpis.downtime_events,
-        "MicroStops": kpis.micro_stops,
-        "MicroStopTime": kpis.micro_stop_s,
-        "TotalCount": kpis.total_count,
-        "GoodCount": kpis.good_count,
-        "RejectCount": kpis.reject_count,
-        "Availability": kpis.availability,
-        "Performance": kpis.performance,
-        "Quality": kpis.quality,
-        "OEE": kpis.oee,
-        "TEEP": kpis.teep,
-        "MTBF": kpis.mtbf_s,
-        "MTTR": kpis.mttr_s,
-    }
-    return {
-        name: (value if value is not None else UNDEFINED, GOOD) for name, value in values.items()
-    }
-
-
-_WINDOW_VALUED = frozenset(window_values(None))  # the members a KpiRecord gives a value
+        return None, NO_WINDOW
+    value = _WINDOW_FIELDS[member](kpis)
+    return (value if value is not None else UNDEFINED, GOOD)
 
 
 class _Window:
@@ -172,25 +177,23 @@ class _Window:
     reads it, so a refresh of an unwatched machine builds no value at all.
     """
 
-    __slots__ = ("_kpis", "_members", "_server_ts", "_ts", "_values", "_writer")
+    __slots__ = ("_kpis", "_members", "_server_ts", "_ts", "_writer")
 
     def __init__(self, members: tuple[tuple[str, _Node], ...], writer: LiveValueWriter) -> None:
         self._writer = writer
         self._kpis: KpiRecord | None = None
         self._ts: float | None = None
         self._server_ts = 0.0
-        self._values: dict[str, tuple[object, int]] | None = None
         # (member, node, recipe): live members (counts) keep their own staging, which
         # knows what a value is worth while the link is down.
         self._members: tuple[tuple[str, _Node, Callable[[], ua.DataValue] | None], ...] = tuple(
             (
                 member,
                 node,
-                partial(self._data_value, member, node[1].handle)
-                if member in _WINDOW_VALUED and not node[2]
-                else None,
+                None if node[2] else partial(self._data_value, member, node[1].handle),
             )
             for member, node in members
+            if member in _WINDOW_FIELDS
         )
 
     def put(
@@ -199,23 +202,15 @@ class _Window:
         ts: float,
         stage: Callable[[_Node, object, float | None, int], None],
     ) -> None:
-        self._kpis, self._ts, self._server_ts, self._values = kpis, ts, time.time(), None
+        self._kpis, self._ts, self._server_ts = kpis, ts, time.time()
         defer = self._writer.defer_cell
         for member, node, recipe in self._members:
-            if recipe is not None and defer(node[1], recipe):
-                continue
-            entry = self._current().get(member)
-            if entry is not None:
-                stage(node, entry[0], ts, entry[1])
-
-    def _current(self) -> dict[str, tuple[object, int]]:
-        values = self._values
-        if values is None:
-            values = self._values = window_values(self._kpis)
-        return values
+            if recipe is None or not defer(node[1], recipe):
+                value, status = window_value(kpis, member)
+                stage(node, value, ts, status)
 
     def _data_value(self, member: str, handle: VarHandle) -> ua.DataValue:
-        value, status = self._current()[member]
+        value, status = window_value(self._kpis, member)
         return deferred_value(handle, value, status, self._ts, self._server_ts)
 
 
