@@ -1007,21 +1007,20 @@ class OpcUaServer:
         space, writer = self._require_space(), self._require_writer()
         line = self._config.line.id
         for source in self._service.sources:
-            stats = source.statistics()
-            plc_id = stats.plc_id
+            link = source.link  # not statistics(): no histogram copies, once a second per PLC
+            link_up, failures = bool(link.is_up), int(link.consecutive_failures)
+            plc_id = source.plc_id
             base = f"{line}.Diagnostics.PlcLinks.{plc_id}"
             if f"{base}.LinkUp" not in space.handles:
                 continue
-            writer.stage(space.handle(f"{base}.LinkUp"), bool(stats.link_up), now)
-            writer.stage(
-                space.handle(f"{base}.ConsecutiveFailures"), int(stats.consecutive_failures), now
-            )
+            writer.stage(space.handle(f"{base}.LinkUp"), link_up, now)
+            writer.stage(space.handle(f"{base}.ConsecutiveFailures"), failures, now)
             for machine_id in self._plc_machines.get(plc_id, ()):
                 view = self._machines[machine_id]
-                if not stats.link_up and stats.consecutive_failures > 0:
+                if not link_up and failures > 0:
                     view.link_lost(now)
                     view.link_alarm(True, now)
-                elif stats.link_up:
+                elif link_up:
                     view.link_alarm(False, now)
                     if view.down_since is None:
                         view.stage("PlcLinkUp", True, now)
