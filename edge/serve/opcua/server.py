@@ -13,9 +13,9 @@ with its plc_map's process values, quality stations, methods), security
 - the **event task** raises OPC UA events and creates/updates order objects
   from what the bus delivered (the bus callback itself only stages and queues);
 - the **refresh task** asks each machine actor for its ``MachineStatus`` when an
-  event touched the machine (at most every ``REFRESH_MIN_S``) and every
-  ``status_interval_s`` anyway (KPIs move with time), and refreshes the shift
-  and diagnostics.
+  event touched the machine (at most every ``REFRESH_MIN_S``) and
+  ``status_interval_s`` after its last refresh anyway (KPIs move with time), and
+  refreshes the shift and diagnostics.
 
 Process values and PLC link changes arrive through :meth:`OpcUaServer.ingest_samples`
 (the service's sample tap, ``service.samples``, when it has one). Link loss is
@@ -897,10 +897,10 @@ class OpcUaServer:
         )
 
     async def _refresh_loop(self) -> None:
-        # Every machine is refreshed once per interval, each at its own phase of it
-        # (a big line's refresh in one go held the event loop for tens of ms, late
-        # polls), and a machine an event touched at the next pass (at most every
-        # REFRESH_MIN_S).
+        # Every machine is refreshed at least once per interval, each at its own phase
+        # of it (a big line's refresh in one go held the event loop for tens of ms,
+        # late polls), and a machine an event touched at the next pass (at most every
+        # REFRESH_MIN_S), which puts its next periodic one an interval later.
         interval = self._config.opcua.status_interval_s
         start = time.monotonic()
         machines = list(self._machines)
@@ -913,6 +913,10 @@ class OpcUaServer:
                 await asyncio.wait_for(self._dirty_ready.wait(), timeout)
             now = time.monotonic()
             chosen = set(self._dirty)
+            for machine_id in chosen:
+                # Refreshed now for an event: its periodic refresh is an interval away
+                # (a machine counting a piece every second needs no second refresh).
+                due[machine_id] = now + interval
             for machine_id, at in due.items():
                 if at <= now:
                     chosen.add(machine_id)
