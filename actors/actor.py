@@ -323,6 +323,26 @@ class ActorRef(Generic[MsgT, ReplyT]):
                 ) from None
             raise
 
+    def ask_nowait(self, message: MsgT) -> asyncio.Future[ReplyT]:
+        """Queue ``message`` as an ask and return the future of its reply at once.
+
+        For a caller asking many actors together under one deadline of its own
+        (no task, no timer per ask): it awaits the futures, and cancels those
+        that did not answer in time. Raises ``MailboxFullError`` when the mailbox
+        has no room, ``ActorStoppedError`` once the actor is stopping or stopped.
+        """
+        cell = self._cell
+        if cell.closed:
+            raise cell.stopped_error()
+        if len(cell.items) >= cell.capacity:
+            raise MailboxFullError(
+                f"mailbox of actor {cell.name!r} is full ({cell.capacity} messages)"
+            )
+        reply: asyncio.Future[ReplyT] = cell.loop.create_future()
+        cell.items.append(_Ask(message, reply))
+        cell.wake_getter()
+        return reply
+
     async def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT_S) -> None:  # noqa: ASYNC109
         """Stop after the messages already queued; cancel the actor after ``timeout``.
 

@@ -9,6 +9,14 @@ the collector is paused while the line starts; once it is up, one collection
 clears what the start left behind and the survivors are frozen into the
 permanent generation, so the collections of the running service scan only what
 it allocates while running.
+
+The running service allocates a few thousand short-lived containers a second
+(samples, messages, futures, the deferred OPC UA values), and CPython's default
+of a young collection every 700 net allocations ran one every few tens of
+milliseconds on a 200-machine line, ~5 % of the service's CPU in the profile.
+Once the start-up heap is frozen the young generation is raised to
+:data:`RUNNING_YOUNG_THRESHOLD`: a tenth as many collections, each scanning what
+a young generation holds, a few hundred kilobytes at most.
 """
 
 from __future__ import annotations
@@ -21,12 +29,14 @@ from contextlib import contextmanager
 
 log = logging.getLogger("edge.heap")
 
+RUNNING_YOUNG_THRESHOLD = 10_000  # net allocations between young collections (CPython: 700)
+
 
 @contextmanager
 def long_lived_start() -> Iterator[None]:
     """Pause the cyclic collector while the block builds long-lived state; on
-    success, collect once and freeze what survived. A failed start only resumes
-    the collector."""
+    success, collect once, freeze what survived and collect the young generation
+    less often. A failed start only resumes the collector."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -34,6 +44,8 @@ def long_lived_start() -> Iterator[None]:
         started = time.perf_counter()
         gc.collect()
         gc.freeze()
+        _young, *older = gc.get_threshold()
+        gc.set_threshold(RUNNING_YOUNG_THRESHOLD, *older)
         log.debug(
             "start-up heap frozen",
             extra={

@@ -20,8 +20,11 @@ truth the core tells.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
+from operator import attrgetter
 
 from asyncua import ua
 
@@ -51,7 +54,7 @@ from edge.serve.opcua.companions import (
 )
 from edge.serve.opcua.model import OEE_WINDOW_MEMBERS, Var, Vt
 from edge.serve.opcua.uaids import StatusCodes, ua_time
-from edge.serve.opcua.writer import GOOD, LiveValueWriter, ValueCell
+from edge.serve.opcua.writer import GOOD, LiveValueWriter, ValueCell, deferred_value
 
 # No window yet (no shift closed since the edge has known the machine): every member.
 NO_WINDOW = StatusCodes.BadWaitingForInitialData
@@ -125,37 +128,90 @@ def _coerce(vtype: ua.VariantType, value: object) -> object | None:
 _Node = tuple[str, ValueCell, bool]
 
 
-def window_values(kpis: KpiRecord | None) -> dict[str, tuple[object, int]]:
-    """``OeeWindowType`` member name -> (value, status) for a KpiRecord (None: no window)."""
+def _time_of(field: str) -> Callable[[KpiRecord], object]:
+    read = attrgetter(field)
+    return lambda kpis: ua_time(read(kpis))
+
+
+# ``OeeWindowType`` member name -> how a KpiRecord gives its value.
+_WINDOW_FIELDS: dict[str, Callable[[KpiRecord], object]] = {
+    "Name": attrgetter("name"),
+    "Start": _time_of("start"),
+    "End": _time_of("end"),
+    "Closed": attrgetter("closed"),
+    "ScheduledTime": attrgetter("scheduled_s"),
+    "PlannedStopTime": attrgetter("planned_stop_s"),
+    "PlannedProductionTime": attrgetter("planned_production_s"),
+    "RunTime": attrgetter("run_s"),
+    "Downtime": attrgetter("downtime_s"),
+    "DowntimeEvents": attrgetter("downtime_events"),
+    "MicroStops": attrgetter("micro_stops"),
+    "MicroStopTime": attrgetter("micro_stop_s"),
+    "TotalCount": attrgetter("total_count"),
+    "GoodCount": attrgetter("good_count"),
+    "RejectCount": attrgetter("reject_count"),
+    "Availability": attrgetter("availability"),
+    "Performance": attrgetter("performance"),
+    "Quality": attrgetter("quality"),
+    "OEE": attrgetter("oee"),
+    "TEEP": attrgetter("teep"),
+    "MTBF": attrgetter("mtbf_s"),
+    "MTTR": attrgetter("mttr_s"),
+}
+
+
+def window_value(kpis: KpiRecord | None, member: str) -> tuple[object, int]:
+    """(value, status) of one ``OeeWindowType`` member for a KpiRecord (None: no window)."""
     if kpis is None:
-        return {m.name: (None, NO_WINDOW) for m in OEE_WINDOW_MEMBERS if isinstance(m, Var)}
-    values: dict[str, object] = {
-        "Name": kpis.name,
-        "Start": ua_time(kpis.start),
-        "End": ua_time(kpis.end),
-        "Closed": kpis.closed,
-        "ScheduledTime": kpis.scheduled_s,
-        "PlannedStopTime": kpis.planned_stop_s,
-        "PlannedProductionTime": kpis.planned_production_s,
-        "RunTime": kpis.run_s,
-        "Downtime": kpis.downtime_s,
-        "DowntimeEvents": kpis.downtime_events,
-        "MicroStops": kpis.micro_stops,
-        "MicroStopTime": kpis.micro_stop_s,
-        "TotalCount": kpis.total_count,
-        "GoodCount": kpis.good_count,
-        "RejectCount": kpis.reject_count,
-        "Availability": kpis.availability,
-        "Performance": kpis.performance,
-        "Quality": kpis.quality,
-        "OEE": kpis.oee,
-        "TEEP": kpis.teep,
-        "MTBF": kpis.mtbf_s,
-        "MTTR": kpis.mttr_s,
-    }
-    return {
-        name: (value if value is not None else UNDEFINED, GOOD) for name, value in values.items()
-    }
+        return None, NO_WINDOW
+    value = _WINDOW_FIELDS[member](kpis)
+    return (value if value is not None else UNDEFINED, GOOD)
+
+
+class _Window:
+    """The members of one ``OeeWindowType`` instance of a machine (OEE, LastShift).
+
+    A member somebody watches is staged with every KPI refresh; one nobody watches
+    (most of them, most of the time: a line has ~45 KPI values a machine, refreshed
+    every second) gets a recipe that reads the window's newest KPIs when a client
+    reads it, so a refresh of an unwatched machine builds no value at all.
+    """
+
+    __slots__ = ("_kpis", "_members", "_server_ts", "_ts", "_writer")
+
+    def __init__(self, members: tuple[tuple[str, _Node], ...], writer: LiveValueWriter) -> None:
+        self._writer = writer
+        self._kpis: KpiRecord | None = None
+        self._ts: float | None = None
+        self._server_ts = 0.0
+        # (member, node, recipe): live members (counts) keep their own staging, which
+        # knows what a value is worth while the link is down.
+        self._members: tuple[tuple[str, _Node, Callable[[], ua.DataValue] | None], ...] = tuple(
+            (
+                member,
+                node,
+                None if node[2] else partial(self._data_value, member, node[1].handle),
+            )
+            for member, node in members
+            if member in _WINDOW_FIELDS
+        )
+
+    def put(
+        self,
+        kpis: KpiRecord | None,
+        ts: float,
+        stage: Callable[[_Node, object, float | None, int], None],
+    ) -> None:
+        self._kpis, self._ts, self._server_ts = kpis, ts, time.time()
+        defer = self._writer.defer_cell
+        for member, node, recipe in self._members:
+            if recipe is None or not defer(node[1], recipe):
+                value, status = window_value(kpis, member)
+                stage(node, value, ts, status)
+
+    def _data_value(self, member: str, handle: VarHandle) -> ua.DataValue:
+        value, status = window_value(self._kpis, member)
+        return deferred_value(handle, value, status, self._ts, self._server_ts)
 
 
 @dataclass(slots=True)
@@ -231,8 +287,8 @@ class MachineView:
         self.down_since: float | None = None
         self._nodes: dict[str, _Node] = {}
         self._process_nodes: dict[str, _Node | None] = {}  # by the sample's signal
-        self._current_window = self._window_handles("OEE")
-        self._closed_window = self._window_handles("LastShift")
+        self._current_window = _Window(self._window_handles("OEE"), writer)
+        self._closed_window = _Window(self._window_handles("LastShift"), writer)
         self._last_closed: KpiRecord | None = None
         self._last_closed_staged = False
         # When the PLC source last said the link is up (None: it said down since).
@@ -354,12 +410,13 @@ class MachineView:
         self.stage("StopId", self._stop_id, status.state_since or ts)
         if status.event_time is not None:
             self.stage("EventTime", ua_time(status.event_time), status.event_time)
-        # ~45 values a machine a second: through handles found once, and the last
-        # closed shift only when it is another one.
-        self._put_window(self._current_window, status.current_shift, ts)
+        # ~45 values a machine a second: those nobody watches not built at all (the
+        # window's recipe reads them when a client does), and the last closed shift
+        # only when it is another one.
+        self._current_window.put(status.current_shift, ts, self._put)
         last = status.last_closed_shift
         if last != self._last_closed or not self._last_closed_staged:
-            self._put_window(self._closed_window, last, ts)
+            self._closed_window.put(last, ts, self._put)
             self._last_closed, self._last_closed_staged = last, True
         if status.state is MachineState.UNKNOWN and status.event_time is not None:
             self._unknown_since(status.state_since or status.event_time)
@@ -374,16 +431,6 @@ class MachineView:
             if isinstance(member, Var) and node is not None:
                 found.append((member.name, node))
         return tuple(found)
-
-    def _put_window(
-        self, members: tuple[tuple[str, _Node], ...], kpis: KpiRecord | None, ts: float
-    ) -> None:
-        values = window_values(kpis)
-        put = self._put
-        for member, node in members:
-            entry = values.get(member)
-            if entry is not None:
-                put(node, entry[0], ts, entry[1])
 
     def on_event(self, event: DomainEvent) -> None:
         if isinstance(event, PiecesCounted):

@@ -13,9 +13,9 @@ with its plc_map's process values, quality stations, methods), security
 - the **event task** raises OPC UA events and creates/updates order objects
   from what the bus delivered (the bus callback itself only stages and queues);
 - the **refresh task** asks each machine actor for its ``MachineStatus`` when an
-  event touched the machine (at most every ``REFRESH_MIN_S``) and every
-  ``status_interval_s`` anyway (KPIs move with time), and refreshes the shift
-  and diagnostics.
+  event touched the machine (at most every ``REFRESH_MIN_S``) and
+  ``status_interval_s`` after its last refresh anyway (KPIs move with time), and
+  refreshes the shift and diagnostics.
 
 Process values and PLC link changes arrive through :meth:`OpcUaServer.ingest_samples`
 (the service's sample tap, ``service.samples``, when it has one). Link loss is
@@ -57,7 +57,14 @@ from edge import __version__
 from edge.commands import OrderInfo, register_alarm_owner
 from edge.config import LineConfig, OpcUaServerConfig
 from edge.context import LineContext
-from edge.errors import ActorError, ConfigError, ConnectorError, EdgeError, Problem
+from edge.errors import (
+    ActorError,
+    ConfigError,
+    ConnectorError,
+    EdgeError,
+    MailboxFullError,
+    Problem,
+)
 from edge.event_bus import BusEvent
 from edge.serve.opcua.address_space import AddressSpace, VarHandle
 from edge.serve.opcua.alarms import (
@@ -890,10 +897,10 @@ class OpcUaServer:
         )
 
     async def _refresh_loop(self) -> None:
-        # Every machine is refreshed once per interval, each at its own phase of it
-        # (a big line's refresh in one go held the event loop for tens of ms, late
-        # polls), and a machine an event touched at the next pass (at most every
-        # REFRESH_MIN_S).
+        # Every machine is refreshed at least once per interval, each at its own phase
+        # of it (a big line's refresh in one go held the event loop for tens of ms,
+        # late polls), and a machine an event touched at the next pass (at most every
+        # REFRESH_MIN_S), which puts its next periodic one an interval later.
         interval = self._config.opcua.status_interval_s
         start = time.monotonic()
         machines = list(self._machines)
@@ -906,6 +913,10 @@ class OpcUaServer:
                 await asyncio.wait_for(self._dirty_ready.wait(), timeout)
             now = time.monotonic()
             chosen = set(self._dirty)
+            for machine_id in chosen:
+                # Refreshed now for an event: its periodic refresh is an interval away
+                # (a machine counting a piece every second needs no second refresh).
+                due[machine_id] = now + interval
             for machine_id, at in due.items():
                 if at <= now:
                     chosen.add(machine_id)
@@ -921,20 +932,30 @@ class OpcUaServer:
             await asyncio.sleep(REFRESH_MIN_S)
 
     async def _refresh(self, machine_ids: Sequence[str]) -> None:
+        # One ask future per machine under one deadline: no task and no timer per
+        # machine (a 200-machine line asks ~200 statuses a second).
         now = time.time()
-        results = await asyncio.gather(
-            *(self._ask_status(m, now) for m in machine_ids), return_exceptions=True
-        )
-        for machine_id, result in zip(machine_ids, results, strict=True):
-            if isinstance(result, MachineStatus):
-                self._machines[machine_id].apply_status(result, now)
+        replies: dict[str, asyncio.Future[MachineStatus]] = {}
+        for machine_id in machine_ids:
+            try:
+                replies[machine_id] = self._service.machine_ref(machine_id).ask_nowait(
+                    GetStatus(now)
+                )
+            except MailboxFullError:
+                self._dirty.add(machine_id)  # busy: asked again with the next pass
+                self._dirty_ready.set()
+            except ActorError:
+                continue  # restarting or stopping: its next refresh finds it back
+        if replies:
+            await asyncio.wait(replies.values(), timeout=ASK_TIMEOUT_S)
+        for machine_id, reply in replies.items():
+            if not reply.done():
+                reply.cancel()
+            elif not reply.cancelled() and reply.exception() is None:
+                result = reply.result()
+                if isinstance(result, MachineStatus):
+                    self._machines[machine_id].apply_status(result, now)
         self._refreshes += 1
-
-    async def _ask_status(self, machine_id: str, now: float) -> MachineStatus:
-        status: MachineStatus = await self._service.machine_ref(machine_id).ask(
-            GetStatus(now), timeout=ASK_TIMEOUT_S
-        )
-        return status
 
     async def _ask_machine(self, machine_id: str, message: SetStopReason) -> Any:
         try:
@@ -990,21 +1011,20 @@ class OpcUaServer:
         space, writer = self._require_space(), self._require_writer()
         line = self._config.line.id
         for source in self._service.sources:
-            stats = source.statistics()
-            plc_id = stats.plc_id
+            link = source.link  # not statistics(): no histogram copies, once a second per PLC
+            link_up, failures = bool(link.is_up), int(link.consecutive_failures)
+            plc_id = source.plc_id
             base = f"{line}.Diagnostics.PlcLinks.{plc_id}"
             if f"{base}.LinkUp" not in space.handles:
                 continue
-            writer.stage(space.handle(f"{base}.LinkUp"), bool(stats.link_up), now)
-            writer.stage(
-                space.handle(f"{base}.ConsecutiveFailures"), int(stats.consecutive_failures), now
-            )
+            writer.stage(space.handle(f"{base}.LinkUp"), link_up, now)
+            writer.stage(space.handle(f"{base}.ConsecutiveFailures"), failures, now)
             for machine_id in self._plc_machines.get(plc_id, ()):
                 view = self._machines[machine_id]
-                if not stats.link_up and stats.consecutive_failures > 0:
+                if not link_up and failures > 0:
                     view.link_lost(now)
                     view.link_alarm(True, now)
-                elif stats.link_up:
+                elif link_up:
                     view.link_alarm(False, now)
                     if view.down_since is None:
                         view.stage("PlcLinkUp", True, now)

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -101,7 +102,7 @@ def _data_value(
     )
 
 
-def _deferred_value(
+def deferred_value(
     handle: VarHandle, value: object, code: int, source_ts: float | None, server_ts: float
 ) -> ua.DataValue:
     """:func:`_data_value` when a client reads it: a value that cannot be one (which
@@ -195,7 +196,7 @@ class LiveValueWriter:
                 cell.queued = False
                 del self._pending[handle.node_id]
                 self._coalesced += 1
-            holder.defer(partial(_deferred_value, handle, value, status, source_ts, time.time()))
+            holder.defer(partial(deferred_value, handle, value, status, source_ts, time.time()))
             self._deferred += 1
             self._staged += 1
             return True
@@ -206,6 +207,23 @@ class LiveValueWriter:
         self._staged += 1
         self._wake.set()
         self._drained.clear()
+        return True
+
+    def defer_cell(self, cell: ValueCell, make: Callable[[], ua.DataValue]) -> bool:
+        """For a node nobody watches: its value is what ``make`` returns when a client
+        reads it (``make`` gives the newest value of its source then), no value staged
+        now. False, doing nothing, when it is watched or not the edge's own node: the
+        caller stages the value then."""
+        holder = cell.holder
+        if holder is None or holder.watched:
+            return False
+        if cell.queued:
+            cell.queued = False
+            del self._pending[cell.handle.node_id]
+            self._coalesced += 1
+        cell.last = None  # known only when read: the next stage compares with nothing
+        holder.defer(make)
+        self._deferred += 1
         return True
 
     @property

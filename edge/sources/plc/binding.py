@@ -13,6 +13,7 @@ from typing import Self
 
 from edge.config.plc_maps import PlcMap, Protocol
 from edge.errors import Problem
+from edge.sources.plc.link import LinkTracker
 
 _log = logging.getLogger("edge.plc")
 
@@ -43,12 +44,19 @@ class SourceLifecycle(ABC):
     A source runs once; a second ``async with`` raises RuntimeError."""
 
     _name: str
+    _link: LinkTracker
     _state: SourceState = SourceState.UNOPENED
     _task: asyncio.Task[None] | None = None
 
     @property
     def state(self) -> SourceState:
         return self._state
+
+    @property
+    def link(self) -> LinkTracker:
+        """The connection's link state now (cheaper than ``statistics()`` for a
+        reader that wants only that, such as the OPC UA link diagnostics)."""
+        return self._link
 
     @abstractmethod
     async def _run(self) -> None:

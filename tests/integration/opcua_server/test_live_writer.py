@@ -108,3 +108,39 @@ async def test_a_write_pending_from_a_watched_moment_does_not_land_after_a_newer
 
 async def _ignore(handle: int, value: ua.DataValue) -> None:
     await asyncio.sleep(0)
+
+
+async def test_a_deferred_recipe_gives_its_source_newest_value_and_a_watcher_gets_the_next() -> (
+    None
+):
+    server, idx = await new_server()
+    space = AddressSpace(server, idx)
+    await build_line(space)
+    level = space.handle("L1.M1.ProcessValues.level")
+    holder = _holder(server, level.node_id)
+    writer = LiveValueWriter(server)  # not started: a write stays pending
+    source = [0.25]
+
+    def recipe() -> ua.DataValue:
+        return ua.DataValue(ua.Variant(source[0], ua.VariantType.Double))
+
+    writer.stage(level, 0.5, SOURCE_TS)
+    holder.datachange_callbacks[1] = _ignore
+    assert not writer.defer_cell(writer.cell(level), recipe)  # watched: the caller stages
+    writer.stage(level, 0.75, SOURCE_TS + 1)
+    assert writer.statistics().pending == 1
+    del holder.datachange_callbacks[1]
+    assert writer.defer_cell(writer.cell(level), recipe)  # the pending 0.75 is older: dropped
+    assert writer.statistics().pending == 0
+    source[0] = 0.125  # the source moved on after the deferral: a read sees where it is
+    value = holder.value
+    assert value is not None and value.Value is not None
+    assert value.Value.Value == 0.125
+    # What was deferred is not known to staging: the same value staged again is written.
+    holder.datachange_callbacks[1] = _ignore
+    writer.stage(level, 0.75, SOURCE_TS + 2)
+    assert writer.statistics().pending == 1
+    await writer.flush()
+    value = holder.value
+    assert value is not None and value.Value is not None
+    assert value.Value.Value == 0.75

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from actors.actor import Actor, ActorState, start_actor
-from edge.errors import ActorError, ActorStoppedError, AskTimeoutError
+from edge.errors import ActorError, ActorStoppedError, AskTimeoutError, MailboxFullError
 from tests.unit.actors_runtime.helpers import Boom, Get, Hold, Put, Recorder, settle
 
 
@@ -181,3 +181,35 @@ async def test_an_actor_can_stop_itself() -> None:
     await asyncio.wait_for(ref.stop(), 2)
     assert actor.seen == ["a", "done", "b"]
     assert ref.state is ActorState.STOPPED
+
+
+async def test_ask_nowait_queues_the_ask_behind_what_was_told_and_returns_its_reply_future() -> (
+    None
+):
+    ref = await start_actor(Recorder())
+    ref.tell_nowait(Put("a"))
+    replies = [ref.ask_nowait(Get()) for _ in range(2)]
+    ref.tell_nowait(Put("b"))
+    assert await replies[0] == ("a",)
+    assert await replies[1] == ("a",)
+    assert await ref.ask(Get()) == ("a", "b")
+    with pytest.raises(ValueError, match="bad"):
+        await ref.ask_nowait(Boom(ValueError("bad")))
+    await ref.stop()
+    with pytest.raises(ActorStoppedError):
+        ref.ask_nowait(Get())
+
+
+async def test_ask_nowait_on_a_full_mailbox_is_refused_and_a_cancelled_reply_does_no_harm() -> None:
+    ref = await start_actor(Recorder(), mailbox_capacity=2)
+    hold = Hold(asyncio.Event())
+    await ref.tell(hold)
+    await hold.entered.wait()  # the actor holds: the mailbox is empty again
+    abandoned = ref.ask_nowait(Get())
+    ref.tell_nowait(Put(1))
+    with pytest.raises(MailboxFullError, match="full"):
+        ref.ask_nowait(Get())
+    abandoned.cancel()  # the asker gave up: the actor answers nobody
+    hold.gate.set()
+    assert await ref.ask(Get()) == (1,)
+    await ref.stop()
