@@ -36,10 +36,11 @@ from edge.serve.web.api import LineApi
 from edge.serve.web.auth import Sessions
 from edge.serve.web.board import Board
 from edge.serve.web.health import add_health_routes
-from edge.serve.web.history import SNAPSHOT_KEY, LineHistory
+from edge.serve.web.history import LEGACY_SNAPSHOT_KEY, MACHINE_KEY_PREFIX, LineHistory
 from edge.serve.web.live import LiveFeed
 from edge.serve.web.server import ServerLimits, WebServer, new_app
 from edge.state.cut import Saved
+from edge.state.store import StateStore
 
 __all__ = ["STATIC_DIR", "ComponentState", "WebComponent", "component"]
 
@@ -114,7 +115,7 @@ class WebComponent:
         self._state = ComponentState.UNOPENED
         self._servers: dict[str, WebServer] = {}
         self._unsubscribe: list[Any] = []
-        self._history_changed = False
+        self._legacy_history = False  # the whole line under one key: removed at the first cut
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -169,7 +170,7 @@ class WebComponent:
         if self._metrics_on:
             self._unsubscribe.append(bus.subscribe("metrics", self.metrics.events.consume))
         if self._display_on:
-            self.history.restore(service.store.load(SNAPSHOT_KEY))
+            self._restore_history(service.store)
             self._unsubscribe.append(bus.subscribe("web-history", self._consume_history))
             # Saved with the events it was built from, in the line's cut (edge.state.cut).
             self._unsubscribe.append(service.cuts.add("web", self._cut_state))
@@ -262,17 +263,31 @@ class WebComponent:
 
     # -- the service's hooks -----------------------------------------------------------
 
+    def _restore_history(self, store: StateStore) -> None:
+        legacy = store.load(LEGACY_SNAPSHOT_KEY)
+        if legacy is not None:
+            # One key for the whole line (an earlier release): saved again per machine.
+            self.history.restore(legacy)
+            self.history.touch_all()
+            self._legacy_history = True
+        for key in store.keys(MACHINE_KEY_PREFIX):
+            self.history.restore_machine(key.removeprefix(MACHINE_KEY_PREFIX), store.load(key))
+
     def _consume_history(self, events: Sequence[object]) -> None:
         self.history.consume(events)
-        self._history_changed = True
 
     def _cut_state(self) -> dict[str, Saved | None]:
         """The history's part of the line's cut: a bus consumer's state agrees with the
-        events published so far at any moment the event loop runs something else."""
-        if not self._history_changed:
-            return {}
-        self._history_changed = False
-        return {SNAPSHOT_KEY: Saved(self.history.snapshot())}
+        events published so far at any moment the event loop runs something else. Only
+        the machines whose history changed since the last cut are saved."""
+        saved: dict[str, Saved | None] = {
+            MACHINE_KEY_PREFIX + machine_id: Saved(data)
+            for machine_id, data in self.history.changed_snapshots().items()
+        }
+        if self._legacy_history:
+            saved[LEGACY_SNAPSHOT_KEY] = None
+            self._legacy_history = False
+        return saved
 
     def banner(self) -> list[str]:
         lines = []

@@ -23,11 +23,14 @@ from actors.oee.counters import EXTERNAL_REJECT, ROLE_INDEX, Tally, derive_count
 from actors.oee.events import PiecesCounted, StateChanged
 from actors.oee.state import MachineState
 
-__all__ = ["RETAIN_S", "HourCounts", "LineHistory"]
+__all__ = ["LEGACY_SNAPSHOT_KEY", "MACHINE_KEY_PREFIX", "RETAIN_S", "HourCounts", "LineHistory"]
 
 RETAIN_S = 36 * 3600.0  # a shift and the one before it, whatever the calendar
 MAX_SPANS = 2_000  # unknown spans kept per machine (a flapping link stays bounded)
-SNAPSHOT_KEY = "web/history"
+# The line's cut saves each machine's history under its own key, only when it
+# changed: a commit (many a second) never re-encodes the whole line's hours.
+MACHINE_KEY_PREFIX = "web/history/"
+LEGACY_SNAPSHOT_KEY = "web/history"  # the whole line in one key (earlier releases)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,7 @@ class LineHistory:
     def __init__(self, machine_ids: Sequence[str], timezone: str) -> None:
         self._tz = ZoneInfo(timezone)
         self._machines = {m: _Machine() for m in machine_ids}
+        self._changed: set[str] = set()  # machines changed since changed_snapshots()
 
     # -- events -------------------------------------------------------------------
 
@@ -71,6 +75,7 @@ class LineHistory:
                 if tally is None:
                     tally = machine.hours[hour] = Tally()
                     self._prune(machine, event.ts)
+                self._changed.add(event.machine_id)
                 role = ROLE_INDEX.get(event.role)
                 if role is None:
                     tally.pieces[EXTERNAL_REJECT] += event.count
@@ -85,11 +90,13 @@ class LineHistory:
                 if event.state is MachineState.UNKNOWN:
                     if machine.unknown_since is None:
                         machine.unknown_since = event.ts
+                        self._changed.add(event.machine_id)
                 elif machine.unknown_since is not None:
                     if event.ts > machine.unknown_since:
                         machine.spans.append((machine.unknown_since, event.ts))
                         del machine.spans[:-MAX_SPANS]
                     machine.unknown_since = None
+                    self._changed.add(event.machine_id)
 
     def hour_of(self, ts: float) -> float:
         local = datetime.fromtimestamp(ts, self._tz)
@@ -134,26 +141,40 @@ class LineHistory:
     # -- persistence --------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            machine_id: {
-                "hours": [[hour, tally.to_data()] for hour, tally in m.hours.items()],
-                "roles": m.roles,
-                "spans": [list(span) for span in m.spans],
-                "unknown_since": m.unknown_since,
-            }
-            for machine_id, m in self._machines.items()
-        }
+        """Every machine's history, by machine id."""
+        return {machine_id: _machine_data(m) for machine_id, m in self._machines.items()}
+
+    def changed_snapshots(self) -> dict[str, dict[str, Any]]:
+        """The history of each machine changed since the last call, by machine id."""
+        changed, self._changed = self._changed, set()
+        return {m: _machine_data(self._machines[m]) for m in changed if m in self._machines}
+
+    def touch_all(self) -> None:
+        """Every machine counts as changed (to be saved again in full)."""
+        self._changed.update(self._machines)
 
     def restore(self, data: object) -> None:
         """Continue from a snapshot; machines no longer configured are dropped."""
         if not isinstance(data, dict):
             return
         for machine_id, saved in data.items():
-            machine = self._machines.get(machine_id)
-            if machine is None or not isinstance(saved, dict):
-                continue
+            self.restore_machine(machine_id, saved)
+
+    def restore_machine(self, machine_id: str, saved: object) -> None:
+        """Continue one machine from its snapshot; ignored when it is no longer configured."""
+        machine = self._machines.get(machine_id)
+        if machine is not None and isinstance(saved, dict):
             machine.hours = {float(h): Tally.from_data(t) for h, t in saved.get("hours", [])}
             machine.roles = int(saved.get("roles", 0))
             machine.spans = [(float(a), float(b)) for a, b in saved.get("spans", [])]
             since = saved.get("unknown_since")
             machine.unknown_since = None if since is None else float(since)
+
+
+def _machine_data(m: _Machine) -> dict[str, Any]:
+    return {
+        "hours": [[hour, tally.to_data()] for hour, tally in m.hours.items()],
+        "roles": m.roles,
+        "spans": [list(span) for span in m.spans],
+        "unknown_since": m.unknown_since,
+    }
