@@ -195,6 +195,11 @@ class ChunkedRead:
 
     chunks: tuple[OutboxChunk, ...]
     created: float  # of the first row (0.0 when nothing was found)
+    # Nothing waits after ``after_seq``, yet numbers up to this one were handed out as
+    # of the same read: those rows were dropped (the disk cap). None: nothing skipped.
+    # Taken in the read's own transaction: the sequence in memory may already count a
+    # commit the read did not see, and skipping to it would lose that commit's events.
+    dropped_to: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -992,7 +997,10 @@ def _read_chunks(
     max_rows, max_bytes, boundary = rule.max_rows, rule.max_bytes, rule.boundary
     head = conn.execute(_PAGE_HEAD, (stream, after)).fetchone()
     if head is None:
-        return ChunkedRead((), 0.0)
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (f"next_seq:{stream}",))
+        handed_out = row.fetchone()
+        last = int(handed_out[0]) - 1 if handed_out is not None else 0
+        return ChunkedRead((), 0.0, last if last > after else None)
     first, created = head
     starts = [first]
     while len(starts) < chunks:

@@ -172,10 +172,11 @@ class Forwarder:
             )
             chunks = found.chunks
             if not chunks:
-                if outbox.last_seq(stream) > cursor:
+                if found.dropped_to is not None:
                     # Dropped by the disk cap before they were sent: the MES sees the gap
                     # in seq, and the outbox reported it as an OutboxPolicyApplied event.
-                    cursor = outbox.last_seq(stream)
+                    # (Not outbox.last_seq: it may count a commit this read did not see.)
+                    cursor = found.dropped_to
                     continue
                 await outbox.wait_appended(stream, cursor)
                 continue

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -244,3 +246,74 @@ async def test_the_window_slides_and_rows_are_delivered_only_after_their_puback(
     batches = [decode_batch(p) for p in acks.payloads]
     assert [b.seq_first for b in batches] == list(range(1, 101, 10)), "in seq order"
     assert rows_in_file(path) == 0
+
+
+# --------------------------------------------------------------------------- the live boundary
+
+
+async def forward_all(outbox: Outbox, forwarder: Forwarder, sink: Acks, last: int) -> None:
+    task = asyncio.ensure_future(forwarder.run(sink))
+    try:
+        await wait_for(lambda: outbox.acked_seq(EVENTS_STREAM) >= last, 20, "all delivered")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def delivered_exactly_once(payloads: list[bytes], last: int) -> None:
+    """Every batch's events cover exactly its range (decode_batch checks it), and the
+    batches together hold 1..last, each once."""
+    batches = [decode_batch(p) for p in payloads]
+    seqs = [e.seq for b in batches for e in b.events]
+    assert seqs == list(range(1, last + 1)), [(b.seq_first, b.seq_last) for b in batches]
+
+
+async def test_a_commit_after_an_empty_read_is_not_skipped(tmp_path: Path) -> None:
+    """The writer commits after a read found nothing and before the forwarder looks at
+    the outbox's sequence: those events are new, not dropped, and go out."""
+    async with Outbox(tmp_path / "o.db") as outbox:
+        await outbox.append(EVENTS_STREAM, pieces(0, 10))
+        reading = outbox.store.read
+        commits = iter([pieces(10, 5), pieces(15, 5)])
+
+        async def read_then_commit(fn: Callable[[sqlite3.Connection], Any]) -> Any:
+            found = await reading(fn)
+            more = next(commits, None) if not found.chunks else None
+            if more is not None:
+                await outbox.append(EVENTS_STREAM, more)  # after the read's snapshot
+            return found
+
+        outbox.store.read = read_then_commit  # type: ignore[method-assign]
+        forwarder = Forwarder(outbox, edge_id="e", topic="t", batch_max_delay_s=0.0)
+        sink = Acks(auto=True)
+        await forward_all(outbox, forwarder, sink, 20)
+    delivered_exactly_once(sink.payloads, 20)
+
+
+async def test_many_small_commits_while_forwarding_lose_and_repeat_nothing(
+    tmp_path: Path,
+) -> None:
+    """The live boundary under load: the writer commits a few events at a time while the
+    forwarder reads right behind it on the reading connection."""
+    bus: EventBus[object] = EventBus()
+    async with Outbox(tmp_path / "o.db", synchronous="NORMAL") as outbox:
+        forwarder = Forwarder(
+            outbox, edge_id="e", topic="t", batch_max_events=8, batch_max_delay_s=0.0
+        )
+        sink = Acks(auto=True)
+        task = asyncio.ensure_future(forwarder.run(sink))
+        rng = random.Random(7)
+        sent = 0
+        try:
+            async with OutboxWriter(outbox, bus) as writer:
+                for _ in range(300):
+                    count = rng.randint(1, 3)
+                    bus.publish(pieces(sent, count))
+                    sent += count
+                    await writer.commit_now()
+                    await asyncio.sleep(0)
+            await wait_for(lambda: outbox.acked_seq(EVENTS_STREAM) >= sent, 20, "all delivered")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    delivered_exactly_once(sink.payloads, sent)
