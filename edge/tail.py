@@ -10,7 +10,9 @@ decodes every batch (:func:`edge.wire.decode_batch`), checks the sequence
 Continuity is what the MES must check too: per edge and epoch the sequence
 numbers run 1, 2, 3, ... across batches; a batch whose id was seen before is a
 harmless resend (dropped); a number seen again under a *new* batch id, a gap,
-or numbers going backwards are reported on stderr. With ``--session`` the
+numbers going backwards, or a batch whose events do not run exactly from its
+``seq_first`` to its ``seq_last`` (a hole or an extra event inside it) are
+reported on stderr. With ``--session`` the
 broker keeps a persistent session for this consumer, so batches published
 while it was disconnected are delivered when it comes back.
 
@@ -27,7 +29,7 @@ import json
 import logging
 import sys
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,8 +67,10 @@ class Finding:
 
     ``kind``: ``resend`` (a batch id seen before: drop it, harmless), ``gap``
     (numbers missing before this batch), ``duplicate`` (numbers seen before
-    under a new batch id: the producer broke its promise), ``new_epoch`` (the
-    edge's sequence restarted: its outbox was recreated).
+    under a new batch id: the producer broke its promise), ``incomplete`` (the
+    batch's events do not run exactly ``seq_first..seq_last``: some inside its
+    range are missing, repeated or out of it), ``new_epoch`` (the edge's sequence
+    restarted: its outbox was recreated).
     """
 
     kind: str
@@ -76,7 +80,7 @@ class Finding:
 
     @property
     def harmful(self) -> bool:
-        return self.kind in ("gap", "duplicate")
+        return self.kind in ("gap", "duplicate", "incomplete")
 
 
 @dataclass(slots=True)
@@ -96,11 +100,16 @@ class SequenceChecker:
         self.missing = 0
         self.duplicates = 0
         self.resends = 0
+        self.incomplete = 0  # batches whose events do not cover their range exactly
+        self.holes = 0  # numbers missing inside such batches
 
     def check(self, batch: Batch) -> tuple[bool, list[Finding]]:
         """(deliver?, findings): False for a resend whose events were already delivered."""
         track = self._edges.get(batch.edge_id)
         findings: list[Finding] = []
+        incomplete = self._coverage(batch)
+        if incomplete is not None:
+            findings.append(incomplete)
         if track is None or track.epoch != batch.epoch:
             if track is not None:
                 findings.append(
@@ -150,9 +159,35 @@ class SequenceChecker:
         track.last_seq = max(track.last_seq, batch.seq_last)
         return True, findings
 
+    def _coverage(self, batch: Batch) -> Finding | None:
+        """A finding when the events are not exactly ``seq_first..seq_last``, in order."""
+        seqs = [event.seq for event in batch.events]
+        claimed = range(batch.seq_first, batch.seq_last + 1)
+        if seqs == list(claimed):
+            return None
+        held = Counter(seqs)
+        missing = [seq for seq in claimed if seq not in held]
+        extra = sorted(seq for seq, n in held.items() if seq not in claimed or n > 1)
+        self.incomplete += 1
+        self.holes += len(missing)
+        detail = (
+            f"seq {batch.seq_first}..{batch.seq_last} ({len(claimed)} events) holds "
+            f"{len(seqs)} events: {len(missing)} missing {_seqs(missing)}"
+        )
+        if extra:
+            detail += f", {len(extra)} repeated or outside the range {_seqs(extra)}"
+        elif not missing:
+            detail += ", out of order"
+        return Finding("incomplete", batch.edge_id, batch.batch_id, detail)
+
     def last_seq(self, edge_id: str) -> int | None:
         track = self._edges.get(edge_id)
         return None if track is None else track.last_seq
+
+
+def _seqs(seqs: Sequence[int], show: int = 10) -> str:
+    shown = ", ".join(str(seq) for seq in seqs[:show])
+    return f"[{shown}{', ...' if len(seqs) > show else ''}]"
 
 
 # --------------------------------------------------------------------------- consumer
@@ -273,7 +308,8 @@ class TailConsumer:
             except WireError as exc:
                 return TailMessage(topic, error=str(exc), received_at=now)
         try:
-            batch = decode_batch(payload)
+            # The checker reports a batch whose events do not cover its range.
+            batch = decode_batch(payload, require_complete=False)
         except WireError as exc:
             return TailMessage(topic, error=str(exc), received_at=now)
         deliver, findings = self.checker.check(batch)

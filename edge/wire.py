@@ -453,8 +453,12 @@ class Batch:
     events: tuple[WireEvent, ...]
 
 
-def decode_batch(payload: bytes) -> Batch:
-    """Decode and check a batch; raises WireError naming the first thing wrong."""
+def decode_batch(payload: bytes, *, require_complete: bool = True) -> Batch:
+    """Decode and check a batch; raises WireError naming the first thing wrong.
+
+    With ``require_complete`` false, events that do not run ``seq_first..seq_last``
+    exactly are no error: the caller checks them (``edge tail`` reports such a batch).
+    """
     try:
         doc = msgpack.unpackb(payload, raw=False, strict_map_key=False)
     except Exception as exc:  # every way bytes from outside can be wrong
@@ -481,7 +485,7 @@ def decode_batch(payload: bytes) -> Batch:
         raise WireError("batch.events: must be an array")
     events = tuple(_envelope(item, f"batch.events[{i}]") for i, item in enumerate(raw_events))
     seqs = [e.seq for e in events]
-    if seqs != list(range(first, last + 1)):
+    if require_complete and seqs != list(range(first, last + 1)):
         raise WireError(
             f"batch.events: sequence numbers must run {first}..{last} without gaps, "
             f"got {len(seqs)} events"

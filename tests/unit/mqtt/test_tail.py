@@ -64,3 +64,45 @@ def test_a_new_epoch_restarts_the_count() -> None:
     deliver, findings = checker.check(batch(1, 2, epoch="e2"))
     assert deliver and [f.kind for f in findings] == ["new_epoch"]
     assert checker.last_seq("edge-A") == 2
+
+
+def holding(first: int, last: int, seqs: list[int]) -> Batch:
+    whole = batch(first, last)
+    return Batch(
+        v=1,
+        edge_id=whole.edge_id,
+        epoch=whole.epoch,
+        batch_id=whole.batch_id,
+        seq_first=first,
+        seq_last=last,
+        historical=False,
+        sent_at=0.0,
+        events=tuple(WireEvent(s, "X", {}) for s in seqs),
+    )
+
+
+def test_a_batch_whose_events_do_not_cover_its_range_is_harmful() -> None:
+    """The batches' ranges join up (no gap between them), but one lacks 98 and 99 inside."""
+    checker = SequenceChecker()
+    assert checker.check(batch(1, 95)) == (True, [])
+    deliver, findings = checker.check(holding(96, 101, [96, 97, 100, 101]))
+    assert deliver
+    ((finding,),) = [findings]
+    assert finding.kind == "incomplete" and finding.harmful
+    assert finding.detail == "seq 96..101 (6 events) holds 4 events: 2 missing [98, 99]"
+    assert (checker.incomplete, checker.holes) == (1, 2)
+    assert checker.check(batch(102, 110)) == (True, []), "the next batch continues the range"
+
+
+def test_repeated_outside_or_reordered_events_in_a_batch_are_harmful() -> None:
+    checker = SequenceChecker()
+    (repeated,) = checker.check(holding(1, 3, [1, 2, 2, 3]))[1]
+    assert repeated.detail == (
+        "seq 1..3 (3 events) holds 4 events: 0 missing [], 1 repeated or outside the range [2]"
+    )
+    (outside,) = checker.check(holding(4, 5, [4, 5, 6]))[1]
+    assert "1 repeated or outside the range [6]" in outside.detail
+    (reordered,) = checker.check(holding(6, 7, [7, 6]))[1]
+    assert reordered.detail.endswith("0 missing [], out of order")
+    assert all(f.harmful for f in (repeated, outside, reordered))
+    assert (checker.incomplete, checker.holes) == (3, 0)

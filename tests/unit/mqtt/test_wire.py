@@ -239,6 +239,12 @@ def test_bad_batches_are_wire_errors_naming_the_field(payload: bytes, fragment: 
         decode_batch(payload)
 
 
+def test_a_batch_not_covering_its_range_decodes_when_the_caller_checks_it() -> None:
+    """edge tail reports such a batch itself (SequenceChecker), so it needs its events."""
+    batch = decode_batch(_tampered(seq_last=4), require_complete=False)
+    assert (batch.seq_first, batch.seq_last, [e.seq for e in batch.events]) == (1, 4, [1, 2, 3])
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_are_never_a_batch_and_never_crash(payload: bytes) -> None:
