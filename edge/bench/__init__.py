@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import platform
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -148,9 +150,17 @@ def run_benchmarks(names: list[str], json_path: Path | None = None) -> int:
         return 2
     figures: list[Figure] = []
     tables: list[Table] = []
+    failed = False
     for name in names or list(registry):
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        for item in registry[name]():
+        try:
+            items = registry[name]()
+        except Exception as exc:  # one broken benchmark must not lose the others' figures
+            failed = True
+            traceback.print_exc()
+            figures.append(Figure(name=f"{name}: failed", value=math.nan, unit="", note=str(exc)))
+            continue
+        for item in items:
             if isinstance(item, Figure):
                 figures.append(item)
             else:
@@ -178,4 +188,4 @@ def run_benchmarks(names: list[str], json_path: Path | None = None) -> int:
     print(json.dumps(document, indent=2))
     if json_path is not None:
         json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    return 0
+    return 1 if failed else 0

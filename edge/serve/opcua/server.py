@@ -137,7 +137,7 @@ class OpcUaServerStatistics:
     method_calls: int
     methods_refused: int
     refreshes: int
-    last_refresh_s: float  # wall time of the last status refresh of every machine
+    last_refresh_s: float  # wall time of the last status refresh pass
     nodes: int
 
 
@@ -890,25 +890,34 @@ class OpcUaServer:
         )
 
     async def _refresh_loop(self) -> None:
+        # Every machine is refreshed once per interval, each at its own phase of it
+        # (a big line's refresh in one go held the event loop for tens of ms, late
+        # polls), and a machine an event touched at the next pass (at most every
+        # REFRESH_MIN_S).
         interval = self._config.opcua.status_interval_s
-        next_full = time.monotonic()
+        start = time.monotonic()
+        machines = list(self._machines)
+        due = {m: start + interval * i / max(1, len(machines)) for i, m in enumerate(machines)}
+        next_line = start
         while True:
-            timeout = max(0.0, next_full - time.monotonic())
+            now = time.monotonic()
+            timeout = max(0.0, min([next_line, *due.values()]) - now)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty_ready.wait(), timeout)
-            full = time.monotonic() >= next_full
-            if full:
-                next_full = time.monotonic() + interval
-                machines = list(self._machines)
-            else:
-                machines = sorted(self._dirty)
+            now = time.monotonic()
+            chosen = set(self._dirty)
+            for machine_id, at in due.items():
+                if at <= now:
+                    chosen.add(machine_id)
+                    due[machine_id] = max(at + interval, now)
             self._dirty.clear()
             self._dirty_ready.clear()
             started = time.perf_counter()
-            await self._refresh(machines)
-            if full:
+            await self._refresh(sorted(chosen))
+            if now >= next_line:
+                next_line = now + interval
                 self._refresh_line()
-                self._last_refresh_s = time.perf_counter() - started
+            self._last_refresh_s = time.perf_counter() - started
             await asyncio.sleep(REFRESH_MIN_S)
 
     async def _refresh(self, machine_ids: Sequence[str]) -> None:

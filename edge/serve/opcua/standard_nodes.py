@@ -20,7 +20,7 @@ shelf:
 - it is built by a separate process (:func:`main`), started by the first
   server that finds none, while that server builds its nodes the slow way:
   the build (~1 s more of pickling) never delays a start, and its memory is
-  not the service's;
+  not the service's; stopping the service stops it;
 - it is written into a temporary directory, completed with a marker, and renamed
   into place, so a server never reads a half-written shelf; one that cannot be
   opened is moved aside and built again.
@@ -86,6 +86,7 @@ class StandardNodeCache:
         self.path = shelf_dir(cache_dir)
         self.state = CacheState.BUILDING
         self._watcher: asyncio.Task[None] | None = None
+        self._builder: subprocess.Popen[bytes] | None = None
 
     def load_into(self, aspace: AddressSpace) -> bool:
         """Point ``aspace`` at the shelf; False when there is no usable one."""
@@ -110,9 +111,8 @@ class StandardNodeCache:
     def start_builder(self) -> None:
         """Build the shelf for the next start, in another process (never awaited by a start).
 
-        The process is left to finish when the service stops first (its own session,
-        so a Ctrl-C at the terminal does not stop it half-way; under systemd the
-        unit's stop ends it with the rest, and the next build clears what it left).
+        The process belongs to the service: stopping the service stops it (what it
+        left in its temporary directory goes with the next build).
         """
         if self._watcher is not None:
             return
@@ -125,7 +125,6 @@ class StandardNodeCache:
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=output,
-                    start_new_session=True,
                 )
         except OSError as exc:
             self.state = CacheState.FAILED
@@ -134,12 +133,12 @@ class StandardNodeCache:
                 extra={"path": str(self.path), "error": str(exc)},
             )
             return
+        self._builder = process
         self._watcher = asyncio.ensure_future(self._watch(process, log_path))
         self._watcher.set_name("opcua-standard-node-cache")
 
     async def _watch(self, process: subprocess.Popen[bytes], log_path: Path) -> None:
-        # Polled: asyncio's child watcher would tie the process to this loop and
-        # kill it with the loop; this one may outlive the service.
+        # Polled: no pipes to await, and no child watcher tied to this loop.
         while (code := process.poll()) is None:  # noqa: ASYNC110
             await asyncio.sleep(BUILDER_POLL_S)
         if code == 0:
@@ -168,6 +167,11 @@ class StandardNodeCache:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+        builder, self._builder = self._builder, None
+        if builder is not None and builder.poll() is None:
+            builder.kill()
+            while builder.poll() is None:  # noqa: ASYNC110 - as in _watch
+                await asyncio.sleep(0.01)
 
 
 def build(cache_dir: Path) -> Path:
