@@ -99,7 +99,12 @@ async def test_a_first_start_builds_the_cache_and_the_next_one_reads_it(tmp_path
 
 def test_a_damaged_cache_is_moved_aside_and_not_used(tmp_path: Path) -> None:
     target = build(tmp_path)
-    (target / f"{SHELF_NAME}.dir").write_text("garbage that is no index\n", encoding="utf-8")
+    # Every file of the shelf (dbm.dumb's nodes.dat/.dir, or gdbm's nodes: the dbm
+    # module the interpreter has) overwritten with what is no database.
+    shelf_files = [p for p in target.iterdir() if p.name.startswith(SHELF_NAME)]
+    assert shelf_files
+    for path in shelf_files:
+        path.write_bytes(b"garbage that is no database\n" * 64)
     cache = StandardNodeCache(tmp_path)
     server = InternalServer()
     assert cache.load_into(server.aspace) is False
