@@ -1,6 +1,6 @@
 """Actor pipeline benchmark: samples/s through a MachineActor's mailbox and core.
 
-DESIGN.md §7: >= 150,000 samples/s, and >= 0.25 x a bare asyncio.Queue
+docs/performance.md: >= 150,000 samples/s, and >= 0.25 x a bare asyncio.Queue
 put/get loop measured in the same run on the same event loop (uvloop when
 available). One producer tells samples one by one, as a PLC source would
 without batching; the actor applies each to its core and publishes events.

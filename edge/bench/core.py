@@ -1,4 +1,4 @@
-"""Benchmark of the pure machine core (DESIGN.md §7: >= 300,000 samples/s on one core).
+"""Benchmark of the pure machine core (docs/performance.md: >= 300,000 samples/s on one core).
 
 A synthetic but realistic stream: a few machines polled every 2 s, each
 poll carrying ``running``, ``fault_code``, ``total_count`` and seven process

@@ -1,4 +1,4 @@
-"""MQTT benchmarks against a local mosquitto started for the run (DESIGN.md §7).
+"""MQTT benchmarks against a local mosquitto started for the run (docs/performance.md).
 
 - **drain**: a 1,000,000-event backlog in the outbox (as after a long broker
   outage) sent by the forwarder until the outbox is empty: rows read from

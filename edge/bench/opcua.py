@@ -1,4 +1,4 @@
-"""OPC UA server benchmark (DESIGN.md §7): the value changes one outside subscriber
+"""OPC UA server benchmark (docs/performance.md): the value changes one outside subscriber
 gets from the edge, against what it gets from a bare asyncua server in the same
 run (the library's own limit), and the change -> notification latency.
 

@@ -1,6 +1,6 @@
 """Outbox benchmark: durable appends/s with the line's state in the same transaction.
 
-DESIGN.md §7: >= 100,000 events/s and >= 0.6 x raw SQLite. The events are the
+docs/performance.md: >= 100,000 events/s and >= 0.6 x raw SQLite. The events are the
 engine's own (pieces, state changes, stops), published on an EventBus in
 bursts, each burst from one of 50 machines, the producer yielding after each
 as the machine actors do. Every commit of the writer also stores a cut of the

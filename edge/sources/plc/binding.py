@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
 from typing import Self
 
-from edge.config.plc_maps import PlcMap
+from edge.config.plc_maps import PlcMap, Protocol
+from edge.errors import Problem
 
 _log = logging.getLogger("edge.plc")
 
@@ -82,3 +84,30 @@ class SourceLifecycle(ABC):
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             _log.error("%s: source loop crashed", self._name, exc_info=task.exception())
+
+
+def checked_bindings(
+    bindings: Sequence[MachineBinding], protocol: Protocol, kind: str, problems: list[Problem]
+) -> Iterator[tuple[str, MachineBinding]]:
+    """(where, binding) of each binding a PLC source of ``protocol`` can read; what is
+    wrong with the others (none at all, one bound twice, another protocol's map) is
+    added to ``problems``."""
+    seen: set[str] = set()
+    if not bindings:
+        problems.append(Problem("machines", "no machine is bound to this PLC"))
+    for binding in bindings:
+        where = f"machine {binding.machine_id}"
+        if binding.machine_id in seen:
+            problems.append(Problem(where, "bound twice to this PLC"))
+        seen.add(binding.machine_id)
+        plc_map = binding.plc_map
+        if plc_map.protocol is not protocol:
+            article = "an" if plc_map.protocol.value[0] in "aeiou" else "a"
+            problems.append(
+                Problem(
+                    f"{where}.plc_map",
+                    f"{plc_map.name!r} is {article} {plc_map.protocol.value} map, not {kind} map",
+                )
+            )
+            continue
+        yield where, binding

@@ -41,7 +41,7 @@ from edge.backoff import Backoff
 from edge.config.plc_maps import Area, ModbusLocation, Protocol, SignalDef
 from edge.errors import ConfigError, PlcConnectionError, PlcDataError, Problem
 from edge.histogram import POLL_LATENCY_BUCKETS, Histogram, HistogramSnapshot
-from edge.sources.plc.binding import MachineBinding, SourceLifecycle, SourceState
+from edge.sources.plc.binding import MachineBinding, SourceLifecycle, SourceState, checked_bindings
 from edge.sources.plc.blocks import ReadBlock, ReadPlan, ReadPoint, plan_reads
 from edge.sources.plc.codec import BlockDecoder, compile_decoder
 from edge.sources.plc.delivery import Handover, SampleSink, SourceEvent
@@ -93,23 +93,7 @@ def _plan(
     problems: list[Problem] = []
     read_points: list[ReadPoint] = []
     owners: list[tuple[str, SignalDef, BlockDecoder]] = []
-    seen: set[str] = set()
-    if not bindings:
-        problems.append(Problem("machines", "no machine is bound to this PLC"))
-    for binding in bindings:
-        where = f"machine {binding.machine_id}"
-        if binding.machine_id in seen:
-            problems.append(Problem(where, "bound twice to this PLC"))
-        seen.add(binding.machine_id)
-        if binding.plc_map.protocol is not Protocol.MODBUS:
-            problems.append(
-                Problem(
-                    f"{where}.plc_map",
-                    f"{binding.plc_map.name!r} is an {binding.plc_map.protocol.value} map, "
-                    "not a Modbus map",
-                )
-            )
-            continue
+    for where, binding in checked_bindings(bindings, Protocol.MODBUS, "a Modbus", problems):
         if not 0 <= binding.unit_id <= MAX_UNIT_ID:
             problems.append(
                 Problem(f"{where}.unit_id", f"must be 0..{MAX_UNIT_ID}, got {binding.unit_id}")

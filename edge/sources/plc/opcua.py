@@ -67,7 +67,7 @@ from edge.backoff import Backoff
 from edge.config import OpcUaPlcConfig
 from edge.config.plc_maps import DataType, NodeLocation, Protocol, SignalDef
 from edge.errors import ConfigError, PlcConnectionError, PlcDataError, Problem
-from edge.sources.plc.binding import MachineBinding, SourceLifecycle
+from edge.sources.plc.binding import MachineBinding, SourceLifecycle, checked_bindings
 from edge.sources.plc.codec import Raw, to_engineering
 from edge.sources.plc.delivery import ChangeFilter, Handover, SampleSink, SourceEvent
 from edge.sources.plc.link import LinkTracker
@@ -138,23 +138,8 @@ def _plan(
     problems: list[Problem] = []
     order: list[ua.NodeId] = []
     points: dict[ua.NodeId, list[_Point]] = {}
-    seen: set[str] = set()
-    if not bindings:
-        problems.append(Problem("machines", "no machine is bound to this PLC"))
-    for binding in bindings:
-        where = f"machine {binding.machine_id}"
-        if binding.machine_id in seen:
-            problems.append(Problem(where, "bound twice to this PLC"))
-        seen.add(binding.machine_id)
+    for where, binding in checked_bindings(bindings, Protocol.OPCUA, "an OPC UA", problems):
         plc_map = binding.plc_map
-        if plc_map.protocol is not Protocol.OPCUA:
-            problems.append(
-                Problem(
-                    f"{where}.plc_map",
-                    f"{plc_map.name!r} is a {plc_map.protocol.value} map, not an OPC UA map",
-                )
-            )
-            continue
         if binding.address_offset != 0:
             problems.append(
                 Problem(
