@@ -754,13 +754,26 @@ class Outbox:
         ]
 
     async def save_plans(self, stream: str, plans: Sequence[BatchPlan]) -> None:
-        """Record batches before sending them (one commit), so a resend repeats their ids."""
+        """Record batches before sending them (one commit), so a resend repeats their ids.
+
+        ``plans`` are in order and follow every plan the consumer still sends: a
+        stored plan that ends at or after the first of them is one the consumer
+        does not know (saved while its connection broke, or left out at a restart),
+        so it was never sent, and the same transaction replaces it: no event is
+        ever planned in two ranges, so none goes out under two batch ids.
+        Shielded like :meth:`append_entries`: once started, the commit finishes.
+        """
         if not plans:
             return
+        await asyncio.shield(self._save_plans(stream, plans))
+
+    async def _save_plans(self, stream: str, plans: Sequence[BatchPlan]) -> None:
         rows = [(stream, p.seq_first, p.seq_last, p.batch_id) for p in plans]
+        first = plans[0].seq_first
 
         def save(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
+            conn.execute("DELETE FROM plans WHERE stream = ? AND seq_last >= ?", (stream, first))
             conn.executemany(
                 "INSERT OR REPLACE INTO plans(stream, seq_first, seq_last, batch_id) "
                 "VALUES (?, ?, ?, ?)",

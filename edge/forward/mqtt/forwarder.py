@@ -145,6 +145,11 @@ class Forwarder:
         """Batches planned before a restart go out first, exactly as planned."""
         cursor = self.outbox.acked_seq(self.stream)
         for plan in await self.outbox.plans(self.stream):
+            if plan.seq_first <= cursor:
+                # Overlaps what was delivered or is planned before it (a plan saved by
+                # an older version while its connection broke, never sent): dropped, so
+                # no event goes out in two batches; the next save deletes it.
+                continue
             rows = await self.outbox.read_range(self.stream, plan.seq_first, plan.seq_last)
             if [r.seq for r in rows] != list(range(plan.seq_first, plan.seq_last + 1)):
                 continue  # partly dropped by the disk cap: its events go out in new batches
@@ -189,6 +194,12 @@ class Forwarder:
                 return [self._batch(c) for c in chunks]
             # Not full yet: wait for more, at most until the first event is old enough.
             await outbox.wait_appended(stream, chunks[-1].seq_last, self.batch_max_delay_s - age)
+
+    async def _record(self, batches: list[_Batch]) -> None:
+        """Save the plans of ``batches`` and take them on: from now on they go out as planned."""
+        await self.outbox.save_plans(self.stream, [b.plan for b in batches])
+        self._unacked.extend(batches)
+        self._cursor = batches[-1].plan.seq_last
 
     def _batch(self, chunk: OutboxChunk) -> _Batch:
         first, last = chunk.seq_first, chunk.seq_last
@@ -241,6 +252,7 @@ class _Session:
         # Started publishes in order, until their PUBACK is recorded in the outbox.
         self.sent: collections.deque[tuple[_Batch, asyncio.Task[None]]] = collections.deque()
         self.started = asyncio.Event()
+        self.recording: asyncio.Future[None] | None = None  # the last plans being saved
 
     async def run(self) -> None:
         loops = [
@@ -257,6 +269,11 @@ class _Session:
             for loop in loops:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+            if self.recording is not None:
+                # Plans being saved when the connection broke are saved (the save is
+                # shielded) and taken on before the next connection plans anything.
+                with contextlib.suppress(StateStoreError):
+                    await self.recording
             publishing = [task for _batch, task in self.sent]
             for task in publishing:
                 task.cancel()
@@ -280,9 +297,10 @@ class _Session:
             batches = await self.read.get()
             while not self.read.empty():  # read meanwhile: recorded in the same commit
                 batches += self.read.get_nowait()
-            await forwarder.outbox.save_plans(forwarder.stream, [b.plan for b in batches])
-            forwarder._unacked.extend(batches)
-            forwarder._cursor = batches[-1].plan.seq_last
+            # Not cancelled with the connection: saved plans are plans this forwarder
+            # sends, never ones it would plan again in other ranges.
+            self.recording = asyncio.ensure_future(forwarder._record(batches))
+            await asyncio.shield(self.recording)
             for batch in batches:
                 await self.planned.put(batch)
 

@@ -18,10 +18,11 @@ import pytest
 
 from actors.oee.events import PiecesCounted
 from edge.event_bus import EventBus
+from edge.forward.mqtt import BrokerError
 from edge.forward.mqtt.forwarder import Forwarder
 from edge.state.outbox import EVENTS_STREAM, CapPolicy, Outbox, OutboxWriter, statistics_of
 from edge.state.store import StateStore
-from edge.wire import decode_batch, encode_envelope
+from edge.wire import batch_id_for, decode_batch, encode_envelope
 from tests.integration.mqtt.helpers import wait_for
 
 
@@ -317,3 +318,131 @@ async def test_many_small_commits_while_forwarding_lose_and_repeat_nothing(
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     delivered_exactly_once(sink.payloads, sent)
+
+
+# --------------------------------------------------------------------------- plans across a break
+
+
+def one_batch_id_per_event(payloads: list[bytes], last: int) -> None:
+    """Every event 1..last went out, and always in the same batch (the MES drops a batch
+    it has seen by its id, so an event sent under two ids reaches it twice)."""
+    ids: dict[int, set[str]] = {}
+    for payload in payloads:
+        batch = decode_batch(payload)
+        for event in batch.events:
+            ids.setdefault(event.seq, set()).add(batch.batch_id)
+    assert sorted(ids) == list(range(1, last + 1))
+    twice = {seq: sorted(found) for seq, found in ids.items() if len(found) > 1}
+    assert not twice, f"events sent under two batch ids: {dict(list(twice.items())[:3])}"
+
+
+async def test_plans_saved_while_the_connection_breaks_are_never_overlapped(
+    tmp_path: Path,
+) -> None:
+    """The connection breaks while a page's plans wait for the database (another writer
+    holds it): the plans are still saved. The next connection must go on from them, not
+    plan the same events again in other ranges; after a crash (the process gone, the
+    plans on disk) every event goes out again under the one batch id it had."""
+    path = tmp_path / "o.db"
+    payloads: list[bytes] = []
+    async with Outbox(path) as outbox:
+        forwarder = Forwarder(
+            outbox, edge_id="e", topic="t", batch_max_events=100, inflight_batches=1
+        )
+        # 1. A first connection sends 1..100; it breaks before the PUBACK.
+        await outbox.append(EVENTS_STREAM, pieces(0, 100))
+        first = Acks()
+        task = asyncio.ensure_future(forwarder.run(first))
+        await wait_for(lambda: len(first.pending) == 1, 10, "the first publish")
+        first.pending[0].set_exception(BrokerError("connection lost"))
+        with pytest.raises(BrokerError):
+            await task
+        await outbox.append(EVENTS_STREAM, pieces(100, 150))  # 101..250 while offline
+
+        # 2. The next connection starts with 101..250 waiting (so its live events start at
+        # 251); 251..400 come in before its first read, whose page then runs across that
+        # boundary: 101..200, 201..250, 251..350, 351..400. Another connection holds the
+        # database's write lock, so saving those plans waits; meanwhile the resend of
+        # 1..100 fails.
+        reading = outbox.store.read
+        holder = sqlite3.connect(path, isolation_level=None)
+        held = False
+
+        async def commit_then_hold(fn: Callable[[sqlite3.Connection], Any]) -> Any:
+            nonlocal held
+            if not held:
+                held = True
+                await outbox.append(EVENTS_STREAM, pieces(250, 150))
+                holder.execute("BEGIN IMMEDIATE")
+            return await reading(fn)
+
+        outbox.store.read = commit_then_hold  # type: ignore[method-assign]
+        saving = asyncio.Event()
+        save_plans = outbox.save_plans
+
+        async def note_save(stream: str, plans: Any) -> None:
+            saving.set()
+            await save_plans(stream, plans)
+
+        outbox.save_plans = note_save  # type: ignore[method-assign]
+        second = Acks()
+        task = asyncio.ensure_future(forwarder.run(second))
+        await wait_for(lambda: saving.is_set() and len(second.pending) == 1, 10, "a blocked save")
+        second.pending[0].set_exception(BrokerError("connection lost"))
+        # Give the broken connection time to end; a forwarder that waits for its save
+        # does not end before the lock goes (what is checked is the outcome below).
+        await asyncio.wait([task], timeout=0.5)
+        holder.execute("ROLLBACK")
+        holder.close()
+        with pytest.raises(BrokerError):
+            await task
+        outbox.store.read = reading  # type: ignore[method-assign]
+        outbox.save_plans = save_plans  # type: ignore[method-assign]
+
+        # 3. A third connection: two PUBACKs come in, then the process dies.
+        third = Acks()
+        task = asyncio.ensure_future(forwarder.run(third))
+        await wait_for(lambda: len(third.pending) == 1, 10, "a publish")
+        third.puback(0)
+        await wait_for(lambda: len(third.pending) == 2, 10, "a publish")
+        third.puback(1)
+        await wait_for(lambda: len(third.pending) == 3, 10, "a publish")
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        payloads += first.payloads + second.payloads + third.payloads
+
+    # 4. After the restart, what was planned goes out again as planned.
+    async with Outbox(path) as outbox:
+        forwarder = Forwarder(outbox, edge_id="e", topic="t", batch_max_events=100)
+        sink = Acks(auto=True)
+        await forward_all(outbox, forwarder, sink, 400)
+        payloads += sink.payloads
+        assert await outbox.plans(EVENTS_STREAM) == []
+    one_batch_id_per_event(payloads, 400)
+
+
+async def test_overlapping_plans_left_on_disk_go_out_once(tmp_path: Path) -> None:
+    """Plans overlapping each other (as an older version could leave them after a crash):
+    the first is resent as planned, the ones overlapping it are dropped."""
+    path = tmp_path / "o.db"
+    async with Outbox(path) as outbox:
+        await outbox.append(EVENTS_STREAM, pieces(0, 300))
+        epoch = outbox.epoch
+
+        def overlapping(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO plans(stream, seq_first, seq_last, batch_id) VALUES (?, ?, ?, ?)",
+                [
+                    (EVENTS_STREAM, first, last, batch_id_for(epoch, first, last))
+                    for first, last in [(1, 100), (51, 150), (101, 200), (151, 250)]
+                ],
+            )
+
+        await outbox.store.run(overlapping)
+    async with Outbox(path) as outbox:
+        forwarder = Forwarder(outbox, edge_id="e", topic="t", batch_max_events=100)
+        sink = Acks(auto=True)
+        await forward_all(outbox, forwarder, sink, 300)
+    batches = [decode_batch(p) for p in sink.payloads]
+    assert [(b.seq_first, b.seq_last) for b in batches][:2] == [(1, 100), (101, 200)]
+    one_batch_id_per_event(sink.payloads, 300)
