@@ -133,8 +133,21 @@ _TOP_OF = "SELECT MAX(seq) FROM outbox WHERE stream = ? AND seq BETWEEN ? AND ?"
 
 @functools.cache
 def _page_query(chunks: int) -> str:
-    """``chunks`` chunks in one statement, a row each: (i, rows, last seq, payloads)."""
+    """``chunks`` chunks in one statement, a row each: (i, rows, payloads)."""
     return " UNION ALL ".join([_CHUNK_OF] * chunks)
+
+
+_RANGE = "FROM outbox WHERE stream = ? AND seq BETWEEN ? AND ?"
+
+
+@functools.cache
+def _full_page_query(chunks: int) -> str:
+    """A page that holds every row of its range, in one row: (rows, payloads, payloads...).
+
+    One row, not a row per chunk: every row fetched hands the GIL to the reading
+    thread and back, and the event loop that sends is busy."""
+    joined = f"(SELECT CAST(group_concat(payload, ''{_ORDERED}) AS BLOB) {_RANGE})"
+    return f"SELECT (SELECT COUNT(*) {_RANGE}), " + ", ".join([joined] * chunks)
 
 
 class CapPolicy(enum.Enum):
@@ -1030,6 +1043,9 @@ def _read_chunks(
     if boundary is not None and starts[-1] < boundary <= end:
         end = boundary - 1
     bounds = [*starts[1:], end + 1]
+    full = _full_page(conn, stream, starts, bounds, max_bytes)
+    if full is not None:
+        return ChunkedRead(full, created)
     params = [
         value
         for i, (start, following) in enumerate(zip(starts, bounds, strict=True))
@@ -1047,6 +1063,24 @@ def _read_chunks(
     if not page:
         page = _read_chunk_by_chunk(conn, stream, first, chunks, rule)
     return ChunkedRead(tuple(page), created)
+
+
+def _full_page(
+    conn: sqlite3.Connection, stream: str, starts: list[int], bounds: list[int], max_bytes: int
+) -> tuple[OutboxChunk, ...] | None:
+    """The chunks ``starts[i]..bounds[i] - 1``, if every row of them is stored and each is
+    within ``max_bytes`` (a backlog); None otherwise."""
+    first, end = starts[0], bounds[-1] - 1
+    params = [stream, first, end]
+    for start, following in zip(starts, bounds, strict=True):
+        params += (stream, start, following - 1)
+    count, *payloads = conn.execute(_full_page_query(len(starts)), params).fetchone()
+    if count != end - first + 1 or any(len(p) > max_bytes for p in payloads):
+        return None
+    return tuple(
+        OutboxChunk(start, following - 1, payload)
+        for start, following, payload in zip(starts, bounds, payloads, strict=True)
+    )
 
 
 def _read_chunk_by_chunk(
