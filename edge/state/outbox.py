@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import enum
 import functools
 import logging
@@ -84,6 +85,7 @@ __all__ = [
     "BatchPlan",
     "CapPolicy",
     "ChunkedRead",
+    "Delivered",
     "Outbox",
     "OutboxChunk",
     "OutboxPolicyApplied",
@@ -217,6 +219,19 @@ class ChunkedRead:
     # Taken in the read's own transaction: the sequence in memory may already count a
     # commit the read did not see, and skipping to it would lose that commit's events.
     dropped_to: int | None = None
+    # :meth:`Outbox.drops` before the read: while it is unchanged, every row read is stored.
+    drops: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What a consumer acknowledges, as it read it: ``rows`` rows of ``size`` bytes, read
+    when :meth:`Outbox.drops` of the stream was ``drops`` (so :meth:`Outbox.acknowledge`
+    need not count them again: it does when rows were dropped since)."""
+
+    rows: int
+    size: int
+    drops: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +354,7 @@ class Outbox:
         self._acked: dict[str, int] = {}  # the delivered cursor: rows up to it are delivered
         self._delivered: dict[str, tuple[int, int]] = {}  # (rows, bytes) delivered, not purged
         self._oldest: dict[str, float | None] = {}
+        self._drops: dict[str, int] = {}  # commits that dropped waiting rows (the disk cap)
         self._signals: dict[str, asyncio.Event] = {}
         self.appended = 0
         self.commits = 0
@@ -710,6 +726,7 @@ class Outbox:
         for stream in done.purged:
             self._delivered.pop(stream, None)
         for stream, (count, size) in done.freed.items():
+            self._drops[stream] = self._drops.get(stream, 0) + 1
             self._depth[stream] -= count
             self._bytes[stream] -= size
         for stream, (count, size) in done.sizes.items():
@@ -820,27 +837,40 @@ class Outbox:
 
         rule = _ChunkRule(max_rows, max_bytes, boundary)
 
+        drops = self.drops(stream)
+
         def read(conn: sqlite3.Connection) -> ChunkedRead:
-            return _read_chunks(conn, stream, after_seq, chunks, rule)
+            found = _read_chunks(conn, stream, after_seq, chunks, rule)
+            return dataclasses.replace(found, drops=drops) if drops else found
 
         # On the reading connection: a backlog is read while acknowledgements commit.
         return await self.store.read(read)
 
-    async def acknowledge(self, stream: str, upto_seq: int) -> int:
+    async def acknowledge(
+        self, stream: str, upto_seq: int, delivered: Delivered | None = None
+    ) -> int:
         """Mark rows up to ``upto_seq`` delivered (and their plans done); returns how many.
 
+        ``delivered``: what the consumer read of them (every waiting row up to
+        ``upto_seq``), which spares counting them in the file again (a backlog's
+        acknowledgements would scan it once more), unless rows were dropped since.
         The rows themselves go later (:meth:`purge`). Shielded like :meth:`append_entries`.
         """
-        return await asyncio.shield(self._acknowledge(stream, upto_seq))
+        return await asyncio.shield(self._acknowledge(stream, upto_seq, delivered))
 
-    async def _acknowledge(self, stream: str, upto_seq: int) -> int:
-        def acknowledge(conn: sqlite3.Connection, acked: int) -> tuple[int, int, float | None]:
+    async def _acknowledge(self, stream: str, upto_seq: int, delivered: Delivered | None) -> int:
+        def acknowledge(
+            conn: sqlite3.Connection, acked: int, known: tuple[int, int] | None
+        ) -> tuple[int, int, float | None]:
             conn.execute("BEGIN IMMEDIATE")
-            count, size = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM outbox "
-                "WHERE stream = ? AND seq > ? AND seq <= ?",
-                (stream, acked, upto_seq),
-            ).fetchone()
+            count, size = (
+                known
+                or conn.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM outbox "
+                    "WHERE stream = ? AND seq > ? AND seq <= ?",
+                    (stream, acked, upto_seq),
+                ).fetchone()
+            )
             conn.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                 (f"acked:{stream}", upto_seq),
@@ -855,7 +885,10 @@ class Outbox:
             acked = self._acked.get(stream, 0)
             if upto_seq <= acked:
                 return 0
-            count, size, oldest = await self.store.run(lambda conn: acknowledge(conn, acked))
+            known = None
+            if delivered is not None and delivered.drops == self.drops(stream):
+                known = (delivered.rows, delivered.size)  # nothing read was dropped since
+            count, size, oldest = await self.store.run(lambda conn: acknowledge(conn, acked, known))
             self._acked[stream] = upto_seq
             self._depth[stream] = self._depth.get(stream, 0) - count
             self._bytes[stream] = self._bytes.get(stream, 0) - size
@@ -945,6 +978,10 @@ class Outbox:
     def acked_seq(self, stream: str) -> int:
         """The delivered cursor: every row up to it was delivered (0: none yet)."""
         return self._acked.get(stream, 0)
+
+    def drops(self, stream: str) -> int:
+        """Commits that dropped waiting rows of ``stream`` (the disk cap) since open."""
+        return self._drops.get(stream, 0)
 
     def delivered_rows(self, stream: str) -> int:
         """Rows delivered but not yet purged."""

@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from edge.errors import StateStoreError
-from edge.state.outbox import EVENTS_STREAM, BatchPlan, Outbox, OutboxChunk
+from edge.state.outbox import EVENTS_STREAM, BatchPlan, Delivered, Outbox, OutboxChunk
 from edge.wire import BatchHeader, batch_id_for, encode_batch_packed
 
 __all__ = ["Forwarder", "ForwarderStatistics", "Publish"]
@@ -82,6 +82,7 @@ class _Batch:
     plan: BatchPlan
     envelopes: bytes  # back to back, as stored
     historical: bool
+    drops: int  # the outbox's drops of the stream before the rows were read
 
     @property
     def count(self) -> int:
@@ -157,10 +158,11 @@ class Forwarder:
                 # an older version while its connection broke, never sent): dropped, so
                 # no event goes out in two batches; the next save deletes it.
                 continue
+            drops = self.outbox.drops(self.stream)
             rows = await self.outbox.read_range(self.stream, plan.seq_first, plan.seq_last)
             if [r.seq for r in rows] != list(range(plan.seq_first, plan.seq_last + 1)):
                 continue  # partly dropped by the disk cap: its events go out in new batches
-            self._unacked.append(_Batch(plan, b"".join(r.payload for r in rows), True))
+            self._unacked.append(_Batch(plan, b"".join(r.payload for r in rows), True, drops))
             cursor = plan.seq_last
         self._cursor = cursor
         if self._unacked:
@@ -198,7 +200,7 @@ class Forwarder:
                 or chunks[0].seq_first < self._live_from
                 or age >= self.batch_max_delay_s
             ):
-                return [self._batch(c) for c in chunks]
+                return [self._batch(c, found.drops) for c in chunks]
             # Not full yet: wait for more, at most until the first event is old enough.
             await outbox.wait_appended(stream, chunks[-1].seq_last, self.batch_max_delay_s - age)
 
@@ -208,10 +210,10 @@ class Forwarder:
         self._unacked.extend(batches)
         self._cursor = batches[-1].plan.seq_last
 
-    def _batch(self, chunk: OutboxChunk) -> _Batch:
+    def _batch(self, chunk: OutboxChunk, drops: int) -> _Batch:
         first, last = chunk.seq_first, chunk.seq_last
         plan = BatchPlan(first, last, batch_id_for(self.outbox.epoch, first, last))
-        return _Batch(plan, chunk.payload, first < self._live_from)
+        return _Batch(plan, chunk.payload, first < self._live_from, drops)
 
     def _encode(self, batch: _Batch) -> bytes:
         plan = batch.plan
@@ -229,8 +231,28 @@ class Forwarder:
 
     async def _acknowledged(self, upto: int) -> None:
         """The broker has every batch up to ``upto``: record it (one commit)."""
-        await self.outbox.acknowledge(self.stream, upto)
+        await self.outbox.acknowledge(self.stream, upto, self._delivered(upto))
         self._drop_delivered()
+
+    def _delivered(self, upto: int) -> Delivered | None:
+        """What this forwarder read of the rows after the delivered cursor up to ``upto``,
+        when its batches run without a gap from the cursor to ``upto`` (each batch holds
+        every seq of its range); None (the outbox counts) otherwise."""
+        end = self.outbox.acked_seq(self.stream)
+        rows = size = 0
+        drops: int | None = None
+        for batch in self._unacked:
+            if batch.plan.seq_last > upto:
+                break
+            if batch.plan.seq_first != end + 1:
+                return None  # a gap (dropped rows) or an overlap: not known here
+            end = batch.plan.seq_last
+            rows += batch.count
+            size += len(batch.envelopes)
+            drops = batch.drops if drops is None else min(drops, batch.drops)
+        if drops is None or end != upto:
+            return None
+        return Delivered(rows, size, drops)
 
     def _drop_delivered(self) -> None:
         acked = self.outbox.acked_seq(self.stream)
@@ -311,7 +333,7 @@ class _Session:
         for batch in list(forwarder._unacked):
             forwarder.batches_resent += 1
             self._ahead(len(batch.envelopes))
-            self.planned.put_nowait(_Batch(batch.plan, batch.envelopes, True))
+            self.planned.put_nowait(_Batch(batch.plan, batch.envelopes, True, batch.drops))
         while True:
             batches = await self.read.get()
             while not self.read.empty():  # read meanwhile: recorded in the same commit

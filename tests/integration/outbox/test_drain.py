@@ -446,3 +446,54 @@ async def test_overlapping_plans_left_on_disk_go_out_once(tmp_path: Path) -> Non
     batches = [decode_batch(p) for p in sink.payloads]
     assert [(b.seq_first, b.seq_last) for b in batches][:2] == [(1, 100), (101, 200)]
     one_batch_id_per_event(sink.payloads, 300)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def file_figures(path: Path, acked: int) -> tuple[int, int, int]:
+    """(waiting rows, their bytes, every stored byte) of the events stream, from the file."""
+    with sqlite3.connect(path) as conn:
+        rows, size = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM outbox "
+            "WHERE stream = 'events' AND seq > ?",
+            (acked,),
+        ).fetchone()
+        (stored,) = conn.execute(
+            "SELECT COALESCE(SUM(length(payload)), 0) FROM outbox WHERE stream = 'events'"
+        ).fetchone()
+    return int(rows), int(size), int(stored)
+
+
+@pytest.mark.parametrize("drop_while_in_flight", [False, True])
+async def test_the_figures_stay_those_of_the_file_as_batches_are_acknowledged(
+    tmp_path: Path, drop_while_in_flight: bool
+) -> None:
+    """The forwarder tells the outbox what it acknowledges (so a backlog is not counted
+    twice); rows dropped by the cap while their batches are in flight are not counted
+    as delivered twice."""
+    path = tmp_path / "o.db"
+    async with Outbox(path, max_bytes=40_000, policy=CapPolicy.DROP_OLDEST) as outbox:
+        await outbox.append(EVENTS_STREAM, pieces(0, 300))
+        forwarder = Forwarder(
+            outbox, edge_id="e", topic="t", batch_max_events=50, inflight_batches=2
+        )
+        acks = Acks()
+        task = asyncio.ensure_future(forwarder.run(acks))
+        try:
+            await wait_for(lambda: len(acks.pending) == 2, 10, "two publishes")
+            if drop_while_in_flight:
+                await outbox.append(EVENTS_STREAM, pieces(300, 200))  # over the cap
+                assert outbox.dropped > 0
+            acks.puback(0)
+            acks.puback(1)
+            await wait_for(lambda: outbox.acked_seq(EVENTS_STREAM) == 100, 10, "acknowledged")
+            acked = outbox.acked_seq(EVENTS_STREAM)
+            assert file_figures(path, acked) == (
+                outbox.depth(EVENTS_STREAM),
+                outbox.waiting_bytes,
+                outbox.total_bytes,
+            )
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
