@@ -133,6 +133,17 @@ _CHUNK_OF = (
 _TOP_OF = "SELECT MAX(seq) FROM outbox WHERE stream = ? AND seq BETWEEN ? AND ?"
 
 
+_PLANS_PER_INSERT = 250
+
+
+@functools.cache
+def _insert_plans(rows: int) -> str:
+    return (
+        "INSERT OR REPLACE INTO plans(stream, seq_first, seq_last, batch_id) VALUES "
+        + ", ".join(["(?, ?, ?, ?)"] * rows)
+    )
+
+
 @functools.cache
 def _page_query(chunks: int) -> str:
     """``chunks`` chunks in one statement, a row each: (i, rows, payloads)."""
@@ -804,11 +815,10 @@ class Outbox:
         def save(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("DELETE FROM plans WHERE stream = ? AND seq_last >= ?", (stream, first))
-            conn.executemany(
-                "INSERT OR REPLACE INTO plans(stream, seq_first, seq_last, batch_id) "
-                "VALUES (?, ?, ?, ?)",
-                rows,
-            )
+            # Many rows a statement: executemany's step per row hands the GIL over each time.
+            for start in range(0, len(rows), _PLANS_PER_INSERT):
+                part = rows[start : start + _PLANS_PER_INSERT]
+                conn.execute(_insert_plans(len(part)), [v for row in part for v in row])
             conn.execute("COMMIT")
 
         async with self._lock:
