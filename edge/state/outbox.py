@@ -236,10 +236,13 @@ class ChunkedRead:
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """What a consumer acknowledges, as it read it: ``rows`` rows of ``size`` bytes, read
-    when :meth:`Outbox.drops` of the stream was ``drops`` (so :meth:`Outbox.acknowledge`
-    need not count them again: it does when rows were dropped since)."""
+    """What a consumer acknowledges, as it read it: the ``rows`` rows (of ``size`` bytes)
+    after seq ``after``, read when :meth:`Outbox.drops` of the stream was ``drops``.
 
+    :meth:`Outbox.acknowledge` need not count them again; it does when rows were
+    dropped since, or the delivered cursor is no longer at ``after``."""
+
+    after: int
     rows: int
     size: int
     drops: int
@@ -896,7 +899,11 @@ class Outbox:
             if upto_seq <= acked:
                 return 0
             known = None
-            if delivered is not None and delivered.drops == self.drops(stream):
+            if (
+                delivered is not None
+                and delivered.after == acked
+                and delivered.drops == self.drops(stream)
+            ):
                 known = (delivered.rows, delivered.size)  # nothing read was dropped since
             count, size, oldest = await self.store.run(lambda conn: acknowledge(conn, acked, known))
             self._acked[stream] = upto_seq

@@ -238,7 +238,7 @@ class Forwarder:
         """What this forwarder read of the rows after the delivered cursor up to ``upto``,
         when its batches run without a gap from the cursor to ``upto`` (each batch holds
         every seq of its range); None (the outbox counts) otherwise."""
-        end = self.outbox.acked_seq(self.stream)
+        after = end = self.outbox.acked_seq(self.stream)
         rows = size = 0
         drops: int | None = None
         for batch in self._unacked:
@@ -252,7 +252,7 @@ class Forwarder:
             drops = batch.drops if drops is None else min(drops, batch.drops)
         if drops is None or end != upto:
             return None
-        return Delivered(rows, size, drops)
+        return Delivered(after, rows, size, drops)
 
     def _drop_delivered(self) -> None:
         acked = self.outbox.acked_seq(self.stream)
