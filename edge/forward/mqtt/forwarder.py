@@ -8,18 +8,21 @@ Per connection :meth:`Forwarder.run` keeps a pipeline of four loops busy:
   no Python object is made per event). Batches hold at most
   ``batch_max_events`` events and ``batch_max_bytes`` bytes; a batch that is
   not full waits at most ``batch_max_delay_s`` for its first event. It reads
-  ahead while earlier pages are recorded and sent.
+  ahead while earlier pages are recorded and sent, up to ``READ_AHEAD_BYTES``.
 - **plan**: record the batches' ranges and ids in the outbox, what was read
   meanwhile in one commit (so a resend after a crash repeats them exactly).
+  A recording is not cancelled with the connection: what is recorded is sent
+  first on the next one, so an event is never recorded in two ranges.
 - **send**: publish the planned batches in order with QoS 1, keeping up to
   ``inflight_batches`` without their PUBACK: the next batch goes as soon as a
   PUBACK comes in (a sliding window; waiting for a whole round of PUBACKs
   before the next round costs a TCP delayed-ACK stall per round, the broker's
   PUBACKs being small packets).
 - **acknowledge**: move the outbox's delivered cursor past the batches whose
-  PUBACK is in (and every one before them), one commit for all the PUBACKs
-  that arrived while the previous commit ran. The rows are purged later, when
-  there is nothing to send (:meth:`~edge.state.outbox.Outbox.purge`).
+  PUBACK is in (and every one before them), one commit for the PUBACKs that
+  arrive within ``ACK_INTERVAL_S`` (at once when nothing else is in flight),
+  telling the outbox how many rows and bytes that is. The rows are purged
+  later, when there is nothing to send (:meth:`~edge.state.outbox.Outbox.purge`).
 
 So a row is marked delivered only after its PUBACK, and after a crash only
 batches without a recorded PUBACK go out again. Strictly in order: the broker
