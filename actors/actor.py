@@ -48,6 +48,19 @@ Snapshots
     integer comparison per message for this. ``snapshot()`` should return an
     immutable value or a copy: the runtime keeps the object as it is.
 
+    Restoring the last snapshot would forget what the crashed instance did after
+    it, although its effects outside (the events it published) remain; an actor
+    that counts would then count that part again. An actor that sets
+    ``replays_messages`` avoids it: the runtime keeps the messages handled since
+    the last snapshot (a list append per message, emptied by every snapshot) and,
+    the moment an instance crashes, asks it for ``replay(snapshot, messages)``:
+    the snapshot those messages lead to when handled again without effects
+    outside. That is what the restart restores, and what a cut during the restart
+    saves, so the state agrees with every event already published. The message
+    that crashed is not among them (it is dropped, as before). A replay that
+    fails is logged and the older snapshot restored. Such an actor also has a
+    snapshot from its start on, so there is always one to replay from.
+
 Cuts (the line's durable state, edge.state.store)
     ``ActorRef.cut()`` is called synchronously from another task on the same
     event loop: it returns the actor's snapshot taken right then, between two
@@ -73,7 +86,7 @@ import logging
 import sys
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar, Final, Generic, TypeVar
@@ -165,6 +178,9 @@ class Actor(ABC, Generic[MsgT, ReplyT]):
     _cell: _ActorCell[MsgT, ReplyT] | None = None
     # Message types that a cut keeps when they are still queued (see "Cuts").
     kept_on_cut: ClassVar[tuple[type, ...]] = ()
+    # The actor implements replay(): a crash restart continues from the state the
+    # crashed instance had before its last message (see "Snapshots").
+    replays_messages: ClassVar[bool] = False
 
     @abstractmethod
     async def handle(self, message: MsgT) -> ReplyT:
@@ -185,6 +201,18 @@ class Actor(ABC, Generic[MsgT, ReplyT]):
 
     def restore(self, snapshot: object) -> None:
         """Adopt a snapshot taken by an earlier instance; called before ``on_start``."""
+
+    def replay(self, snapshot: object | None, messages: Sequence[MsgT]) -> object | None:
+        """The snapshot ``messages`` lead to from ``snapshot``, handled again with no
+        effect outside (nothing published, nothing asked of others).
+
+        Called on the instance that just crashed, before any restart, only when
+        ``replays_messages`` is set: it must use its configuration only, never its
+        state, which may be half-way through a message. The messages handled
+        successfully since ``snapshot``, in order; asks among them too (their
+        replies went out already).
+        """
+        return snapshot
 
     def coalesce_key(self, message: MsgT) -> Hashable | None:
         """Under ``COALESCE``: messages with equal keys replace each other when full."""
@@ -468,6 +496,8 @@ class _ActorCell(Generic[MsgT, ReplyT]):
         self._busy = False
         self._cut_handled = -1  # _handled at the last cut; -1: never cut (always changed)
         self._cut_had_pending = False
+        # Messages handled since the last snapshot, for Actor.replay (None: not kept).
+        self._since_snapshot: list[object] | None = [] if actor.replays_messages else None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -503,6 +533,8 @@ class _ActorCell(Generic[MsgT, ReplyT]):
                 if not ready.done():
                     ready.set_exception(exc)
                 return
+            if self._since_snapshot is not None and self._snapshot is None:
+                self._first_snapshot(actor)
             self.state = ActorState.RUNNING
             if not ready.done():
                 ready.set_result(None)
@@ -771,6 +803,7 @@ class _ActorCell(Generic[MsgT, ReplyT]):
         items = self.items
         putters = self._putters
         handle: Callable[[Any], Awaitable[object]] = actor.handle
+        handled = self._since_snapshot
         item: object = None
         try:
             while True:
@@ -790,17 +823,23 @@ class _ActorCell(Generic[MsgT, ReplyT]):
                 kind = type(item)
                 self._busy = True
                 if kind is _Ask:
-                    await self._answer(handle, item)  # type: ignore[arg-type]
+                    ask: _Ask = item  # type: ignore[assignment]
+                    if await self._answer(handle, ask) and handled is not None:
+                        handled.append(ask.message)
                 elif kind is _Slot:
                     slot: _Slot = item  # type: ignore[assignment]
                     if self._keys.get(slot.key) is slot:
                         del self._keys[slot.key]
                     await handle(slot.message)
+                    if handled is not None:
+                        handled.append(slot.message)
                 elif kind is _Stop:
                     self._busy = False
                     return None
                 else:
                     await handle(item)
+                    if handled is not None:
+                        handled.append(item)
                 self._busy = False
                 self._handled += 1
                 if self._handled >= self._snapshot_at:
@@ -808,12 +847,16 @@ class _ActorCell(Generic[MsgT, ReplyT]):
         except _SnapshotFailed as exc:
             cause = exc.__cause__
             assert isinstance(cause, Exception)
+            self._catch_up(actor)
             return _Crash(cause, "taking a snapshot", actor)
         except Exception as exc:
             message = item.message if type(item) is _Slot else item
+            # Before anything awaits: no cut may see the older snapshot from now on.
+            self._catch_up(actor)
             return _Crash(exc, f"handling {type(message).__name__}", actor)
 
-    async def _answer(self, handle: Callable[[Any], Awaitable[object]], ask: _Ask) -> None:
+    async def _answer(self, handle: Callable[[Any], Awaitable[object]], ask: _Ask) -> bool:
+        """Handle an ask and settle its reply; whether the handler succeeded."""
         reply = ask.reply
         try:
             result = await handle(ask.message)
@@ -829,9 +872,10 @@ class _ActorCell(Generic[MsgT, ReplyT]):
                 reply.set_exception(RuntimeError(repr(exc)))
             else:
                 reply.set_exception(exc)
-        else:
-            if not reply.done():
-                reply.set_result(result)
+            return False
+        if not reply.done():
+            reply.set_result(result)
+        return True
 
     # -- snapshots ---------------------------------------------------------
 
@@ -847,6 +891,38 @@ class _ActorCell(Generic[MsgT, ReplyT]):
         self._snapshot = snapshot
         self._snapshot_handled = self._handled
         self._snapshot_at = self._next_snapshot_at()
+        if self._since_snapshot:
+            self._since_snapshot.clear()
+
+    def _first_snapshot(self, actor: Actor[MsgT, ReplyT]) -> None:
+        """The snapshot a replaying actor's first crash replays from."""
+        try:
+            self._take_snapshot(actor)
+        except _SnapshotFailed as exc:
+            logger.error(
+                "actor %s: no snapshot at start (%r); a crash restarts it from nothing",
+                self.name,
+                exc.__cause__,
+            )
+
+    def _catch_up(self, crashed: Actor[MsgT, ReplyT]) -> None:
+        """Bring the snapshot up to what the crashed instance had handled (Actor.replay)."""
+        handled = self._since_snapshot
+        if not handled:
+            return
+        messages = tuple(handled)
+        handled.clear()
+        try:
+            self._snapshot = crashed.replay(self._snapshot, messages)  # type: ignore[arg-type]
+        except Exception as exc:
+            logger.error(
+                "actor %s: the %d messages since its last snapshot could not be replayed "
+                "(%r); it restarts from that snapshot, and what they did may be done again",
+                self.name,
+                len(messages),
+                exc,
+                exc_info=exc,
+            )
 
     def cut(self) -> ActorCut[MsgT] | None:
         state = self.state

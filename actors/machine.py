@@ -110,6 +110,12 @@ MachineMessage = (
     | GetShiftStops
     | GetSnapshot
 )
+# Asks that change nothing: a replay skips them.
+_QUERIES = (GetStatus, GetShiftStops, GetSnapshot)
+
+
+def _discard(events: Sequence[DomainEvent]) -> None:
+    """The event sink of a replay: its events were published the first time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +139,9 @@ class MachineActor(Actor[MachineMessage, Any]):
     # A quality station's rejects still queued when the line's state is cut are part
     # of it: the station already published them (actors.actor, "Cuts").
     kept_on_cut = (AddRejects,)
+    # A crash restart continues from the pieces and stops it had already published,
+    # not from the last snapshot (up to a second older): none is counted twice.
+    replays_messages = True
 
     def __init__(
         self,
@@ -172,6 +181,19 @@ class MachineActor(Actor[MachineMessage, Any]):
             if self.request_values is not None:
                 self.request_values(self.params.machine_id)
 
+    def replay(self, snapshot: object | None, messages: Sequence[MachineMessage]) -> object | None:
+        if not isinstance(snapshot, dict):
+            return snapshot
+        # A fresh instance of the same machine, the core taken as it was (restore()
+        # would also record a link outage and ask the PLC source for values).
+        again = MachineActor(self.params, self.calendar, _discard)
+        again.core = MachineCore.restore(self.params, self.calendar, snapshot["core"])
+        again._event_time = snapshot.get("event_time")
+        for message in messages:
+            if not isinstance(message, _QUERIES):
+                again._apply(message)
+        return again.snapshot()
+
     # -- mailbox ------------------------------------------------------------------
 
     def coalesce_key(self, message: MachineMessage) -> Hashable | None:
@@ -179,6 +201,9 @@ class MachineActor(Actor[MachineMessage, Any]):
         return "tick" if isinstance(message, Tick) else None
 
     async def handle(self, message: MachineMessage) -> Any:
+        return self._apply(message)
+
+    def _apply(self, message: MachineMessage) -> Any:
         core = self.core
         match message:
             case SampleBatch(samples=samples):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.serve.opcua.standard_nodes import build
+from edge.serve.opcua.standard_nodes import INSTALLED_CACHE_ENV, build
 
 _OWN_CACHE = "EDGE_TEST_OWN_CACHE"
 
@@ -20,6 +20,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # does from its second start on; without it each start would also spawn a
     # builder. tests/integration/opcua_server/test_standard_nodes.py covers the
     # first start, the build and a damaged cache in caches of its own.
+    # Hermetic: no test reads the cache `edge prepare` left in the virtual
+    # environment; the tests of the installation's cache give theirs explicitly.
+    os.environ[INSTALLED_CACHE_ENV] = ""
     if "CACHE_DIRECTORY" not in os.environ:
         os.environ["CACHE_DIRECTORY"] = tempfile.mkdtemp(prefix="edge-test-cache-")
         os.environ[_OWN_CACHE] = os.environ["CACHE_DIRECTORY"]

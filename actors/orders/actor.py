@@ -69,6 +69,10 @@ class GetOrderView:
 OrderMessage = ApplyAction | AttributePieces | SegmentKpis | BuildBatchRecord | GetOrderView
 
 
+def _no_target(order_id: str, ts: float) -> None:
+    """A replay's target callback: the target was reported the first time."""
+
+
 # ----------------------------------------------------------------------------- actor
 
 
@@ -76,6 +80,8 @@ class OrderActor(Actor[OrderMessage, Any]):
     # Pieces and segment KPIs the machines already published, still queued when the
     # line's state is cut: saved with the order and handed to it first on restore.
     kept_on_cut = (AttributePieces, SegmentKpis)
+    # A crash restart keeps the pieces and actions handled since the last snapshot.
+    replays_messages = True
 
     def __init__(
         self,
@@ -94,7 +100,20 @@ class OrderActor(Actor[OrderMessage, Any]):
         if isinstance(snapshot, dict):
             self.core = OrderCore.restore(snapshot, machine_roles=self.machine_roles)
 
+    def replay(self, snapshot: object | None, messages: Sequence[OrderMessage]) -> object | None:
+        if not isinstance(snapshot, dict):
+            return snapshot
+        core = OrderCore.restore(snapshot, machine_roles=self.machine_roles)
+        again = OrderActor(core, _no_target, self.machine_roles)
+        for message in messages:
+            if not isinstance(message, (BuildBatchRecord, GetOrderView)):
+                again._apply(message)
+        return again.snapshot()
+
     async def handle(self, message: OrderMessage) -> Any:
+        return self._apply(message)
+
+    def _apply(self, message: OrderMessage) -> Any:
         core = self.core
         match message:
             case AttributePieces(machine_id=machine_id, role=role, count=count, ts=ts):

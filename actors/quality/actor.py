@@ -114,7 +114,23 @@ StationMessage = (
 # ----------------------------------------------------------------------------- actor
 
 
+# Asks that change nothing: a replay skips them.
+_QUERIES = (GetOrderQuality, GetStationStatus, GetCharts)
+
+
+def _discard_events(events: Sequence[QualityEvent]) -> None:
+    """A replay's event sink: its events were published the first time."""
+
+
+def _discard_rejects(count: int, ts: float) -> None:
+    """A replay's reject sink: the machine had them the first time."""
+
+
 class QualityStationActor(Actor[StationMessage, Any]):
+    # A crash restart keeps the counts and inspections handled since the last
+    # snapshot, so none is published (or handed to the machine) twice.
+    replays_messages = True
+
     def __init__(
         self,
         params: StationParams,
@@ -137,47 +153,60 @@ class QualityStationActor(Actor[StationMessage, Any]):
         if isinstance(snapshot, dict):
             self.core = QualityStationCore.restore(self.params, snapshot)
 
+    def replay(self, snapshot: object | None, messages: Sequence[StationMessage]) -> object | None:
+        if not isinstance(snapshot, dict):
+            return snapshot
+        again = QualityStationActor(self.params, _discard_events, _discard_rejects, snapshot)
+        for message in messages:
+            if not isinstance(message, _QUERIES):
+                again._apply(message)
+                again._flush()
+        return again.snapshot()
+
     async def handle(self, message: StationMessage) -> Any:
-        core = self.core
-        reply: Any = None
         try:
-            match message:
-                case StationSamples(samples=samples):
-                    for sample in samples:
-                        core.apply(sample)
-                case LinkChanged(up=up):
-                    self.link_up = up
-                case SetStationOrder(order_id=order_id):
-                    core.set_order(order_id)
-                case RecordInspection():
-                    core.record_inspection(
-                        message.passed,
-                        message.failed,
-                        message.ts,
-                        disposition=message.disposition,
-                        reason_code=message.reason_code,
-                        measurements=message.measurements,
-                    )
-                case Dispose():
-                    reply = core.dispose(
-                        message.count,
-                        message.disposition,
-                        message.reason_code,
-                        message.ts,
-                        order_id=message.order_id,
-                    )
-                case AcknowledgeAlarm(alarm_id=alarm_id, ts=ts, user=user):
-                    reply = core.acknowledge(alarm_id, ts, user)
-                case GetOrderQuality(order_id=order_id):
-                    reply = core.order_quality(order_id)
-                case ForgetOrder(order_id=order_id):
-                    core.forget_order(order_id)
-                case GetStationStatus():
-                    reply = core.status()
-                case GetCharts():
-                    reply = core.charts()
+            return self._apply(message)
         finally:
             self._flush()
+
+    def _apply(self, message: StationMessage) -> Any:
+        core = self.core
+        reply: Any = None
+        match message:
+            case StationSamples(samples=samples):
+                for sample in samples:
+                    core.apply(sample)
+            case LinkChanged(up=up):
+                self.link_up = up
+            case SetStationOrder(order_id=order_id):
+                core.set_order(order_id)
+            case RecordInspection():
+                core.record_inspection(
+                    message.passed,
+                    message.failed,
+                    message.ts,
+                    disposition=message.disposition,
+                    reason_code=message.reason_code,
+                    measurements=message.measurements,
+                )
+            case Dispose():
+                reply = core.dispose(
+                    message.count,
+                    message.disposition,
+                    message.reason_code,
+                    message.ts,
+                    order_id=message.order_id,
+                )
+            case AcknowledgeAlarm(alarm_id=alarm_id, ts=ts, user=user):
+                reply = core.acknowledge(alarm_id, ts, user)
+            case GetOrderQuality(order_id=order_id):
+                reply = core.order_quality(order_id)
+            case ForgetOrder(order_id=order_id):
+                core.forget_order(order_id)
+            case GetStationStatus():
+                reply = core.status()
+            case GetCharts():
+                reply = core.charts()
         return reply
 
     def _flush(self) -> None:

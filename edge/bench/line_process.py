@@ -23,7 +23,7 @@ import textwrap
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -311,16 +311,18 @@ def start_service(
     work: Path,
     notify: NotifySocket,
     log: IO[bytes],
+    *,
     command: Sequence[str] = SERVICE_COMMAND,
+    env: Mapping[str, str] | None = None,
 ) -> Started:
-    """Spawn ``edge run --config`` (or ``command`` with the config's path) and wait
-    for READY=1."""
+    """Spawn ``edge run --config`` (or ``command`` with the config's path; ``env``
+    added to its environment) and wait for READY=1."""
     notify.drain()
     started = time.perf_counter()
     process = subprocess.Popen(
         [*command, str(config)],
         cwd=work,
-        env={**bench_env(), "NOTIFY_SOCKET": "@" + notify.name},
+        env={**bench_env(), **(env or {}), "NOTIFY_SOCKET": "@" + notify.name},
         stdout=log,
         stderr=log,
     )

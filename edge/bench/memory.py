@@ -90,7 +90,7 @@ def _snapshot(work: Path) -> tuple[list[tuple[str, int, int]], float]:
     command = (sys.executable, "-c", _WRAPPER, str(out), "run", "--config")
     try:
         with simulator(work, MACHINES, POLL_S, ports), (work / "service.log").open("ab") as log:
-            started = start_service(config, work, notify, log, command)
+            started = start_service(config, work, notify, log, command=command)
             try:
                 time.sleep(WARMUP_S)
                 rss, _ = memory_mb(started.process.pid)

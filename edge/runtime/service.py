@@ -63,6 +63,7 @@ from edge.errors import (
 )
 from edge.event_bus import BusEvent, EventBus
 from edge.forward.streams import component as outbox_component
+from edge.runtime import crash_hook
 from edge.runtime.heap import long_lived_start
 from edge.sd_notify import Notifier, run_watchdog, watchdog_interval_s
 from edge.sources.plc import MachineBinding, ModbusSource, load_plc_map
@@ -307,6 +308,9 @@ class LineService:
         if self._tick_interval_s is not None:
             self._spawn(self._tick_loop(self._tick_interval_s), "ticks")
         self._spawn(self._status_loop(), "status-log")
+        remove_crash_hook = crash_hook.install(self._machines)
+        if remove_crash_hook is not None:
+            stack.callback(remove_crash_hook)
         interval = watchdog_interval_s()
         if interval is not None:
             self._spawn(run_watchdog(self.notifier, interval, self._making_progress), "watchdog")

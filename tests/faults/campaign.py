@@ -23,7 +23,9 @@ few seconds while the line produces), SIGTERM of the edge under load, ``kill
 -9`` of the broker (down a few seconds), and a PLC link cut: the simulator is
 held, the edge reads its final counters, the simulator is killed and a new one
 started after a few seconds — with its counters at 0 or far from their old
-values (a PLC replaced or restarted) — held until the edge has read it.
+values (a PLC replaced or restarted) — held until the edge has read it —, and
+a machine actor crashed inside the running edge (its ``EDGE_DEBUG_CRASH_ACTOR``
+hook: ``SIGUSR1`` makes one actor's handler raise), restarted by the supervisor.
 
 Checks, per machine, from what the consumer received (duplicates dropped by
 ``(epoch, seq)``, as docs/mqtt-and-qmib.md tells an MES to):
@@ -78,6 +80,7 @@ ROLES = ("total_count", "good_count", "reject_count")
 SITE, LINE = "FC", "L1"
 BASE = f"edge/{SITE}/{LINE}"
 READY_LINE = "status      a line per machine"
+RESTARTED_LINE = "restarted (restart"  # the actor runtime's log of a restart
 MQTT_BAR_S = 2.0  # offline <= broker downtime + this, per broker crash
 STEADY_S = 2.0  # after a fault has been recovered from, the least time before the next
 FIRST_COUNTER = 5_000_000  # the first simulator's counters; later ones lower (re-baselined)
@@ -96,16 +99,17 @@ class Plan:
     sigterms: int
     broker_kills: int
     link_cuts: int
+    actor_crashes: int
     poll_s: float
     truth_poll_s: float
 
     @classmethod
     def short(cls, seed: int = 1) -> Plan:
-        return cls("short", seed, 4, 55.0, 3, 1, 1, 1, 0.25, 0.1)
+        return cls("short", seed, 4, 55.0, 3, 1, 1, 1, 1, 0.25, 0.1)
 
     @classmethod
     def long(cls, seed: int = 1) -> Plan:
-        return cls("long", seed, 50, 540.0, 20, 2, 5, 4, 0.5, 0.25)
+        return cls("long", seed, 50, 540.0, 20, 2, 5, 4, 4, 0.5, 0.25)
 
     def faults(self) -> list[tuple[float, str]]:
         """(seconds into production, kind), in time order, drawn from the seed."""
@@ -115,6 +119,7 @@ class Plan:
             + ["sigterm"] * self.sigterms
             + ["broker_kill"] * self.broker_kills
             + ["link_cut"] * self.link_cuts
+            + ["actor_crash"] * self.actor_crashes
         )
         rng.shuffle(kinds)
         moments = sorted(rng.uniform(3.0, self.duration_s - 5.0) for _ in kinds)
@@ -200,6 +205,7 @@ def line_toml(plan: Plan, sim_port: int, mqtt_port: int, counter_start: int) -> 
 
 def _env() -> dict[str, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    env["EDGE_DEBUG_CRASH_ACTOR"] = "1"  # SIGUSR1 crashes a machine actor (actor_crash)
     env.pop("NOTIFY_SOCKET", None)
     return env
 
@@ -553,8 +559,8 @@ class Campaign:
                             segment_first = await self._link_cut(segment_first)
                         else:
                             await getattr(self, f"_{kind}")()
-                        if kind != "link_cut":  # the edge stayed connected to the broker
-                            await self._settled(self.faults[-1])
+                        if kind in ("edge_kill", "sigterm", "broker_kill"):
+                            await self._settled(self.faults[-1])  # connected again
                         steady = time.time()
                     wait = production + plan.duration_s - time.time()
                     if wait > 0:
@@ -631,6 +637,19 @@ class Campaign:
         self.broker.kill()
         await asyncio.sleep(self.rng.uniform(2.0, 8.0))
         await asyncio.to_thread(self.broker.start)
+        fault.back = time.time()
+        self.faults.append(fault)
+
+    async def _actor_crash(self) -> None:
+        """One machine actor's handler raises (the edge's debug hook); the supervisor
+        restarts it inside the running process."""
+        fault = Fault("actor_crash", time.time())
+        restarts = self.edge.count(RESTARTED_LINE)
+        self.edge.send(signal.SIGUSR1)
+        restarted = await self._until(
+            lambda: self.edge.count(RESTARTED_LINE) > restarts, 15, "the actor's restart"
+        )
+        fault.detail["restarted"] = restarted
         fault.back = time.time()
         self.faults.append(fault)
 
@@ -1064,6 +1083,8 @@ def analyse(campaign: Campaign, seconds: float) -> Report:
     injected: dict[str, int] = defaultdict(int)
     for fault in campaign.faults:
         injected[fault.kind] += 1
+        if fault.kind == "actor_crash" and not fault.detail.get("restarted"):
+            view.failures.append("actor crash: the supervisor did not restart the actor")
     with (campaign.dir / "mes-events.jsonl").open("w") as out:
         for event in events:
             out.write(json.dumps({"seq": event.seq, "type": event.type, **event.data}) + "\n")

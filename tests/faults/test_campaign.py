@@ -2,8 +2,8 @@
 
 Real processes only: ``edge simulate``, mosquitto, ``edge run``; the MES and the
 ground truth are this process (tests/faults/campaign.py). 3 kills of the edge,
-a SIGTERM, a kill of the broker and a PLC link cut with counters far from their
-old values, in about 80 s.
+a SIGTERM, a kill of the broker, a PLC link cut with counters far from their
+old values and a machine actor crashed inside the edge, in about 80 s.
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ pytestmark = needs_mosquitto
 async def test_short_fault_campaign_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     report = await Campaign(Plan.short(seed=1), tmp_path, say=lambda _: None).run()
     print(report.table())
-    assert report.faults == {"edge_kill": 3, "sigterm": 1, "broker_kill": 1, "link_cut": 1}
+    assert report.faults == {
+        "edge_kill": 3,
+        "sigterm": 1,
+        "broker_kill": 1,
+        "link_cut": 1,
+        "actor_crash": 1,
+    }
     assert report.pieces_plc["total_count"] > 50, "too little production to prove anything"
     assert report.stops["observable"] > 0, "no stop to check"
     assert not any(report.lost.values()), report.table()

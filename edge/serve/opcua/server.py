@@ -103,7 +103,7 @@ from edge.serve.opcua.security import (
     security_policies,
 )
 from edge.serve.opcua.sessions import EdgeServer, current_session, explain
-from edge.serve.opcua.standard_nodes import StandardNodeCache
+from edge.serve.opcua.standard_nodes import StandardNodeCache, installed_cache_dir
 from edge.serve.opcua.stations import StationView
 from edge.serve.opcua.uaids import (
     AttributeIds,
@@ -234,7 +234,7 @@ class OpcUaServer:
         self._check_ids()
         config = self._config
         opcua = config.opcua
-        self._standard_nodes = StandardNodeCache(config.storage.cache)
+        self._standard_nodes = StandardNodeCache(config.storage.cache, installed_cache_dir())
         server = EdgeServer(self._users, standard_nodes=self._standard_nodes)
         self._server = server
         await server.init()

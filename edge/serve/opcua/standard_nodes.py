@@ -23,7 +23,12 @@ shelf:
   not the service's; stopping the service stops it;
 - it is written into a temporary directory, completed with a marker, and renamed
   into place, so a server never reads a half-written shelf; one that cannot be
-  opened is moved aside and built again.
+  opened is moved aside and built again;
+- an installation builds it once, beside the code (``edge prepare``, which
+  ``make install-runtime`` runs, like its byte-compilation): a line whose own
+  cache directory has none reads that one, so even the first start after an
+  install is fast. It is read-only to the service; a damaged one is reported
+  and passed over, never moved (it belongs to the installation).
 """
 
 from __future__ import annotations
@@ -54,6 +59,10 @@ COMPLETE_NAME = "complete"  # written last: the shelf beside it is whole
 # A node every shelf has; reading it proves the shelf opens and unpickles.
 _PROBE = numeric(ObjectIds.Server)
 BUILDER_POLL_S = 0.5
+# Where an installation keeps what `edge prepare` built: beside the interpreter's
+# prefix (the virtual environment of `make install-runtime`). A package that puts
+# it elsewhere names it here; set empty, no installation cache is read.
+INSTALLED_CACHE_ENV = "EDGE_INSTALLED_CACHE_DIR"
 # Not ``-m``: the package imports this module before runpy would run it.
 BUILDER_COMMAND = f"import sys; from {__name__} import main; sys.exit(main())"
 
@@ -77,25 +86,72 @@ def shelf_dir(cache_dir: Path) -> Path:
     return cache_dir / f"opcua-standard-nodes-asyncua-{_asyncua_version()}"
 
 
+def installed_cache_dir() -> Path | None:
+    """The installation's cache directory (``edge prepare``), or None when disabled."""
+    configured = os.environ.get(INSTALLED_CACHE_ENV)
+    if configured is None:
+        return Path(sys.prefix) / "var" / "cache" / "edge"
+    return Path(configured) if configured else None
+
+
+def _open_shelf(aspace: AddressSpace, path: Path) -> Exception | None:
+    """Point ``aspace`` at the shelf in ``path``; the error when it cannot be read.
+
+    A shelf that opens but does not unpickle leaves ``aspace`` as it was, so the
+    slow build that follows does not read through the damaged file.
+    """
+    before = aspace._nodes
+    try:
+        aspace.load_aspace_shelf(path / SHELF_NAME)
+        aspace[_PROBE]
+    except Exception as exc:  # a damaged file: dbm, pickle or OS errors alike
+        opened, aspace._nodes = aspace._nodes, before
+        if opened is not before:
+            with contextlib.suppress(Exception):
+                opened.source.close()  # type: ignore[attr-defined]
+        return exc
+    return None
+
+
 class StandardNodeCache:
     """Loads asyncua's standard nodes into an address space from the shelf, or says
     it cannot and starts the process that builds one (see the module docstring)."""
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, installed: Path | None = None) -> None:
         self.cache_dir = cache_dir
         self.path = shelf_dir(cache_dir)
+        self.installed_path = shelf_dir(installed) if installed is not None else None
         self.state = CacheState.BUILDING
+        self.loaded_from: Path | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._builder: subprocess.Popen[bytes] | None = None
 
     def load_into(self, aspace: AddressSpace) -> bool:
-        """Point ``aspace`` at the shelf; False when there is no usable one."""
+        """Point ``aspace`` at the line's shelf, else the installation's; False when
+        neither is usable."""
+        if self._load_own(aspace) or self._load_installed(aspace):
+            self.state = CacheState.LOADED
+            return True
+        return False
+
+    def _load_installed(self, aspace: AddressSpace) -> bool:
+        path = self.installed_path
+        if path is None or path == self.path or not (path / COMPLETE_NAME).is_file():
+            return False
+        if (exc := _open_shelf(aspace, path)) is not None:
+            log.warning(
+                "the installation's OPC UA standard node cache cannot be read; "
+                "run `edge prepare` again (this line builds its own meanwhile)",
+                extra={"path": str(path), "error": str(exc)},
+            )
+            return False
+        self.loaded_from = path
+        return True
+
+    def _load_own(self, aspace: AddressSpace) -> bool:
         if not (self.path / COMPLETE_NAME).is_file():
             return False
-        try:
-            aspace.load_aspace_shelf(self.path / SHELF_NAME)
-            aspace[_PROBE]
-        except Exception as exc:  # a damaged file: dbm, pickle or OS errors alike
+        if (exc := _open_shelf(aspace, self.path)) is not None:
             aside = self.path.with_name(f"{self.path.name}.damaged")
             log.warning(
                 "OPC UA standard node cache cannot be read; moved aside and built again",
@@ -105,7 +161,7 @@ class StandardNodeCache:
             with contextlib.suppress(OSError):
                 self.path.rename(aside)
             return False
-        self.state = CacheState.LOADED
+        self.loaded_from = self.path
         return True
 
     def start_builder(self) -> None:
@@ -216,17 +272,21 @@ def build(cache_dir: Path) -> Path:
     return target
 
 
+def build_and_report(cache_dir: Path) -> int:
+    """Build the shelf in ``cache_dir``, print where it is; exit status 0, or 1 with
+    the reason on stderr."""
+    try:
+        print(build(cache_dir))
+    except (OSError, RuntimeError, *dbm.error) as exc:
+        print(f"cannot build the OPC UA standard node cache in {cache_dir}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="edge-opcua-standard-nodes",
         description="Build the cache of asyncua's standard OPC UA nodes in DIR.",
     )
     parser.add_argument("cache_dir", type=Path, metavar="DIR")
-    args = parser.parse_args(argv)
-    try:
-        print(build(args.cache_dir))
-    except (OSError, RuntimeError, *dbm.error) as exc:
-        where = args.cache_dir
-        print(f"cannot build the OPC UA standard node cache in {where}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return build_and_report(parser.parse_args(argv).cache_dir)

@@ -243,6 +243,8 @@ def test_the_runtime_install_installs_no_test_tools() -> None:
     assert installs, dry
     assert not any("[" in line for line in installs), installs  # no '.[test]'
     assert any(line.rstrip().endswith("-e .") for line in installs), installs
+    # ... and builds the installation's OPC UA node cache every line's first start reads
+    assert any(line.rstrip().endswith("/edge prepare") for line in dry.splitlines()), dry
     # what a plain install pulls in: the runtime requirements, none of the test tools
     runtime = [Requirement(r) for r in requires("edge-line-controller") or []]
     names = {r.name for r in runtime if r.marker is None or "extra" not in str(r.marker)}

@@ -139,6 +139,64 @@ async def test_crash_restarts_from_the_snapshot_without_losing_or_doubling_piece
     assert shift.run_s == pytest.approx(130.0)
 
 
+async def _until(condition: Any, what: str) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not within 5 s: {what}")
+
+
+def _line_spec(recorder: Recorder) -> ChildSpec[Any, Any]:
+    # As the line runs its machines: a snapshot every second, not after every message.
+    return ChildSpec(
+        id="M1",
+        factory=lambda: MachineActor(PARAMS, calendar(), recorder),
+        overflow=OverflowPolicy.COALESCE,
+    )
+
+
+async def test_a_crash_restart_counts_no_piece_twice_that_was_published_after_the_snapshot() -> (
+    None
+):
+    recorder = Recorder()
+    async with Supervisor(name="line", restart_backoff_s=0.0) as supervisor:
+        ref = await supervisor.add_child(_line_spec(recorder))
+        await ref.tell(SampleBatch((s("running", True, 0), s("total_count", 500, 0))))
+        await status(ref, 0)
+        assert ref.cut() is not None  # the state writer's cut: the last snapshot
+        await ref.tell(s("total_count", 520, 100))  # +20, published after that snapshot
+        await ref.tell(SetOrder("WO-1", 1.0, T0 + 110))
+        await status(ref, 110)  # an ask among the replayed messages changes nothing
+        await ref.tell("poison")  # a tell that crashes the actor
+        await ref.tell(s("total_count", 550, 200))  # +30, handled by the new instance
+        await _until(lambda: ref.statistics().restarts == 1, "the restart")
+        st = await status(ref, 200)
+    # Every piece the PLC counted is published once: 20 before the crash, 30 after.
+    assert sum(e.count for e in recorder.of(PiecesCounted) if e.role == "total_count") == 50
+    assert st.counters["total_count"] == 550
+    assert st.current_order_id == "WO-1"  # the command handled after the snapshot
+    assert st.current_shift is not None and st.current_shift.total_count == 50
+
+
+async def test_a_cut_during_a_restart_saves_what_the_crashed_instance_had_published() -> None:
+    recorder = Recorder()
+    async with Supervisor(name="line", restart_backoff_s=0.5) as supervisor:
+        ref = await supervisor.add_child(_line_spec(recorder))
+        await ref.tell(SampleBatch((s("running", True, 0), s("total_count", 500, 0))))
+        await status(ref, 0)
+        assert ref.cut() is not None
+        await ref.tell(s("total_count", 520, 100))
+        await ref.tell("poison")
+        # The restart waits out its backoff; the state writer commits meanwhile.
+        await _until(lambda: ref.statistics().failures == 1, "the crash")
+        cut = ref.cut()
+        assert cut is not None
+    saved = MachineActor(PARAMS, calendar(), Recorder(), cut.snapshot)  # type: ignore[arg-type]
+    assert saved.status(T0 + 100).counters["total_count"] == 520
+    assert sum(e.count for e in recorder.of(PiecesCounted) if e.role == "total_count") == 20
+
+
 async def test_process_restart_from_a_persisted_snapshot_continues_the_shift() -> None:
     first = await start_actor(MachineActor(PARAMS, calendar(), Recorder()), name="M1")
     await first.tell(SampleBatch((s("running", True, 0), s("total_count", 7, 0))))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
@@ -26,6 +27,7 @@ from actors.quality.events import (
     SpcViolation,
 )
 from actors.quality.params import CharacteristicParams, Disposition, StationParams
+from actors.supervisor import ChildSpec, Supervisor
 from edge.errors import CommandError
 
 THICKNESS = CharacteristicParams(
@@ -308,3 +310,30 @@ def test_charts_keep_the_plotted_points_with_the_rules_they_broke() -> None:
     assert weight.points == () and weight.limits is not None  # baseline: limits from the start
     twin = QualityStationCore.restore(params(), core.snapshot())
     assert twin.charts() == core.charts()
+
+
+async def test_a_station_restart_hands_the_machine_no_reject_twice() -> None:
+    rejects: list[int] = []
+
+    def factory() -> QualityStationActor:
+        return QualityStationActor(
+            params(feeds_machine_rejects=True), lambda events: None, lambda n, ts: rejects.append(n)
+        )
+
+    # Under the line's supervisor, a snapshot every second (none falls in this test).
+    async with Supervisor(name="line", restart_backoff_s=0.0) as supervisor:
+        ref = await supervisor.add_child(ChildSpec(id="AOI1", factory=factory))
+        await ref.tell(StationSamples((sample("fail_count", 5, 1.0),)))  # the baseline
+        await ref.ask(GetStationStatus())
+        assert ref.cut() is not None  # the state writer's cut
+        await ref.tell(StationSamples((sample("fail_count", 8, 2.0),)))  # +3
+        await ref.tell(Dispose(99, "rework", "D02", 2.5))  # more than pending: a crash
+        await ref.tell(StationSamples((sample("fail_count", 10, 3.0),)))  # +2
+        for _ in range(500):
+            if ref.statistics().restarts:
+                break
+            await asyncio.sleep(0.01)
+        status = await ref.ask(GetStationStatus())
+    assert ref.statistics().restarts == 1
+    assert rejects == [3, 2]  # not [3, 5]: the 3 after the snapshot were handed on already
+    assert status.failed == 5
