@@ -78,6 +78,7 @@ __all__ = [
     "decode_kpi_snapshot",
     "decode_status",
     "encode_batch",
+    "encode_batch_packed",
     "encode_envelope",
     "encode_kpi_snapshot",
     "encode_status",
@@ -406,6 +407,14 @@ def encode_batch(header: BatchHeader, envelopes: Sequence[bytes]) -> bytes:
     """A batch from already-encoded envelopes (as the outbox stores them): no re-encoding."""
     if header.count != len(envelopes):
         raise WireError(f"batch header says {header.count} events, got {len(envelopes)}")
+    return encode_batch_packed(header, b"".join(envelopes))
+
+
+def encode_batch_packed(header: BatchHeader, envelopes: bytes) -> bytes:
+    """:func:`encode_batch` from the envelopes already joined (the outbox reads them so).
+
+    ``envelopes`` must hold exactly ``header.count`` envelopes, back to back.
+    """
     fields = {
         "v": SCHEMA_VERSION,
         "edge_id": header.edge_id,
@@ -424,8 +433,8 @@ def encode_batch(header: BatchHeader, envelopes: Sequence[bytes]) -> bytes:
         parts.append(encode(key))
         parts.append(encode(value))
     parts.append(encode("events"))
-    parts.append(packer.pack_array_header(len(envelopes)))
-    parts.extend(envelopes)
+    parts.append(packer.pack_array_header(header.count))
+    parts.append(envelopes)
     return b"".join(parts)
 
 

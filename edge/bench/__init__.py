@@ -85,6 +85,7 @@ def _registry() -> dict[str, Benchmark]:
         "opcua": opcua.run,
         "outbox": outbox.run,
         "mqtt": mqtt.run,
+        "mqtt-drain": mqtt.run_drain,
         "ingest": ingest.run,
         "wire": wire.run,
     }

@@ -406,6 +406,8 @@ class QmibDelivery:
         while True:
             rows = await outbox.read(stream, 0, 1)
             if not rows:
+                if await outbox.purge(stream):  # nothing to deliver: delete delivered rows
+                    continue
                 await outbox.wait_appended(stream, outbox.last_seq(stream))
                 continue
             row = rows[0]

@@ -13,8 +13,12 @@
   therefore exactly the state after the last event committed for the MES.
   Without a consumer (MQTT and QMIB off) no events are stored, only the state.
 - **Streams.** Rows live in named streams; each stream has its own persisted
-  64-bit sequence (1, 2, 3, ...) and its own consumer, which deletes rows only
-  once they were delivered (``acknowledge``). ``events`` carries every domain
+  64-bit sequence (1, 2, 3, ...) and its own consumer. ``acknowledge`` moves
+  the stream's delivered cursor (``meta``), never past a row not yet
+  delivered; delivered rows are deleted later, by ``purge`` (the consumer
+  calls it when it has nothing to send) or by a commit that needs their
+  room under the disk cap, so draining a backlog costs no deletes on the way.
+  Reads never return a delivered row. ``events`` carries every domain
   event for the MES (its ``seq`` is the edge's event sequence number);
   ``qmib`` carries the event types QMIB takes (completed batch records).
 - **Group commit.** The bus callback only buffers; the writer commits whatever
@@ -46,7 +50,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import enum
+import functools
 import logging
 import math
 import sqlite3
@@ -78,7 +84,10 @@ __all__ = [
     "QMIB_STREAM",
     "BatchPlan",
     "CapPolicy",
+    "ChunkedRead",
+    "Delivered",
     "Outbox",
+    "OutboxChunk",
     "OutboxPolicyApplied",
     "OutboxRow",
     "OutboxStatistics",
@@ -98,6 +107,60 @@ _DROP_SLACK = 0.01
 PERSIST_INTERVAL_S = 1.0
 
 _INSERT = "INSERT INTO outbox(stream, seq, created, payload, keep) VALUES (?, ?, ?, ?, ?)"
+# Delivered rows one purge transaction deletes at most (about 15 ms of the database thread),
+# so a commit of the line's state never waits long behind one.
+PURGE_CHUNK = 20_000
+
+# The streams that have rows, by a skip scan of the primary key (not a scan of every row).
+_STREAMS = (
+    "WITH RECURSIVE s(stream) AS (SELECT MIN(stream) FROM outbox UNION ALL "
+    "SELECT (SELECT MIN(stream) FROM outbox WHERE stream > s.stream) FROM s "
+    "WHERE s.stream IS NOT NULL) SELECT stream FROM s WHERE stream IS NOT NULL"
+)
+# A chunk's rows in one statement: SQLite joins the payloads in C, without the GIL,
+# instead of handing each row to Python. group_concat joins in scan order, which for a
+# range of the primary key is key order; SQLite 3.44 can also say so explicitly.
+_ORDERED = " ORDER BY seq" if sqlite3.sqlite_version_info >= (3, 44, 0) else ""
+_PAGE_HEAD = "SELECT seq, created FROM outbox WHERE stream = ? AND seq > ? ORDER BY seq LIMIT 1"
+# COUNT(*) tells a chunk that holds every row of its range (the usual case) without
+# MAX(seq), which costs a fifth of the read; the last seq is looked up only for a
+# chunk that does not (the rows end in it, or a gap), by the index.
+_CHUNK_OF = (
+    "SELECT ? AS i, COUNT(*), "
+    f"CAST(group_concat(payload, ''{_ORDERED}) AS BLOB) "
+    "FROM outbox WHERE stream = ? AND seq BETWEEN ? AND ?"
+)
+_TOP_OF = "SELECT MAX(seq) FROM outbox WHERE stream = ? AND seq BETWEEN ? AND ?"
+
+
+_PLANS_PER_INSERT = 250
+
+
+@functools.cache
+def _insert_plans(rows: int) -> str:
+    return (
+        "INSERT OR REPLACE INTO plans(stream, seq_first, seq_last, batch_id) VALUES "
+        + ", ".join(["(?, ?, ?, ?)"] * rows)
+    )
+
+
+@functools.cache
+def _page_query(chunks: int) -> str:
+    """``chunks`` chunks in one statement, a row each: (i, rows, payloads)."""
+    return " UNION ALL ".join([_CHUNK_OF] * chunks)
+
+
+_RANGE = "FROM outbox WHERE stream = ? AND seq BETWEEN ? AND ?"
+
+
+@functools.cache
+def _full_page_query(chunks: int) -> str:
+    """A page that holds every row of its range, in one row: (rows, payloads, payloads...).
+
+    One row, not a row per chunk: every row fetched hands the GIL to the reading
+    thread and back, and the event loop that sends is busy."""
+    joined = f"(SELECT CAST(group_concat(payload, ''{_ORDERED}) AS BLOB) {_RANGE})"
+    return f"SELECT (SELECT COUNT(*) {_RANGE}), " + ", ".join([joined] * chunks)
 
 
 class CapPolicy(enum.Enum):
@@ -141,6 +204,48 @@ class OutboxRow:
     seq: int
     created: float
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxChunk:
+    """Consecutive rows ``seq_first..seq_last`` (no gap), their payloads back to back."""
+
+    seq_first: int
+    seq_last: int
+    payload: bytes
+
+    @property
+    def count(self) -> int:
+        return self.seq_last - self.seq_first + 1
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkedRead:
+    """What :meth:`Outbox.read_chunks` found: chunks in order, and when the first was stored."""
+
+    chunks: tuple[OutboxChunk, ...]
+    created: float  # of the first row (0.0 when nothing was found)
+    # Nothing waits after ``after_seq``, yet numbers up to this one were handed out as
+    # of the same read: those rows were dropped (the disk cap). None: nothing skipped.
+    # Taken in the read's own transaction: the sequence in memory may already count a
+    # commit the read did not see, and skipping to it would lose that commit's events.
+    dropped_to: int | None = None
+    # :meth:`Outbox.drops` before the read: while it is unchanged, every row read is stored.
+    drops: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What a consumer acknowledges, as it read it: the ``rows`` rows (of ``size`` bytes)
+    after seq ``after``, read when :meth:`Outbox.drops` of the stream was ``drops``.
+
+    :meth:`Outbox.acknowledge` need not count them again; it does when rows were
+    dropped since, or the delivered cursor is no longer at ``after``."""
+
+    after: int
+    rows: int
+    size: int
+    drops: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +296,7 @@ class _Prepared:
     next_seq: dict[str, int]
     budget: int  # bytes the cap still allows (reject-new refuses beyond it)
     need: int  # bytes over the cap (drop-oldest frees them in the transaction)
+    purge: bool  # delete every delivered row in the transaction: the cap needs their room
     outcome: _AppendOutcome
     snapshots: Mapping[str, SnapshotRow]
 
@@ -202,12 +308,13 @@ class _Done:
     sizes: dict[str, list[int]]
     freed: dict[str, tuple[int, int]]  # stream -> (rows, bytes) deleted
     oldest: dict[str, float | None]  # streams whose oldest row changed
+    purged: list[str]  # streams whose delivered rows were deleted
 
 
 @dataclass(frozen=True, slots=True)
 class StreamStatistics:
     depth: int  # rows waiting for their consumer
-    bytes: int
+    bytes: int  # of those rows
     last_seq: int  # the last number handed out (0: none yet)
     oldest_age_s: float | None  # how long the oldest waiting row has waited
 
@@ -217,7 +324,7 @@ class OutboxStatistics:
     path: str
     policy: str
     max_bytes: int
-    bytes: int
+    bytes: int  # stored: waiting rows and delivered ones not yet purged (what the cap bounds)
     streams: Mapping[str, StreamStatistics]
     appended: int  # events stored since open
     commits: int
@@ -256,9 +363,12 @@ class Outbox:
         self.epoch = ""
         self._lock = asyncio.Lock()  # one write transaction at a time, figures kept in step
         self._next_seq: dict[str, int] = {}
-        self._depth: dict[str, int] = {}
-        self._bytes: dict[str, int] = {}
+        self._depth: dict[str, int] = {}  # rows waiting (after the delivered cursor)
+        self._bytes: dict[str, int] = {}  # their bytes
+        self._acked: dict[str, int] = {}  # the delivered cursor: rows up to it are delivered
+        self._delivered: dict[str, tuple[int, int]] = {}  # (rows, bytes) delivered, not purged
         self._oldest: dict[str, float | None] = {}
+        self._drops: dict[str, int] = {}  # commits that dropped waiting rows (the disk cap)
         self._signals: dict[str, asyncio.Event] = {}
         self.appended = 0
         self.commits = 0
@@ -311,11 +421,17 @@ class Outbox:
                     "INSERT OR REPLACE INTO meta(key, value) VALUES ('epoch', ?)", (epoch,)
                 )
             streams = []
-            for stream, count, size, last in conn.execute(
-                "SELECT stream, COUNT(*), COALESCE(SUM(length(payload)), 0), MAX(seq) "
-                "FROM outbox GROUP BY stream"
-            ).fetchall():
-                streams.append((stream, count, size, last, _oldest_created(conn, stream)))
+            for (stream,) in conn.execute(_STREAMS).fetchall():
+                acked = meta.get(f"acked:{stream}", 0)
+                for delivered, where in ((True, "seq <= ?"), (False, "seq > ?")):
+                    count, size, last = conn.execute(
+                        "SELECT COUNT(*), COALESCE(SUM(length(payload)), 0), MAX(seq) "
+                        f"FROM outbox WHERE stream = ? AND {where}",
+                        (stream, acked),
+                    ).fetchone()
+                    if count:
+                        oldest = None if delivered else _oldest_created(conn, stream, acked)
+                        streams.append((stream, delivered, count, size, last, oldest))
             return epoch, meta, streams
 
         epoch, meta, streams = await self.store.run(load)
@@ -323,13 +439,18 @@ class Outbox:
         for key, value in meta.items():
             if key.startswith("next_seq:") and isinstance(value, int):
                 self._next_seq[key.removeprefix("next_seq:")] = value
-        for stream, count, size, last, oldest in streams:
-            self._depth[stream] = count
-            self._bytes[stream] = size
+            if key.startswith("acked:") and isinstance(value, int):
+                self._acked[key.removeprefix("acked:")] = value
+        for stream, delivered, count, size, last, oldest in streams:
+            if delivered:
+                self._delivered[stream] = (count, size)
+            else:
+                self._depth[stream] = count
+                self._bytes[stream] = size
+                self._oldest[stream] = oldest
             # The meta row is written in the same transaction as the rows; the max
             # is a belt-and-braces guard against reusing a number.
             self._next_seq[stream] = max(self._next_seq.get(stream, 1), last + 1)
-            self._oldest[stream] = oldest
 
     def _require_open(self) -> None:
         if self.state is not OutboxState.OPEN:
@@ -389,15 +510,19 @@ class Outbox:
                 params=[],
                 sizes={},
                 next_seq=dict(self._next_seq),
-                budget=self.max_bytes - self.total_bytes,
+                # Delivered rows not yet purged make room whenever the cap needs it.
+                budget=self.max_bytes - self.waiting_bytes,
                 need=0,
+                purge=False,
                 outcome=_AppendOutcome(),
                 snapshots=snapshots,
             )
             build(prepared)
+            added = sum(size for _count, size in prepared.sizes.values())
+            over = self.total_bytes + added - self.max_bytes
+            prepared.purge = over > 0 and self.total_bytes > self.waiting_bytes
             if self.policy is CapPolicy.DROP_OLDEST:
-                added = sum(size for _count, size in prepared.sizes.values())
-                prepared.need = max(0, self.total_bytes + added - self.max_bytes)
+                prepared.need = max(0, self.waiting_bytes + added - self.max_bytes)
             done = await self.store.run(lambda conn: self._transact(conn, prepared))
             self._account(prepared, done)
             for stream in prepared.outcome.accepted:
@@ -507,7 +632,16 @@ class Outbox:
         sizes = prepared.sizes
         deletions: dict[str, int] = {}  # stream -> delete stored rows with seq <= this
         freed: dict[str, tuple[int, int]] = {}
+        purged: list[str] = []
         conn.execute("BEGIN IMMEDIATE")
+        if prepared.purge:
+            for stream, (count, _size) in self._delivered.items():
+                if count:
+                    conn.execute(
+                        "DELETE FROM outbox WHERE stream = ? AND seq <= ?",
+                        (stream, self._acked.get(stream, 0)),
+                    )
+                    purged.append(stream)
         if prepared.need > 0:
             params = self._choose_drops(conn, prepared, deletions, freed)
             if params is not prepared.params:
@@ -517,7 +651,8 @@ class Outbox:
         _insert(conn, params)
         for stream, upto in deletions.items():
             conn.execute(
-                "DELETE FROM outbox WHERE stream = ? AND seq <= ? AND keep = 0", (stream, upto)
+                "DELETE FROM outbox WHERE stream = ? AND seq > ? AND seq <= ? AND keep = 0",
+                (stream, self._acked.get(stream, 0), upto),
             )
             # A plan whose rows are partly gone can never be resent as it was.
             conn.execute("DELETE FROM plans WHERE stream = ? AND seq_first <= ?", (stream, upto))
@@ -536,8 +671,10 @@ class Outbox:
             if gone:
                 conn.executemany(DELETE_SNAPSHOT, gone)
         conn.execute("COMMIT")
-        oldest = {stream: _oldest_created(conn, stream) for stream in freed}
-        return _Done(sizes, freed, oldest)
+        oldest = {
+            stream: _oldest_created(conn, stream, self._acked.get(stream, 0)) for stream in freed
+        }
+        return _Done(sizes, freed, oldest, purged)
 
     def _choose_drops(
         self,
@@ -557,7 +694,7 @@ class Outbox:
                 break
             count = size = 0
             first: int | None = None
-            cut = 0
+            cut = self._acked.get(stream, 0)
             while released < target:
                 chunk = conn.execute(
                     "SELECT seq, length(payload) FROM outbox "
@@ -600,7 +737,10 @@ class Outbox:
         self._next_seq = prepared.next_seq
         self.commits += 1
         self.snapshot_rows += len(prepared.snapshots)
+        for stream in done.purged:
+            self._delivered.pop(stream, None)
         for stream, (count, size) in done.freed.items():
+            self._drops[stream] = self._drops.get(stream, 0) + 1
             self._depth[stream] -= count
             self._bytes[stream] -= size
         for stream, (count, size) in done.sizes.items():
@@ -619,8 +759,9 @@ class Outbox:
     async def read(
         self, stream: str, after_seq: int, limit: int, *, max_bytes: int | None = None
     ) -> list[OutboxRow]:
-        """Up to ``limit`` rows with seq > ``after_seq`` in order (at least one row if any)."""
+        """Up to ``limit`` waiting rows with seq > ``after_seq`` in order (at least one if any)."""
         self._require_open()
+        after_seq = max(after_seq, self._acked.get(stream, 0))
 
         def read(conn: sqlite3.Connection) -> list[Any]:
             return conn.execute(
@@ -657,51 +798,160 @@ class Outbox:
         ]
 
     async def save_plans(self, stream: str, plans: Sequence[BatchPlan]) -> None:
-        """Record batches before sending them (one commit), so a resend repeats their ids."""
+        """Record batches before sending them (one commit), so a resend repeats their ids.
+
+        ``plans`` are in order and follow every plan the consumer still sends: a
+        stored plan that ends at or after the first of them is one the consumer
+        does not know (saved while its connection broke, or left out at a restart),
+        so it was never sent, and the same transaction replaces it: no event is
+        ever planned in two ranges, so none goes out under two batch ids.
+        Shielded like :meth:`append_entries`: once started, the commit finishes.
+        """
         if not plans:
             return
+        await asyncio.shield(self._save_plans(stream, plans))
+
+    async def _save_plans(self, stream: str, plans: Sequence[BatchPlan]) -> None:
         rows = [(stream, p.seq_first, p.seq_last, p.batch_id) for p in plans]
+        first = plans[0].seq_first
 
         def save(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(
-                "INSERT OR REPLACE INTO plans(stream, seq_first, seq_last, batch_id) "
-                "VALUES (?, ?, ?, ?)",
-                rows,
-            )
+            conn.execute("DELETE FROM plans WHERE stream = ? AND seq_last >= ?", (stream, first))
+            # Many rows a statement: executemany's step per row hands the GIL over each time.
+            for start in range(0, len(rows), _PLANS_PER_INSERT):
+                part = rows[start : start + _PLANS_PER_INSERT]
+                conn.execute(_insert_plans(len(part)), [v for row in part for v in row])
             conn.execute("COMMIT")
 
         async with self._lock:
             self._require_open()
             await self.store.run(save)
 
-    async def acknowledge(self, stream: str, upto_seq: int) -> int:
-        """Delete delivered rows (seq <= ``upto_seq``) and their plans; returns rows deleted.
+    async def read_chunks(
+        self,
+        stream: str,
+        after_seq: int,
+        *,
+        chunks: int,
+        max_rows: int,
+        max_bytes: int,
+        boundary: int | None = None,
+    ) -> ChunkedRead:
+        """Up to ``chunks`` chunks of the waiting rows after ``after_seq``, in order.
 
-        Shielded like :meth:`append_entries`.
+        A chunk is consecutive rows (a gap in seq starts a new one), at most
+        ``max_rows`` of them and ``max_bytes`` of payload (but at least one row);
+        a chunk never holds both a row before ``boundary`` and one from it on.
+        Payloads come back joined, as SQLite joins them: no Python object per row.
         """
-        return await asyncio.shield(self._acknowledge(stream, upto_seq))
+        self._require_open()
+        after_seq = max(after_seq, self._acked.get(stream, 0))
 
-    async def _acknowledge(self, stream: str, upto_seq: int) -> int:
-        def acknowledge(conn: sqlite3.Connection) -> tuple[int, int, float | None]:
+        rule = _ChunkRule(max_rows, max_bytes, boundary)
+
+        drops = self.drops(stream)
+
+        def read(conn: sqlite3.Connection) -> ChunkedRead:
+            found = _read_chunks(conn, stream, after_seq, chunks, rule)
+            return dataclasses.replace(found, drops=drops) if drops else found
+
+        # On the reading connection: a backlog is read while acknowledgements commit.
+        return await self.store.read(read)
+
+    async def acknowledge(
+        self, stream: str, upto_seq: int, delivered: Delivered | None = None
+    ) -> int:
+        """Mark rows up to ``upto_seq`` delivered (and their plans done); returns how many.
+
+        ``delivered``: what the consumer read of them (every waiting row up to
+        ``upto_seq``), which spares counting them in the file again (a backlog's
+        acknowledgements would scan it once more), unless rows were dropped since.
+        The rows themselves go later (:meth:`purge`). Shielded like :meth:`append_entries`.
+        """
+        return await asyncio.shield(self._acknowledge(stream, upto_seq, delivered))
+
+    async def _acknowledge(self, stream: str, upto_seq: int, delivered: Delivered | None) -> int:
+        def acknowledge(
+            conn: sqlite3.Connection, acked: int, known: tuple[int, int] | None
+        ) -> tuple[int, int, float | None]:
             conn.execute("BEGIN IMMEDIATE")
-            count, size = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM outbox "
-                "WHERE stream = ? AND seq <= ?",
-                (stream, upto_seq),
-            ).fetchone()
-            conn.execute("DELETE FROM outbox WHERE stream = ? AND seq <= ?", (stream, upto_seq))
+            count, size = (
+                known
+                or conn.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM outbox "
+                    "WHERE stream = ? AND seq > ? AND seq <= ?",
+                    (stream, acked, upto_seq),
+                ).fetchone()
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                (f"acked:{stream}", upto_seq),
+            )
             conn.execute("DELETE FROM plans WHERE stream = ? AND seq_last <= ?", (stream, upto_seq))
             conn.execute("COMMIT")
-            return int(count), int(size), _oldest_created(conn, stream) if count else None
+            oldest = _oldest_created(conn, stream, upto_seq) if count else None
+            return int(count), int(size), oldest
 
         async with self._lock:
             self._require_open()
-            count, size, oldest = await self.store.run(acknowledge)
+            acked = self._acked.get(stream, 0)
+            if upto_seq <= acked:
+                return 0
+            known = None
+            if (
+                delivered is not None
+                and delivered.after == acked
+                and delivered.drops == self.drops(stream)
+            ):
+                known = (delivered.rows, delivered.size)  # nothing read was dropped since
+            count, size, oldest = await self.store.run(lambda conn: acknowledge(conn, acked, known))
+            self._acked[stream] = upto_seq
             self._depth[stream] = self._depth.get(stream, 0) - count
             self._bytes[stream] = self._bytes.get(stream, 0) - size
+            rows, stored = self._delivered.get(stream, (0, 0))
+            self._delivered[stream] = (rows + count, stored + size)
             if count:
                 self._oldest[stream] = oldest
+            return count
+
+    async def purge(self, stream: str, limit: int = PURGE_CHUNK) -> int:
+        """Delete up to ``limit`` delivered rows of ``stream``, oldest first; returns how many.
+
+        Shielded like :meth:`append_entries`.
+        """
+        return await asyncio.shield(self._purge(stream, limit))
+
+    async def _purge(self, stream: str, limit: int) -> int:
+        def purge(conn: sqlite3.Connection, acked: int) -> tuple[int, int]:
+            conn.execute("BEGIN IMMEDIATE")
+            bound = conn.execute(
+                "SELECT seq FROM outbox WHERE stream = ? AND seq <= ? ORDER BY seq "
+                "LIMIT 1 OFFSET ?",
+                (stream, acked, limit - 1),
+            ).fetchone()
+            upto = acked if bound is None else bound[0]
+            count, size = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM outbox "
+                "WHERE stream = ? AND seq <= ?",
+                (stream, upto),
+            ).fetchone()
+            conn.execute("DELETE FROM outbox WHERE stream = ? AND seq <= ?", (stream, upto))
+            conn.execute("COMMIT")
+            return int(count), int(size)
+
+        async with self._lock:
+            self._require_open()
+            rows, stored = self._delivered.get(stream, (0, 0))
+            if not rows:
+                return 0
+            acked = self._acked.get(stream, 0)
+            count, size = await self.store.run(lambda conn: purge(conn, acked))
+            left = (rows - count, stored - size)
+            if left[0] > 0:
+                self._delivered[stream] = left
+            else:
+                self._delivered.pop(stream, None)
             return count
 
     async def wait_appended(
@@ -739,11 +989,29 @@ class Outbox:
         return self._next_seq.get(stream, 1) - 1
 
     def depth(self, stream: str) -> int:
+        """Rows waiting for the stream's consumer."""
         return self._depth.get(stream, 0)
+
+    def acked_seq(self, stream: str) -> int:
+        """The delivered cursor: every row up to it was delivered (0: none yet)."""
+        return self._acked.get(stream, 0)
+
+    def drops(self, stream: str) -> int:
+        """Commits that dropped waiting rows of ``stream`` (the disk cap) since open."""
+        return self._drops.get(stream, 0)
+
+    def delivered_rows(self, stream: str) -> int:
+        """Rows delivered but not yet purged."""
+        return self._delivered.get(stream, (0, 0))[0]
+
+    @property
+    def waiting_bytes(self) -> int:
+        return sum(self._bytes.values())
 
     @property
     def total_bytes(self) -> int:
-        return sum(self._bytes.values())
+        """Stored event bytes: waiting rows and delivered ones not yet purged."""
+        return self.waiting_bytes + sum(size for _rows, size in self._delivered.values())
 
     def stream_statistics(self) -> dict[str, StreamStatistics]:
         now = time.time()
@@ -781,11 +1049,145 @@ def _add_size(sizes: dict[str, list[int]], stream: str, count: int, size: int) -
         tally[1] += size
 
 
-def _oldest_created(conn: sqlite3.Connection, stream: str) -> float | None:
+def _oldest_created(conn: sqlite3.Connection, stream: str, acked: int) -> float | None:
+    """When the oldest waiting row (after the delivered cursor ``acked``) was stored."""
     row = conn.execute(
-        "SELECT created FROM outbox WHERE stream = ? ORDER BY seq LIMIT 1", (stream,)
+        "SELECT created FROM outbox WHERE stream = ? AND seq > ? ORDER BY seq LIMIT 1",
+        (stream, acked),
     ).fetchone()
     return None if row is None else float(row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class _ChunkRule:
+    """Where :meth:`Outbox.read_chunks` ends a chunk (besides a gap in seq)."""
+
+    max_rows: int
+    max_bytes: int
+    boundary: int | None
+
+
+def _read_chunks(
+    conn: sqlite3.Connection, stream: str, after: int, chunks: int, rule: _ChunkRule
+) -> ChunkedRead:
+    """:meth:`Outbox.read_chunks` in the database thread.
+
+    The usual read (rows without a gap, chunks within ``max_bytes``) is two
+    statements however many chunks it has (the first row, then every chunk's
+    aggregate in one UNION ALL), and a third when the rows end inside a chunk
+    (its last seq, from the index): each statement and row hands the GIL to this
+    thread and back, which costs a busy event loop more than the reading
+    itself. Anything else is read chunk by chunk.
+    """
+    max_rows, max_bytes, boundary = rule.max_rows, rule.max_bytes, rule.boundary
+    head = conn.execute(_PAGE_HEAD, (stream, after)).fetchone()
+    if head is None:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (f"next_seq:{stream}",))
+        handed_out = row.fetchone()
+        last = int(handed_out[0]) - 1 if handed_out is not None else 0
+        return ChunkedRead((), 0.0, last if last > after else None)
+    first, created = head
+    starts = [first]
+    while len(starts) < chunks:
+        start = starts[-1] + max_rows
+        if boundary is not None and starts[-1] < boundary < start:
+            start = boundary
+        starts.append(start)
+    end = starts[-1] + max_rows - 1
+    if boundary is not None and starts[-1] < boundary <= end:
+        end = boundary - 1
+    bounds = [*starts[1:], end + 1]
+    full = _full_page(conn, stream, starts, bounds, max_bytes)
+    if full is not None:
+        return ChunkedRead(full, created)
+    params = [
+        value
+        for i, (start, following) in enumerate(zip(starts, bounds, strict=True))
+        for value in (i, stream, start, following - 1)
+    ]
+    rows = sorted(conn.execute(_page_query(len(starts)), params).fetchall())
+    page: list[OutboxChunk] = []
+    for (_i, count, payload), start, following in zip(rows, starts, bounds, strict=True):
+        top = _top(conn, stream, start, following - 1, count)
+        if not count or count != top - start + 1 or len(payload) > max_bytes:
+            break  # empty, a gap, too big: from here chunk by chunk
+        page.append(OutboxChunk(start, top, payload))
+        if top < following - 1:
+            break  # the rows end here (or a gap follows): the next read goes on from here
+    if not page:
+        page = _read_chunk_by_chunk(conn, stream, first, chunks, rule)
+    return ChunkedRead(tuple(page), created)
+
+
+def _full_page(
+    conn: sqlite3.Connection, stream: str, starts: list[int], bounds: list[int], max_bytes: int
+) -> tuple[OutboxChunk, ...] | None:
+    """The chunks ``starts[i]..bounds[i] - 1``, if every row of them is stored and each is
+    within ``max_bytes`` (a backlog); None otherwise."""
+    first, end = starts[0], bounds[-1] - 1
+    params = [stream, first, end]
+    for start, following in zip(starts, bounds, strict=True):
+        params += (stream, start, following - 1)
+    count, *payloads = conn.execute(_full_page_query(len(starts)), params).fetchone()
+    if count != end - first + 1 or any(len(p) > max_bytes for p in payloads):
+        return None
+    return tuple(
+        OutboxChunk(start, following - 1, payload)
+        for start, following, payload in zip(starts, bounds, payloads, strict=True)
+    )
+
+
+def _read_chunk_by_chunk(
+    conn: sqlite3.Connection, stream: str, first: int, chunks: int, rule: _ChunkRule
+) -> list[OutboxChunk]:
+    """Chunks from the row ``first`` on, each found by its own statements."""
+    max_rows, max_bytes, boundary = rule.max_rows, rule.max_bytes, rule.boundary
+    found: list[OutboxChunk] = []
+    while len(found) < chunks:
+        if found:
+            head = conn.execute(_PAGE_HEAD, (stream, found[-1].seq_last)).fetchone()
+            if head is None:
+                break
+            first = head[0]
+        last = first + max_rows - 1
+        if boundary is not None and first < boundary <= last:
+            last = boundary - 1
+        _i, count, payload = conn.execute(_page_query(1), (0, stream, first, last)).fetchone()
+        top = _top(conn, stream, first, last, count)
+        if count != top - first + 1 or len(payload) > max_bytes:
+            top, payload = _chunk_row_by_row(conn, stream, first, last, max_bytes)
+        found.append(OutboxChunk(first, top, payload))
+    return found
+
+
+def _top(conn: sqlite3.Connection, stream: str, first: int, last: int, count: int) -> int:
+    """The last seq of the ``count`` rows stored in ``first..last`` (``first - 1``: none)."""
+    if count == last - first + 1:
+        return last
+    if not count:
+        return first - 1
+    (top,) = conn.execute(_TOP_OF, (stream, first, last)).fetchone()
+    return int(top)
+
+
+def _chunk_row_by_row(
+    conn: sqlite3.Connection, stream: str, first: int, last: int, max_bytes: int
+) -> tuple[int, bytes]:
+    """(last seq, joined payloads) of the chunk from ``first``: the rows up to the first gap
+    in seq or ``max_bytes`` (at least one row). The rare path: a gap, or big payloads."""
+    taken: list[bytes] = []
+    size = 0
+    top = first
+    for seq, payload in conn.execute(
+        "SELECT seq, payload FROM outbox WHERE stream = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+        (stream, first, last),
+    ):
+        if taken and (seq != top + 1 or size + len(payload) > max_bytes):
+            break
+        taken.append(payload)
+        size += len(payload)
+        top = seq
+    return top, b"".join(taken)
 
 
 # --------------------------------------------------------------------------- the bus side

@@ -14,7 +14,9 @@ transaction stores both (docs/state-and-recovery.md)::
 
 One thread owns the connection: every transaction is a single function run
 there, so a commit costs one hand-off from the event loop, however many
-statements it has.
+statements it has. Long reads that need not wait behind the writes (the MQTT
+forwarder reading a backlog) run on a second, read-only connection and thread
+(``store.read``): in WAL mode a reader sees the last commit while a write goes on.
 
 At open, in this order:
 
@@ -182,6 +184,8 @@ class StateStore:
         self._records: dict[str, Record] = {}
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._reader: sqlite3.Connection | None = None  # opened by the first read()
+        self._read_executor: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -209,6 +213,13 @@ class StateStore:
         await self.close()
 
     async def close(self) -> None:
+        reading, self._read_executor = self._read_executor, None
+        if reading is not None:
+            reading.shutdown(wait=True)  # no read runs any more: close on this thread
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    reader.close()
         executor, self._executor = self._executor, None
         if executor is not None:
             with contextlib.suppress(sqlite3.Error):
@@ -248,6 +259,41 @@ class StateStore:
                 raise StateStoreError(f"state database {self.path}: {exc}") from exc
 
         return await self._call(call)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` in one read transaction on a reading connection and thread.
+
+        It sees the database as of the last commit when it starts, and does not
+        wait for the writes queued on the database's thread. ``sqlite3.Error``
+        becomes :class:`StateStoreError`.
+        """
+        if self.state is not StoreState.OPEN:
+            raise StateStoreError(f"state store {self.path} is {self.state.value}")
+        if self._read_executor is None:
+            self._read_executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="edge-state-read"
+            )
+        executor = self._read_executor
+
+        def call() -> T:
+            try:
+                conn = self._reader
+                if conn is None:
+                    conn = self._reader = sqlite3.connect(
+                        f"file:{self.path}?mode=ro",
+                        uri=True,
+                        isolation_level=None,
+                        check_same_thread=False,
+                    )
+                conn.execute("BEGIN")
+                try:
+                    return fn(conn)
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StateStoreError(f"state database {self.path}: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
 
     # ------------------------------------------------------------------ restored records
 

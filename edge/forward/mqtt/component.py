@@ -97,6 +97,58 @@ class MqttStatistics:
     last_error: str | None
 
 
+class _UntilTaken:
+    """``require_subscriber``: a batch nobody took is published again until somebody does.
+
+    The broker answers "no matching subscribers" and drops it. It is published
+    again (same batch id) with the reconnect backoff; batches answered so
+    while it waits queue behind it in order, and no new batch starts before they
+    are taken (it would overtake them).
+    """
+
+    def __init__(
+        self,
+        publish: Callable[[str, bytes], Awaitable[None]],
+        unrouted: Callable[[], int],
+        component: MqttComponent,
+    ) -> None:
+        self._publish = publish
+        self._unrouted = unrouted
+        self._component = component
+        self._retries = asyncio.Lock()  # FIFO: retried in the order their PUBACKs came
+        self._waiting = 0
+        self._clear = asyncio.Event()
+        self._clear.set()
+
+    async def __call__(self, topic: str, payload: bytes) -> None:
+        await self._clear.wait()
+        if await self._taken(topic, payload):
+            return
+        self._waiting += 1
+        self._clear.clear()
+        try:
+            async with self._retries:
+                config = self._component.config
+                delay = config.backoff_initial_s
+                while True:
+                    self._component.unrouted_publishes += 1
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, config.backoff_max_s)
+                    if await self._taken(topic, payload):
+                        return
+        finally:
+            self._waiting -= 1
+            if not self._waiting:
+                self._clear.set()
+
+    async def _taken(self, topic: str, payload: bytes) -> bool:
+        # Counted per client: another batch answered "nobody" meanwhile also counts,
+        # which at worst publishes this one once more (the MES drops it by batch id).
+        before = self._unrouted()
+        await self._publish(topic, payload)
+        return self._unrouted() == before
+
+
 class _Stopping(Exception):
     """Ends a connected session on purpose."""
 
@@ -306,25 +358,16 @@ class MqttComponent:
 
     def _publisher(self, client: aiomqtt.Client) -> Callable[[str, bytes], Awaitable[None]]:
         timeout = self.config.publish_timeout_s
-        unrouted = unrouted_counter(client) if self.config.require_subscriber else None
 
         async def publish(topic: str, payload: bytes) -> None:
-            delay = self.config.backoff_initial_s
-            while True:
-                before = unrouted() if unrouted is not None else 0
-                try:
-                    await client.publish(topic, payload, qos=1, timeout=timeout)
-                except aiomqtt.MqttError as exc:
-                    raise BrokerError(f"publish to {topic} failed: {describe(exc)}") from exc
-                if unrouted is None or unrouted() == before:
-                    return
-                # require_subscriber: nobody took it (or another batch of this round):
-                # publish it again, same batch id, until a subscriber does.
-                self.unrouted_publishes += 1
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.config.backoff_max_s)
+            try:
+                await client.publish(topic, payload, qos=1, timeout=timeout)
+            except aiomqtt.MqttError as exc:
+                raise BrokerError(f"publish to {topic} failed: {describe(exc)}") from exc
 
-        return publish
+        if not self.config.require_subscriber:
+            return publish
+        return _UntilTaken(publish, unrouted_counter(client), self)
 
     # ------------------------------------------------------------------ birth, death, KPIs
 

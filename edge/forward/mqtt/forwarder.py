@@ -1,13 +1,32 @@
 """Store-and-forward: the outbox's ``events`` stream to the MES, in msgpack batches.
 
-Per connection :meth:`Forwarder.run` loops: read the next rows after the
-cursor, cut them into batches (at most ``batch_max_events`` events and
-``batch_max_bytes`` bytes; a batch that is not full waits at most
-``batch_max_delay_s`` for its first event), record the batches' ranges and ids
-in the outbox (so a resend after a crash repeats them exactly), publish up to
-``inflight_batches`` of them with QoS 1, and delete their rows once every
-PUBACK is in. Strictly in order: one round at a time, and within a round the
-broker receives the batches in the order they were published.
+Per connection :meth:`Forwarder.run` keeps a pipeline of four loops busy:
+
+- **read**: the next rows after the cursor, a page of batches at a time, on
+  the outbox's reading connection (SQLite joins each batch's stored envelopes,
+  the bytes that go on the wire: nothing is decoded or encoded per event, and
+  no Python object is made per event). Batches hold at most
+  ``batch_max_events`` events and ``batch_max_bytes`` bytes; a batch that is
+  not full waits at most ``batch_max_delay_s`` for its first event. It reads
+  ahead while earlier pages are recorded and sent, up to ``READ_AHEAD_BYTES``.
+- **plan**: record the batches' ranges and ids in the outbox, what was read
+  meanwhile in one commit (so a resend after a crash repeats them exactly).
+  A recording is not cancelled with the connection: what is recorded is sent
+  first on the next one, so an event is never recorded in two ranges.
+- **send**: publish the planned batches in order with QoS 1, keeping up to
+  ``inflight_batches`` without their PUBACK: the next batch goes as soon as a
+  PUBACK comes in (a sliding window; waiting for a whole round of PUBACKs
+  before the next round costs a TCP delayed-ACK stall per round, the broker's
+  PUBACKs being small packets).
+- **acknowledge**: move the outbox's delivered cursor past the batches whose
+  PUBACK is in (and every one before them), one commit for the PUBACKs that
+  arrive within ``ACK_INTERVAL_S`` (at once when nothing else is in flight),
+  telling the outbox how many rows and bytes that is. The rows are purged
+  later, when there is nothing to send (:meth:`~edge.state.outbox.Outbox.purge`).
+
+So a row is marked delivered only after its PUBACK, and after a crash only
+batches without a recorded PUBACK go out again. Strictly in order: the broker
+receives the batches in the order of their sequence numbers.
 
 When a publish fails the connection is rebuilt by the caller; the batches not
 yet acknowledged are sent first on the next connection, with the same ids, as
@@ -18,13 +37,16 @@ up (an outage's backlog, a restart's leftovers) are ``historical`` too.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from edge.state.outbox import EVENTS_STREAM, BatchPlan, Outbox, OutboxRow
-from edge.wire import BatchHeader, batch_id_for, encode_batch
+from edge.errors import StateStoreError
+from edge.state.outbox import EVENTS_STREAM, BatchPlan, Delivered, Outbox, OutboxChunk
+from edge.wire import BatchHeader, batch_id_for, encode_batch_packed
 
 __all__ = ["Forwarder", "ForwarderStatistics", "Publish"]
 
@@ -33,6 +55,18 @@ log = logging.getLogger("edge.mqtt.forwarder")
 # Publish one payload with QoS 1 and return once the broker acknowledged it;
 # raises an edge.errors.ConnectorError when the connection failed.
 Publish = Callable[[str, bytes], Awaitable[None]]
+
+# Batches read per outbox read, in windows of inflight_batches.
+PAGE_WINDOWS = 8
+# Bytes read ahead of the sending (read or planned, not yet published): enough for the
+# window to stay full while plans commit (an fsync takes up to ~25 ms here, the broker
+# takes a 48 KB batch in ~0.1 ms, and a window that runs dry stalls on TCP delayed
+# ACKs), little enough for a small line PC. Reads stop beyond it (one page may pass it).
+READ_AHEAD_BYTES = 8 << 20
+# PUBACKs that come in within this time are recorded in one commit, unless nothing is
+# left in flight: a commit per handful of PUBACKs costs the sending more than the
+# fsyncs' wait (a crash resends at most this much, under the same ids).
+ACK_INTERVAL_S = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +83,13 @@ class ForwarderStatistics:
 @dataclass(frozen=True, slots=True)
 class _Batch:
     plan: BatchPlan
-    envelopes: tuple[bytes, ...]
+    envelopes: bytes  # back to back, as stored
     historical: bool
+    drops: int  # the outbox's drops of the stream before the rows were read
+
+    @property
+    def count(self) -> int:
+        return self.plan.seq_last - self.plan.seq_first + 1
 
 
 class Forwarder:
@@ -78,7 +117,8 @@ class Forwarder:
         self.inflight_batches = inflight_batches
         self.stream = stream
         self._clock = clock
-        self._unacked: list[_Batch] = []
+        # Planned (recorded in the outbox) and not yet acknowledged there, in order.
+        self._unacked: collections.deque[_Batch] = collections.deque()
         self._cursor: int | None = None  # last seq put in a batch; None: not loaded yet
         self._live_from = 1
         self.batches_sent = 0
@@ -106,30 +146,26 @@ class Forwarder:
 
     async def run(self, publish: Publish) -> None:
         """Forward until ``publish`` raises (the connection broke) or the task is cancelled."""
-        outbox = self.outbox
-        self._live_from = outbox.last_seq(self.stream) + 1
+        self._live_from = self.outbox.last_seq(self.stream) + 1
         if self._cursor is None:
             await self._load_plans()
-        if self._unacked:
-            resend = [_Batch(b.plan, b.envelopes, True) for b in self._unacked]
-            self.batches_resent += len(resend)
-            await self._send(publish, resend)
-        while True:
-            rows = await self._collect()
-            batches = self._cut(rows)
-            await outbox.save_plans(self.stream, [b.plan for b in batches])
-            self._unacked = batches
-            self._cursor = batches[-1].plan.seq_last
-            await self._send(publish, batches)
+        self._drop_delivered()  # a commit that finished after the last connection ended
+        await _Session(self, publish).run()
 
     async def _load_plans(self) -> None:
         """Batches planned before a restart go out first, exactly as planned."""
-        cursor = 0
+        cursor = self.outbox.acked_seq(self.stream)
         for plan in await self.outbox.plans(self.stream):
+            if plan.seq_first <= cursor:
+                # Overlaps what was delivered or is planned before it (a plan saved by
+                # an older version while its connection broke, never sent): dropped, so
+                # no event goes out in two batches; the next save deletes it.
+                continue
+            drops = self.outbox.drops(self.stream)
             rows = await self.outbox.read_range(self.stream, plan.seq_first, plan.seq_last)
             if [r.seq for r in rows] != list(range(plan.seq_first, plan.seq_last + 1)):
                 continue  # partly dropped by the disk cap: its events go out in new batches
-            self._unacked.append(_Batch(plan, tuple(r.payload for r in rows), True))
+            self._unacked.append(_Batch(plan, b"".join(r.payload for r in rows), True, drops))
             cursor = plan.seq_last
         self._cursor = cursor
         if self._unacked:
@@ -138,90 +174,233 @@ class Forwarder:
                 extra={"batches": len(self._unacked), "seq_last": cursor},
             )
 
-    async def _collect(self) -> list[OutboxRow]:
-        """The next rows: a full batch, a backlog, or a partial batch that waited long enough."""
+    async def _next_page(self, cursor: int) -> list[_Batch]:
+        """The batches after ``cursor``: full ones, a backlog, or a partial one that waited
+        long enough."""
         outbox, stream = self.outbox, self.stream
-        limit = self.batch_max_events * self.inflight_batches
-        max_bytes = self.batch_max_bytes * self.inflight_batches
         while True:
-            cursor = self._cursor or 0
-            rows = await outbox.read(stream, cursor, limit, max_bytes=max_bytes)
-            if not rows:
-                if outbox.last_seq(stream) > cursor:
+            found = await outbox.read_chunks(
+                stream,
+                cursor,
+                chunks=self.inflight_batches * PAGE_WINDOWS,
+                max_rows=self.batch_max_events,
+                max_bytes=self.batch_max_bytes,
+                boundary=self._live_from,
+            )
+            chunks = found.chunks
+            if not chunks:
+                if found.dropped_to is not None:
                     # Dropped by the disk cap before they were sent: the MES sees the gap
                     # in seq, and the outbox reported it as an OutboxPolicyApplied event.
-                    self._cursor = outbox.last_seq(stream)
+                    # (Not outbox.last_seq: it may count a commit this read did not see.)
+                    cursor = found.dropped_to
                     continue
                 await outbox.wait_appended(stream, cursor)
                 continue
-            age = self._clock() - rows[0].created
+            age = self._clock() - found.created
             if (
-                len(rows) >= self.batch_max_events
-                or rows[0].seq < self._live_from
+                sum(c.count for c in chunks) >= self.batch_max_events
+                or chunks[0].seq_first < self._live_from
                 or age >= self.batch_max_delay_s
             ):
-                return rows
+                return [self._batch(c, found.drops) for c in chunks]
             # Not full yet: wait for more, at most until the first event is old enough.
-            await outbox.wait_appended(stream, rows[-1].seq, self.batch_max_delay_s - age)
+            await outbox.wait_appended(stream, chunks[-1].seq_last, self.batch_max_delay_s - age)
 
-    def _cut(self, rows: Sequence[OutboxRow]) -> list[_Batch]:
-        epoch = self.outbox.epoch
-        batches: list[_Batch] = []
-        current: list[OutboxRow] = []
-        size = 0
+    async def _record(self, batches: list[_Batch]) -> None:
+        """Save the plans of ``batches`` and take them on: from now on they go out as planned."""
+        await self.outbox.save_plans(self.stream, [b.plan for b in batches])
+        self._unacked.extend(batches)
+        self._cursor = batches[-1].plan.seq_last
 
-        def close() -> None:
-            first, last = current[0].seq, current[-1].seq
-            plan = BatchPlan(first, last, batch_id_for(epoch, first, last))
-            batches.append(_Batch(plan, tuple(r.payload for r in current), first < self._live_from))
+    def _batch(self, chunk: OutboxChunk, drops: int) -> _Batch:
+        first, last = chunk.seq_first, chunk.seq_last
+        plan = BatchPlan(first, last, batch_id_for(self.outbox.epoch, first, last))
+        return _Batch(plan, chunk.payload, first < self._live_from, drops)
 
-        for row in rows:
-            if current and (
-                len(current) >= self.batch_max_events
-                or size + len(row.payload) > self.batch_max_bytes
-                or row.seq != current[-1].seq + 1
-                or (current[-1].seq < self._live_from <= row.seq)
-            ):
-                close()
-                current, size = [], 0
-            current.append(row)
-            size += len(row.payload)
-        if current:
-            close()
-        return batches
+    def _encode(self, batch: _Batch) -> bytes:
+        plan = batch.plan
+        header = BatchHeader(
+            edge_id=self.edge_id,
+            epoch=self.outbox.epoch,
+            batch_id=plan.batch_id,
+            seq_first=plan.seq_first,
+            seq_last=plan.seq_last,
+            count=batch.count,
+            historical=batch.historical,
+            sent_at=self._clock(),
+        )
+        return encode_batch_packed(header, batch.envelopes)
 
-    async def _send(self, publish: Publish, batches: Sequence[_Batch]) -> None:
-        now = self._clock()
-        payloads = [
-            encode_batch(
-                BatchHeader(
-                    edge_id=self.edge_id,
-                    epoch=self.outbox.epoch,
-                    batch_id=b.plan.batch_id,
-                    seq_first=b.plan.seq_first,
-                    seq_last=b.plan.seq_last,
-                    count=len(b.envelopes),
-                    historical=b.historical,
-                    sent_at=now,
-                ),
-                b.envelopes,
-            )
-            for b in batches
+    async def _acknowledged(self, upto: int) -> None:
+        """The broker has every batch up to ``upto``: record it (one commit)."""
+        await self.outbox.acknowledge(self.stream, upto, self._delivered(upto))
+        self._drop_delivered()
+
+    def _delivered(self, upto: int) -> Delivered | None:
+        """What this forwarder read of the rows after the delivered cursor up to ``upto``,
+        when its batches run without a gap from the cursor to ``upto`` (each batch holds
+        every seq of its range); None (the outbox counts) otherwise."""
+        after = end = self.outbox.acked_seq(self.stream)
+        rows = size = 0
+        drops: int | None = None
+        for batch in self._unacked:
+            if batch.plan.seq_last > upto:
+                break
+            if batch.plan.seq_first != end + 1:
+                return None  # a gap (dropped rows) or an overlap: not known here
+            end = batch.plan.seq_last
+            rows += batch.count
+            size += len(batch.envelopes)
+            drops = batch.drops if drops is None else min(drops, batch.drops)
+        if drops is None or end != upto:
+            return None
+        return Delivered(after, rows, size, drops)
+
+    def _drop_delivered(self) -> None:
+        acked = self.outbox.acked_seq(self.stream)
+        unacked = self._unacked
+        while unacked and unacked[0].plan.seq_last <= acked:
+            batch = unacked.popleft()
+            self.batches_sent += 1
+            self.events_sent += batch.count
+            self.historical_batches += batch.historical
+            self.last_acked_seq = batch.plan.seq_last
+            self.last_sent_at = self._clock()
+
+
+class _Session:
+    """One connection's pipeline: read -> plan -> send -> acknowledge, each its own loop."""
+
+    def __init__(self, forwarder: Forwarder, publish: Publish) -> None:
+        self.forwarder = forwarder
+        self.publish = publish
+        # Read, not yet recorded: a page at a time.
+        self.read: asyncio.Queue[list[_Batch]] = asyncio.Queue()
+        # Recorded, not yet started.
+        self.planned: asyncio.Queue[_Batch] = asyncio.Queue()
+        self.ahead = 0  # bytes of the batches in ``read`` and ``planned``
+        self.room = asyncio.Event()  # ahead < READ_AHEAD_BYTES
+        self.room.set()
+        self.window = asyncio.Semaphore(forwarder.inflight_batches)
+        # Started publishes in order, until their PUBACK is recorded in the outbox.
+        self.sent: collections.deque[tuple[_Batch, asyncio.Task[None]]] = collections.deque()
+        self.started = asyncio.Event()
+        self.recording: asyncio.Future[None] | None = None  # the last plans being saved
+
+    async def run(self) -> None:
+        loops = [
+            asyncio.ensure_future(self._read()),
+            asyncio.ensure_future(self._plan()),
+            asyncio.ensure_future(self._send()),
+            asyncio.ensure_future(self._acknowledge()),
         ]
-        # Tasks start in order, so the client hands the packets to the socket in order.
-        tasks = [asyncio.ensure_future(publish(self.topic, payload)) for payload in payloads]
         try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
+            for loop in done:
+                loop.result()  # the loops end only by raising
+        finally:
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            if self.recording is not None:
+                # Plans being saved when the connection broke are saved (the save is
+                # shielded) and taken on before the next connection plans anything.
+                with contextlib.suppress(StateStoreError):
+                    await self.recording
+            publishing = [task for _batch, task in self.sent]
+            for task in publishing:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-        last = batches[-1].plan.seq_last
-        await self.outbox.acknowledge(self.stream, last)
-        self._unacked = []
-        self.last_acked_seq = last
-        self.last_sent_at = now
-        self.batches_sent += len(batches)
-        self.events_sent += sum(len(b.envelopes) for b in batches)
-        self.historical_batches += sum(1 for b in batches if b.historical)
+            await asyncio.gather(*publishing, return_exceptions=True)
+            await self._settle()
+
+    async def _read(self) -> None:
+        cursor = self.forwarder._cursor or 0
+        while True:
+            await self.room.wait()
+            batches = await self.forwarder._next_page(cursor)
+            cursor = batches[-1].plan.seq_last
+            self._ahead(sum(len(b.envelopes) for b in batches))
+            self.read.put_nowait(batches)
+
+    def _ahead(self, size: int) -> None:
+        self.ahead += size
+        if self.ahead < READ_AHEAD_BYTES:
+            self.room.set()
+        else:
+            self.room.clear()
+
+    async def _plan(self) -> None:
+        forwarder = self.forwarder
+        # Planned on an earlier connection (or before a restart): first, same ids.
+        for batch in list(forwarder._unacked):
+            forwarder.batches_resent += 1
+            self._ahead(len(batch.envelopes))
+            self.planned.put_nowait(_Batch(batch.plan, batch.envelopes, True, batch.drops))
+        while True:
+            batches = await self.read.get()
+            while not self.read.empty():  # read meanwhile: recorded in the same commit
+                batches += self.read.get_nowait()
+            # Not cancelled with the connection: saved plans are plans this forwarder
+            # sends, never ones it would plan again in other ranges.
+            self.recording = asyncio.ensure_future(forwarder._record(batches))
+            await asyncio.shield(self.recording)
+            for batch in batches:
+                self.planned.put_nowait(batch)
+
+    async def _send(self) -> None:
+        forwarder = self.forwarder
+        while True:
+            batch = await self.planned.get()
+            await self.window.acquire()
+            # Tasks start in order, so the client hands the packets to the socket in order.
+            task = asyncio.ensure_future(self.publish(forwarder.topic, forwarder._encode(batch)))
+            task.add_done_callback(lambda _task: self.window.release())
+            self.sent.append((batch, task))
+            self.started.set()
+            self._ahead(-len(batch.envelopes))
+
+    async def _acknowledge(self) -> None:
+        forwarder, sent = self.forwarder, self.sent
+        outbox = forwarder.outbox
+        while True:
+            while not sent:
+                self.started.clear()
+                if not forwarder._unacked and outbox.delivered_rows(forwarder.stream):
+                    # Nothing to send: delete delivered rows, a chunk at a time.
+                    await outbox.purge(forwarder.stream)
+                    continue
+                await self.started.wait()
+            await sent[0][1]  # raises what the publish raised: the connection broke
+            await self._more_pubacks(asyncio.get_running_loop().time() + ACK_INTERVAL_S)
+            upto = self._acknowledged_prefix()
+            await forwarder._acknowledged(upto)
+            while sent and sent[0][0].plan.seq_last <= upto:
+                sent.popleft()
+
+    async def _more_pubacks(self, until: float) -> None:
+        """Until ``until``, or until no publish is in flight (the last PUBACKs of a backlog,
+        a live batch: recorded at once)."""
+        loop = asyncio.get_running_loop()
+        while (now := loop.time()) < until:
+            unfinished = next((task for _batch, task in self.sent if not task.done()), None)
+            if unfinished is None:
+                return
+            await asyncio.wait([unfinished], timeout=until - now)
+
+    def _acknowledged_prefix(self) -> int:
+        """The last seq of the run of PUBACKed batches at the head of ``sent`` (0: none)."""
+        upto = 0
+        for batch, task in self.sent:
+            if not task.done() or task.cancelled() or task.exception() is not None:
+                break
+            upto = batch.plan.seq_last
+        return upto
+
+    async def _settle(self) -> None:
+        """The connection ended: record the PUBACKs that came in, so they are not resent."""
+        upto = self._acknowledged_prefix()
+        if upto:
+            # Not recorded: those batches go again under the same ids, which the MES drops.
+            with contextlib.suppress(StateStoreError):
+                await self.forwarder._acknowledged(upto)

@@ -90,6 +90,10 @@ async def test_mqtt_order_runs_completes_at_target_and_its_batch_record_reaches_
             assert time.monotonic() < deadline, "the batch record never reached QMIB"
             await asyncio.sleep(0.05)
 
+    # Exactly once: every batch decoded, no gap or duplicate between or inside batches.
+    assert not received.errors and not received.harmful(), (received.errors, received.harmful())
+    seqs = [e.seq for e in received.events]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "events lost or repeated"
     statuses = [e.data["status"] for e in received.events if e.type == "OrderStatusChanged"]
     assert statuses == ["created", "released", "running", "completed"], statuses
     (event,) = [e.data for e in received.events if e.type == "BatchRecordCompleted"]
