@@ -27,6 +27,7 @@ from actors.oee.params import CalendarDef, MachineParams, ShiftDef
 from actors.oee.state import MachineState
 from actors.supervisor import ChildSpec, Supervisor
 from edge.errors import CommandError
+from tests.unit.actors_runtime.helpers import eventually
 
 T0 = 1_755_820_800.0  # 2025-08-22T00:00:00Z, start of the 24 h "All" shift
 PARAMS = MachineParams(machine_id="M1", ideal_cycle_s=1.0)
@@ -139,14 +140,6 @@ async def test_crash_restarts_from_the_snapshot_without_losing_or_doubling_piece
     assert shift.run_s == pytest.approx(130.0)
 
 
-async def _until(condition: Any, what: str) -> None:
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"not within 5 s: {what}")
-
-
 def _line_spec(recorder: Recorder) -> ChildSpec[Any, Any]:
     # As the line runs its machines: a snapshot every second, not after every message.
     return ChildSpec(
@@ -170,7 +163,7 @@ async def test_a_crash_restart_counts_no_piece_twice_that_was_published_after_th
         await status(ref, 110)  # an ask among the replayed messages changes nothing
         await ref.tell("poison")  # a tell that crashes the actor
         await ref.tell(s("total_count", 550, 200))  # +30, handled by the new instance
-        await _until(lambda: ref.statistics().restarts == 1, "the restart")
+        await eventually(lambda: ref.statistics().restarts == 1, timeout_s=5.0)
         st = await status(ref, 200)
     # Every piece the PLC counted is published once: 20 before the crash, 30 after.
     assert sum(e.count for e in recorder.of(PiecesCounted) if e.role == "total_count") == 50
@@ -189,7 +182,7 @@ async def test_a_cut_during_a_restart_saves_what_the_crashed_instance_had_publis
         await ref.tell(s("total_count", 520, 100))
         await ref.tell("poison")
         # The restart waits out its backoff; the state writer commits meanwhile.
-        await _until(lambda: ref.statistics().failures == 1, "the crash")
+        await eventually(lambda: ref.statistics().failures == 1, timeout_s=5.0)
         cut = ref.cut()
         assert cut is not None
     saved = MachineActor(PARAMS, calendar(), Recorder(), cut.snapshot)  # type: ignore[arg-type]

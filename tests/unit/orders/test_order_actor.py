@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from actors.orders import OrderAction as A
 from actors.orders import OrderCore
 from actors.orders import OrderStatus as S
 from actors.orders.actor import ApplyAction, AttributePieces, GetOrderView, OrderActor
 from actors.supervisor import ChildSpec, Supervisor
+from tests.unit.actors_runtime.helpers import eventually
 from tests.unit.orders.test_order_core import order_in, spec
 
 
@@ -29,10 +28,7 @@ async def test_an_order_actor_restart_keeps_the_pieces_handled_after_its_snapsho
         await ref.tell(AttributePieces("M1", "total_count", 7, 310.0))
         await ref.tell(ApplyAction(A.RELEASE, 320.0))  # not allowed while running: a crash
         await ref.tell(AttributePieces("M1", "total_count", 3, 330.0))
-        for _ in range(500):
-            if ref.statistics().restarts:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: ref.statistics().restarts == 1, timeout_s=5.0)
         view = await ref.ask(GetOrderView())
     assert ref.statistics().restarts == 1
     # 5 + 7 + 3: the 7 after the snapshot are not lost with the crashed instance.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 import pytest
@@ -29,6 +28,7 @@ from actors.quality.events import (
 from actors.quality.params import CharacteristicParams, Disposition, StationParams
 from actors.supervisor import ChildSpec, Supervisor
 from edge.errors import CommandError
+from tests.unit.actors_runtime.helpers import eventually
 
 THICKNESS = CharacteristicParams(
     name="thickness", signal="thickness", unit="mm", lsl=6.0, usl=20.0, warmup=5
@@ -329,10 +329,7 @@ async def test_a_station_restart_hands_the_machine_no_reject_twice() -> None:
         await ref.tell(StationSamples((sample("fail_count", 8, 2.0),)))  # +3
         await ref.tell(Dispose(99, "rework", "D02", 2.5))  # more than pending: a crash
         await ref.tell(StationSamples((sample("fail_count", 10, 3.0),)))  # +2
-        for _ in range(500):
-            if ref.statistics().restarts:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: ref.statistics().restarts == 1, timeout_s=5.0)
         status = await ref.ask(GetStationStatus())
     assert ref.statistics().restarts == 1
     assert rejects == [3, 2]  # not [3, 5]: the 3 after the snapshot were handed on already
