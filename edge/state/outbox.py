@@ -153,14 +153,30 @@ def _page_query(chunks: int) -> str:
 _RANGE = "FROM outbox WHERE stream = ? AND seq BETWEEN ? AND ?"
 
 
-@functools.cache
-def _full_page_query(chunks: int) -> str:
-    """A page that holds every row of its range, in one row: (rows, payloads, payloads...).
+# SQLite joins at most 64 tables: the head and this many chunks.
+_BACKLOG_PAGE_CHUNKS = 63
 
-    One row, not a row per chunk: every row fetched hands the GIL to the reading
-    thread and back, and the event loop that sends is busy."""
-    joined = f"(SELECT CAST(group_concat(payload, ''{_ORDERED}) AS BLOB) {_RANGE})"
-    return f"SELECT (SELECT COUNT(*) {_RANGE}), " + ", ".join([joined] * chunks)
+
+@functools.cache
+def _backlog_page_query(chunks: int) -> str:
+    """A page of a backlog in one statement and one row: (created of its first row, then
+    each chunk's row count and payloads).
+
+    One statement, so one snapshot without a transaction around it, and one row: every
+    statement and row hands the GIL to the reading thread and back, which costs a busy
+    event loop more than the reading itself. Each chunk counts its rows in the scan
+    that joins them (a separate COUNT of the page would scan it twice). No row when
+    the page's first row is not stored."""
+    columns = ", ".join(f"c{i}.n, c{i}.p" for i in range(chunks))
+    joined = ", ".join(
+        f"(SELECT COUNT(*) AS n, CAST(group_concat(payload, ''{_ORDERED}) AS BLOB) AS p "
+        f"{_RANGE}) AS c{i}"
+        for i in range(chunks)
+    )
+    return (
+        f"SELECT head.created, {columns} "
+        f"FROM (SELECT created FROM outbox WHERE stream = ? AND seq = ?) AS head, {joined}"
+    )
 
 
 class CapPolicy(enum.Enum):
@@ -857,7 +873,7 @@ class Outbox:
             return dataclasses.replace(found, drops=drops) if drops else found
 
         # On the reading connection: a backlog is read while acknowledgements commit.
-        return await self.store.read(read)
+        return await self.store.read(read, transaction=False)
 
     async def acknowledge(
         self, stream: str, upto_seq: int, delivered: Delivered | None = None
@@ -1070,23 +1086,27 @@ class _ChunkRule:
 def _read_chunks(
     conn: sqlite3.Connection, stream: str, after: int, chunks: int, rule: _ChunkRule
 ) -> ChunkedRead:
-    """:meth:`Outbox.read_chunks` in the database thread.
+    """:meth:`Outbox.read_chunks` in the reading thread, on a connection outside a transaction.
 
-    The usual read (rows without a gap, chunks within ``max_bytes``) is two
-    statements however many chunks it has (the first row, then every chunk's
-    aggregate in one UNION ALL), and a third when the rows end inside a chunk
-    (its last seq, from the index): each statement and row hands the GIL to this
-    thread and back, which costs a busy event loop more than the reading
-    itself. Anything else is read chunk by chunk.
+    A backlog (every row of the page stored, chunks within ``max_bytes``) is one
+    statement (:func:`_backlog_page_query`); anything else (the rows end in the
+    page, a gap, big payloads) is read again in a transaction, a statement for
+    the chunks and more for what does not fit them.
     """
-    max_rows, max_bytes, boundary = rule.max_rows, rule.max_bytes, rule.boundary
-    head = conn.execute(_PAGE_HEAD, (stream, after)).fetchone()
-    if head is None:
-        row = conn.execute("SELECT value FROM meta WHERE key = ?", (f"next_seq:{stream}",))
-        handed_out = row.fetchone()
-        last = int(handed_out[0]) - 1 if handed_out is not None else 0
-        return ChunkedRead((), 0.0, last if last > after else None)
-    first, created = head
+    page = _backlog_page(conn, stream, after + 1, chunks, rule)
+    if page is not None:
+        return page
+    conn.execute("BEGIN")
+    try:
+        return _read_chunks_in_snapshot(conn, stream, after, chunks, rule)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _layout(first: int, chunks: int, rule: _ChunkRule) -> tuple[list[int], list[int]]:
+    """Where the ``chunks`` chunks from ``first`` start, and where each one's range ends
+    (exclusive), when every row is stored: ``max_rows`` each, split at ``boundary``."""
+    max_rows, boundary = rule.max_rows, rule.boundary
     starts = [first]
     while len(starts) < chunks:
         start = starts[-1] + max_rows
@@ -1096,10 +1116,48 @@ def _read_chunks(
     end = starts[-1] + max_rows - 1
     if boundary is not None and starts[-1] < boundary <= end:
         end = boundary - 1
-    bounds = [*starts[1:], end + 1]
-    full = _full_page(conn, stream, starts, bounds, max_bytes)
-    if full is not None:
-        return ChunkedRead(full, created)
+    return starts, [*starts[1:], end + 1]
+
+
+def _backlog_page(
+    conn: sqlite3.Connection, stream: str, first: int, chunks: int, rule: _ChunkRule
+) -> ChunkedRead | None:
+    """The chunks from the row ``first`` on that hold every row of their range within
+    ``max_bytes``, in order, up to the first that does not (at most
+    ``_BACKLOG_PAGE_CHUNKS``); None when the first does not (or the row ``first`` is not
+    stored)."""
+    starts, bounds = _layout(first, min(chunks, _BACKLOG_PAGE_CHUNKS), rule)
+    params: list[Any] = [stream, first]
+    for start, following in zip(starts, bounds, strict=True):
+        params += (stream, start, following - 1)
+    found = conn.execute(_backlog_page_query(len(starts)), params).fetchone()
+    if found is None:
+        return None
+    created, *columns = found
+    page: list[OutboxChunk] = []
+    for start, following, count, payload in zip(
+        starts, bounds, columns[::2], columns[1::2], strict=True
+    ):
+        if count != following - start or len(payload) > rule.max_bytes:
+            break
+        page.append(OutboxChunk(start, following - 1, payload))
+    return ChunkedRead(tuple(page), created) if page else None
+
+
+def _read_chunks_in_snapshot(
+    conn: sqlite3.Connection, stream: str, after: int, chunks: int, rule: _ChunkRule
+) -> ChunkedRead:
+    """The first row after ``after``, every chunk's aggregate from there in one UNION ALL,
+    and a lookup of the last seq for a chunk where the rows end; chunk by chunk from the
+    first chunk that is empty, has a gap or is too big."""
+    head = conn.execute(_PAGE_HEAD, (stream, after)).fetchone()
+    if head is None:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (f"next_seq:{stream}",))
+        handed_out = row.fetchone()
+        last = int(handed_out[0]) - 1 if handed_out is not None else 0
+        return ChunkedRead((), 0.0, last if last > after else None)
+    first, created = head
+    starts, bounds = _layout(first, chunks, rule)
     params = [
         value
         for i, (start, following) in enumerate(zip(starts, bounds, strict=True))
@@ -1109,7 +1167,7 @@ def _read_chunks(
     page: list[OutboxChunk] = []
     for (_i, count, payload), start, following in zip(rows, starts, bounds, strict=True):
         top = _top(conn, stream, start, following - 1, count)
-        if not count or count != top - start + 1 or len(payload) > max_bytes:
+        if not count or count != top - start + 1 or len(payload) > rule.max_bytes:
             break  # empty, a gap, too big: from here chunk by chunk
         page.append(OutboxChunk(start, top, payload))
         if top < following - 1:
@@ -1117,24 +1175,6 @@ def _read_chunks(
     if not page:
         page = _read_chunk_by_chunk(conn, stream, first, chunks, rule)
     return ChunkedRead(tuple(page), created)
-
-
-def _full_page(
-    conn: sqlite3.Connection, stream: str, starts: list[int], bounds: list[int], max_bytes: int
-) -> tuple[OutboxChunk, ...] | None:
-    """The chunks ``starts[i]..bounds[i] - 1``, if every row of them is stored and each is
-    within ``max_bytes`` (a backlog); None otherwise."""
-    first, end = starts[0], bounds[-1] - 1
-    params = [stream, first, end]
-    for start, following in zip(starts, bounds, strict=True):
-        params += (stream, start, following - 1)
-    count, *payloads = conn.execute(_full_page_query(len(starts)), params).fetchone()
-    if count != end - first + 1 or any(len(p) > max_bytes for p in payloads):
-        return None
-    return tuple(
-        OutboxChunk(start, following - 1, payload)
-        for start, following, payload in zip(starts, bounds, payloads, strict=True)
-    )
 
 
 def _read_chunk_by_chunk(

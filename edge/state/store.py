@@ -260,12 +260,14 @@ class StateStore:
 
         return await self._call(call)
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, fn: Callable[[sqlite3.Connection], T], *, transaction: bool = True) -> T:
         """``fn(connection)`` in one read transaction on a reading connection and thread.
 
         It sees the database as of the last commit when it starts, and does not
         wait for the writes queued on the database's thread. ``sqlite3.Error``
-        becomes :class:`StateStoreError`.
+        becomes :class:`StateStoreError`. ``transaction=False``: ``fn`` gets the
+        connection outside a transaction (each statement is a snapshot of its own)
+        and begins one itself when it needs one; it leaves none open.
         """
         if self.state is not StoreState.OPEN:
             raise StateStoreError(f"state store {self.path} is {self.state.value}")
@@ -285,6 +287,8 @@ class StateStore:
                         isolation_level=None,
                         check_same_thread=False,
                     )
+                if not transaction:
+                    return fn(conn)
                 conn.execute("BEGIN")
                 try:
                     return fn(conn)
