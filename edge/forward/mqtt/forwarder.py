@@ -20,9 +20,10 @@ Per connection :meth:`Forwarder.run` keeps a pipeline of four loops busy:
   PUBACKs being small packets).
 - **acknowledge**: move the outbox's delivered cursor past the batches whose
   PUBACK is in (and every one before them), one commit for the PUBACKs that
-  arrive within ``ACK_INTERVAL_S`` (at once when nothing else is in flight),
-  telling the outbox how many rows and bytes that is. The rows are purged
-  later, when there is nothing to send (:meth:`~edge.state.outbox.Outbox.purge`).
+  arrive within ``ACK_INTERVAL_S`` (at once when nothing else is in flight and
+  nothing waits to be sent), telling the outbox how many rows and bytes that
+  is. The rows are purged later, when there is nothing to send
+  (:meth:`~edge.state.outbox.Outbox.purge`).
 
 So a row is marked delivered only after its PUBACK, and after a crash only
 batches without a recorded PUBACK go out again. Strictly in order: the broker
