@@ -41,11 +41,12 @@ Failures
 Snapshots
     A crashed instance's memory may be half-way through a message, so restarts
     never read it: they restore the last snapshot taken between two messages.
-    ``Actor.snapshot()`` is called (only if a message was handled since the last
-    one) every ``snapshot_every_s`` seconds of event-loop time (default 1 s, also
-    when the actor is idle), after every ``snapshot_every_messages`` messages if
-    that is set, and on a clean stop before ``on_stop``. The hot path pays one
-    integer comparison per message for this. ``snapshot()`` should return an
+    ``Actor.snapshot()`` is called (only if a message that may change the state
+    was handled since the last one: not one of the ``Actor.read_only`` types)
+    every ``snapshot_every_s`` seconds of event-loop time (default 1 s, also when
+    the actor is idle), after every ``snapshot_every_messages`` changing messages
+    if that is set, and on a clean stop before ``on_stop``. The hot path pays a
+    set lookup and an integer comparison per message for this. ``snapshot()`` should return an
     immutable value or a copy: the runtime keeps the object as it is.
 
     Restoring the last snapshot would forget what the crashed instance did after
@@ -66,7 +67,9 @@ Cuts (the line's durable state, edge.state.store)
     event loop: it returns the actor's snapshot taken right then, between two
     messages, plus the queued messages of the types in ``Actor.kept_on_cut``
     (state in flight to it, e.g. pieces for an order), or ``None`` when nothing
-    changed since the previous cut. Such a snapshot is consistent with every
+    changed since the previous cut (only messages of ``Actor.read_only`` types
+    handled: a line whose machines are only asked for their status writes no
+    state). Such a snapshot is consistent with every
     event the actor has published, provided the actor publishes its events only
     at the end of a handler: a handler that awaits must not have published
     anything before the await. ``cut()`` refuses (ActorError) while a handler is
@@ -178,6 +181,9 @@ class Actor(ABC, Generic[MsgT, ReplyT]):
     _cell: _ActorCell[MsgT, ReplyT] | None = None
     # Message types that a cut keeps when they are still queued (see "Cuts").
     kept_on_cut: ClassVar[tuple[type, ...]] = ()
+    # Message types whose handling never changes what snapshot() returns (queries):
+    # they make no snapshot or cut due, and a replaying actor does not keep them.
+    read_only: ClassVar[tuple[type, ...]] = ()
     # The actor implements replay(): a crash restart continues from the state the
     # crashed instance had before its last message (see "Snapshots").
     replays_messages: ClassVar[bool] = False
@@ -501,6 +507,9 @@ class _ActorCell(Generic[MsgT, ReplyT]):
         self._stop_waiters: list[asyncio.Future[None]] = []
 
         self._handled = 0
+        # Messages handled that may have changed the state (not Actor.read_only): what
+        # snapshots and cuts compare, so queries alone never make one due.
+        self._changes = 0
         self._restarts = 0
         self._failures = 0
         self._last_failure: str | None = None
@@ -509,12 +518,12 @@ class _ActorCell(Generic[MsgT, ReplyT]):
         self._snapshot: object | None = None
         self._snapshot_every_s = snapshot_every_s
         self._snapshot_every_messages = snapshot_every_messages
-        self._snapshot_handled = 0  # value of _handled when the last snapshot was taken
-        self._snapshot_at = self._next_snapshot_at()  # _handled value that triggers one
+        self._snapshot_changes = 0  # value of _changes when the last snapshot was taken
+        self._snapshot_at = self._next_snapshot_at()  # _changes value that triggers one
         self._snapshot_timer: asyncio.TimerHandle | None = None
         # True while a handler runs (it may be suspended in an await): no cut then.
         self._busy = False
-        self._cut_handled = -1  # _handled at the last cut; -1: never cut (always changed)
+        self._cut_changes = -1  # _changes at the last cut; -1: never cut (always changed)
         self._cut_had_pending = False
         # Messages handled since the last snapshot, for Actor.replay (None: not kept).
         self._since_snapshot: list[object] | None = [] if actor.replays_messages else None
@@ -612,16 +621,16 @@ class _ActorCell(Generic[MsgT, ReplyT]):
         if self._snapshot is not None:
             actor.restore(self._snapshot)
         # The restored state is the snapshot's: nothing new to save yet.
-        self._snapshot_handled = self._handled
+        self._snapshot_changes = self._changes
         self._snapshot_at = self._next_snapshot_at()
         self._busy = False
         # The restored state may be older than the last cut: the next cut saves it again.
-        self._cut_handled = -1
+        self._cut_changes = -1
         return actor
 
     async def _stop_instance(self, actor: Actor[MsgT, ReplyT]) -> None:
         self.state = ActorState.STOPPING
-        if self._handled != self._snapshot_handled:
+        if self._changes != self._snapshot_changes:
             try:
                 self._take_snapshot(actor)
             except _SnapshotFailed as exc:
@@ -824,13 +833,14 @@ class _ActorCell(Generic[MsgT, ReplyT]):
         putters = self._putters
         handle: Callable[[Any], Awaitable[object]] = actor.handle
         handled = self._since_snapshot
+        read_only = frozenset(actor.read_only)
         item: object = None
         try:
             while True:
                 if not items:
                     if (
-                        self._handled >= self._snapshot_at
-                        and self._handled != self._snapshot_handled
+                        self._changes >= self._snapshot_at
+                        and self._changes != self._snapshot_changes
                     ):
                         self._take_snapshot(actor)
                     getter: asyncio.Future[None] = self.loop.create_future()
@@ -844,25 +854,30 @@ class _ActorCell(Generic[MsgT, ReplyT]):
                 self._busy = True
                 if kind is _Ask:
                     ask: _Ask = item  # type: ignore[assignment]
-                    if await self._answer(handle, ask) and handled is not None:
-                        handled.append(ask.message)
+                    message = ask.message
+                    answered = await self._answer(handle, ask)
                 elif kind is _Slot:
                     slot: _Slot = item  # type: ignore[assignment]
                     if self._keys.get(slot.key) is slot:
                         del self._keys[slot.key]
-                    await handle(slot.message)
-                    if handled is not None:
-                        handled.append(slot.message)
+                    message = slot.message
+                    await handle(message)
+                    answered = True
                 elif kind is _Stop:
                     self._busy = False
                     return None
                 else:
-                    await handle(item)
-                    if handled is not None:
-                        handled.append(item)
+                    message = item
+                    await handle(message)
+                    answered = True
                 self._busy = False
                 self._handled += 1
-                if self._handled >= self._snapshot_at:
+                if type(message) in read_only:
+                    continue
+                if handled is not None and answered:
+                    handled.append(message)
+                self._changes += 1
+                if self._changes >= self._snapshot_at:
                     self._take_snapshot(actor)
         except _SnapshotFailed as exc:
             cause = exc.__cause__
@@ -901,7 +916,7 @@ class _ActorCell(Generic[MsgT, ReplyT]):
 
     def _next_snapshot_at(self) -> int:
         every = self._snapshot_every_messages
-        return self._handled + every if every is not None else _NEVER
+        return self._changes + every if every is not None else _NEVER
 
     def _take_snapshot(self, actor: Actor[MsgT, ReplyT]) -> None:
         try:
@@ -909,7 +924,7 @@ class _ActorCell(Generic[MsgT, ReplyT]):
         except Exception as exc:
             raise _SnapshotFailed from exc
         self._snapshot = snapshot
-        self._snapshot_handled = self._handled
+        self._snapshot_changes = self._changes
         self._snapshot_at = self._next_snapshot_at()
         if self._since_snapshot:
             self._since_snapshot.clear()
@@ -953,9 +968,9 @@ class _ActorCell(Generic[MsgT, ReplyT]):
                     "awaits): no consistent cut of it now"
                 )
             pending = self._kept_pending()
-            if self._handled == self._cut_handled and not pending and not self._cut_had_pending:
+            if self._changes == self._cut_changes and not pending and not self._cut_had_pending:
                 return None
-            if self._snapshot is None or self._handled != self._snapshot_handled:
+            if self._snapshot is None or self._changes != self._snapshot_changes:
                 try:
                     self._take_snapshot(self._actor)
                 except _SnapshotFailed as exc:
@@ -970,7 +985,7 @@ class _ActorCell(Generic[MsgT, ReplyT]):
             pending = self._kept_pending()
         else:
             return None  # not started yet, or ended for good: nothing newer to keep
-        self._cut_handled = self._handled
+        self._cut_changes = self._changes
         self._cut_had_pending = bool(pending)
         return ActorCut(self._snapshot, pending)
 
@@ -993,7 +1008,7 @@ class _ActorCell(Generic[MsgT, ReplyT]):
 
     def _on_snapshot_timer(self) -> None:
         self._arm_snapshot_timer()
-        if self._handled != self._snapshot_handled:
+        if self._changes != self._snapshot_changes:
             # Due now: the message loop checks this after the next message, or at once if idle.
             self._snapshot_at = 0
             self.wake_getter()

@@ -139,6 +139,7 @@ class MachineActor(Actor[MachineMessage, Any]):
     # A quality station's rejects still queued when the line's state is cut are part
     # of it: the station already published them (actors.actor, "Cuts").
     kept_on_cut = (AddRejects,)
+    read_only = _QUERIES
     # A crash restart continues from the pieces and stops it had already published,
     # not from the last snapshot (up to a second older): none is counted twice.
     replays_messages = True

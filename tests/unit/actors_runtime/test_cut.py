@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
@@ -100,3 +101,37 @@ async def test_during_a_restart_the_cut_is_what_the_restart_restores() -> None:
         assert await ref.ask(Get()) == (1,)
         cut = ref.cut()
         assert cut is not None and cut.snapshot == (1,), "restored state is saved again"
+
+
+class AnswersGets(Recorder):
+    """A Recorder that declares its Get a query (answering one changes nothing) and
+    replays its Puts after a crash."""
+
+    read_only = (Get,)
+    replays_messages = True
+
+    def replay(self, snapshot: object | None, messages: Sequence[Message]) -> object | None:
+        assert isinstance(snapshot, tuple)
+        return (*snapshot, *(m.value for m in messages if isinstance(m, Put)))
+
+
+async def test_read_only_messages_make_no_cut_and_no_snapshot_due() -> None:
+    actor = AnswersGets()
+    ref = await start_actor(actor, snapshot_every_s=0.02)
+    await ref.tell(Put(1))
+    assert await ref.ask(Get()) == (1,)  # handled before the cut
+    first = ref.cut()
+    assert first is not None and first.snapshot == (1,)
+    taken = actor.snapshots_taken
+    for _ in range(49):
+        assert await ref.ask(Get()) == (1,)
+    await asyncio.sleep(0.1)  # several snapshot intervals
+    assert ref.cut() is None, "only queries since the last cut: nothing to save"
+    assert actor.snapshots_taken == taken, "only queries since the last snapshot"
+    assert ref._cell._since_snapshot == [], "queries are not kept for a replay"
+    assert ref.statistics().messages_handled == 51, "queries still count as handled"
+    await ref.tell(Put(2))
+    assert await ref.ask(Get()) == (1, 2)
+    cut = ref.cut()
+    assert cut is not None and cut.snapshot == (1, 2), "a change after queries is cut"
+    await ref.stop()

@@ -211,3 +211,20 @@ async def test_process_restart_from_a_persisted_snapshot_continues_the_shift() -
     # 30 s. The 20 pieces revealed there ran at least 20 s of it: comm_loss 10 s.
     assert st.current_shift.downtime_by_reason == {"comm_loss": pytest.approx(10.0)}
     assert st.current_shift.run_s == pytest.approx(110.0)
+
+
+async def test_status_asks_alone_leave_nothing_to_save() -> None:
+    # The OPC UA server asks every machine for its status every second: on a line
+    # that makes nothing, that must not write every machine's state every second.
+    ref = await start_actor(MachineActor(PARAMS, calendar(), Recorder()), name="M1")
+    await ref.tell(SampleBatch((s("running", True, 0), s("total_count", 5, 0))))
+    await status(ref, 0)  # the batch handled before the cut
+    assert ref.cut() is not None
+    for at in range(1, 11):
+        assert (await status(ref, at)).counters["total_count"] == 5
+    assert ref.cut() is None, "only status asks since the last cut"
+    await ref.tell(s("total_count", 6, 11))
+    assert (await status(ref, 11)).counters["total_count"] == 6
+    cut = ref.cut()
+    assert cut is not None, "a piece after the asks is saved"
+    await ref.stop()
