@@ -46,8 +46,9 @@ Snapshots
     every ``snapshot_every_s`` seconds of event-loop time (default 1 s, also when
     the actor is idle), after every ``snapshot_every_messages`` changing messages
     if that is set, and on a clean stop before ``on_stop``. The hot path pays a
-    set lookup and an integer comparison per message for this. ``snapshot()`` should return an
-    immutable value or a copy: the runtime keeps the object as it is.
+    set lookup and an integer comparison per message for this. ``snapshot()``
+    should return an immutable value or a copy: the runtime keeps the object as
+    it is.
 
     Restoring the last snapshot would forget what the crashed instance did after
     it, although its effects outside (the events it published) remain; an actor
@@ -69,13 +70,12 @@ Cuts (the line's durable state, edge.state.store)
     (state in flight to it, e.g. pieces for an order), or ``None`` when nothing
     changed since the previous cut (only messages of ``Actor.read_only`` types
     handled: a line whose machines are only asked for their status writes no
-    state). Such a snapshot is consistent with every
-    event the actor has published, provided the actor publishes its events only
-    at the end of a handler: a handler that awaits must not have published
-    anything before the await. ``cut()`` refuses (ActorError) while a handler is
-    suspended half-way, so an actor that breaks the rule is found, not persisted
-    inconsistently. During a restart it returns the snapshot the restart
-    restores.
+    state). Such a snapshot is consistent with every event the actor has
+    published, provided the actor publishes its events only at the end of a
+    handler: a handler that awaits must not have published anything before the
+    await. ``cut()`` refuses (ActorError) while a handler is suspended half-way,
+    so an actor that breaks the rule is found, not persisted inconsistently.
+    During a restart it returns the snapshot the restart restores.
 
 States
     ``NEW -> STARTING -> RUNNING -> STOPPING -> STOPPED``, or ``FAILED`` when it
