@@ -77,6 +77,17 @@ Cuts (the line's durable state, edge.state.store)
     so an actor that breaks the rule is found, not persisted inconsistently.
     During a restart it returns the snapshot the restart restores.
 
+Queries answered at once
+    ``ActorRef.query(message)`` answers a message of one of the actor's
+    ``read_only`` types synchronously, through ``Actor.answer_now``, from the
+    state the actor has right then, between two messages, for a caller on the
+    actor's event loop: what an ``ask`` would answer, without the mailbox, a
+    future or a task switch, and without waiting behind the queued messages. It
+    is for a reader that must answer synchronously itself (an OPC UA Read) and
+    changes nothing, so it is allowed beside the one-message-at-a-time rule, as
+    cuts are. It refuses (ActorError) when the actor is not running, or is
+    half-way through a message.
+
 States
     ``NEW -> STARTING -> RUNNING -> STOPPING -> STOPPED``, or ``FAILED`` when it
     ended by an exception. During a restart the state is ``STARTING`` again.
@@ -224,6 +235,11 @@ class Actor(ABC, Generic[MsgT, ReplyT]):
         """Under ``COALESCE``: messages with equal keys replace each other when full."""
         return None
 
+    def answer_now(self, message: MsgT) -> ReplyT:
+        """The reply to a ``read_only`` message, computed synchronously (``ActorRef.query``);
+        it must change nothing. Actors that answer queries this way override it."""
+        raise ActorError(f"{type(self).__name__} answers no query synchronously")
+
     @property
     def ref(self) -> ActorRef[MsgT, ReplyT]:
         """This actor's handle, e.g. to tell itself something or ``stop_nowait``."""
@@ -289,6 +305,11 @@ class ActorRef(Generic[MsgT, ReplyT]):
         Synchronous, for another task on the actor's event loop (see "Cuts").
         """
         return self._cell.cut()
+
+    def query(self, message: MsgT) -> ReplyT:
+        """The reply to ``message`` (of a ``read_only`` type), computed now from the
+        actor's state, synchronously (see "Queries answered at once")."""
+        return self._cell.query(message)
 
     def tell_nowait(self, message: MsgT) -> None:
         """Queue ``message`` or raise ``MailboxFullError`` (after coalescing, if any)."""
@@ -958,6 +979,19 @@ class _ActorCell(Generic[MsgT, ReplyT]):
                 exc,
                 exc_info=exc,
             )
+
+    def query(self, message: MsgT) -> ReplyT:
+        if self.state not in (ActorState.RUNNING, ActorState.STOPPING):
+            raise ActorError(f"actor {self.name!r} is {self.state.value}: no query now")
+        if self._busy:
+            raise ActorError(f"actor {self.name!r} is half-way through a message: no query now")
+        actor = self._actor
+        if type(message) not in actor.read_only:
+            raise ActorError(
+                f"actor {self.name!r}: {type(message).__name__} is not one of its read-only "
+                "messages"
+            )
+        return actor.answer_now(message)
 
     def cut(self) -> ActorCut[MsgT] | None:
         state = self.state

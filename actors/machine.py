@@ -204,6 +204,20 @@ class MachineActor(Actor[MachineMessage, Any]):
     async def handle(self, message: MachineMessage) -> Any:
         return self._apply(message)
 
+    def answer_now(self, message: MachineMessage) -> Any:
+        # Between two messages every event is published already; the KPIs may add a
+        # warning (performance above 1), published at once, as a handler would.
+        match message:
+            case GetStatus(now=now):
+                status = self.status(now)
+                self._flush()
+                return status
+            case GetShiftStops(now=now):
+                return self.core.shift_stops(now)
+            case GetSnapshot():
+                return {"core": self.core.snapshot(), "event_time": self._event_time}
+        raise TypeError(f"MachineActor answers no {type(message).__name__} synchronously")
+
     def _apply(self, message: MachineMessage) -> Any:
         core = self.core
         match message:

@@ -48,10 +48,19 @@ class StoredAttribute:
     It also holds a value that nobody watches as the recipe of its DataValue
     (:meth:`defer`), made when something reads it: a line's live values change
     ~1,000 times a second, and building and storing a DataValue for each is most
-    of what the OPC UA server costs while no client subscribes to them.
+    of what the OPC UA server costs while no client subscribes to them. And a
+    value may have a ``before_read`` hook, which stages its newest value when it
+    is read, for values whose source is asked only then.
     """
 
-    __slots__ = ("_callbacks", "_deferred", "_value", "value_callback", "value_setter")
+    __slots__ = (
+        "_callbacks",
+        "_deferred",
+        "_value",
+        "before_read",
+        "value_callback",
+        "value_setter",
+    )
 
     def __init__(self, value: ua.DataValue | None) -> None:
         self._value = value
@@ -59,9 +68,15 @@ class StoredAttribute:
         self.value_callback: Callable[..., ua.DataValue] | None = None
         self.value_setter: Callable[..., None] | None = None
         self._callbacks: dict[int, Callable[..., Any]] | None = None
+        # Called before every read: brings the value up to date when its source was
+        # not asked since it last changed (a machine's status nobody watches).
+        self.before_read: Callable[[], None] | None = None
 
     @property
     def value(self) -> ua.DataValue | None:
+        before = self.before_read
+        if before is not None:
+            before()
         deferred = self._deferred
         if deferred is not None:
             self._deferred = None

@@ -297,6 +297,52 @@ class MachineView:
         self._stop_id = 0
         self._tally: _OrderTally | None = None
         self.current_order = ""
+        # The status pulled when read (see pull_status_with): asked when set.
+        self._status_query: Callable[[], MachineStatus | None] | None = None
+        self._status_stale = False
+        self._status_applied = False
+        self._cells_of_status: list[ValueCell] = []
+
+    # -- the status, asked when read -----------------------------------------------
+
+    def _status_cells(self) -> list[ValueCell]:
+        """The cells :meth:`apply_status` stages (whatever its branches)."""
+        names = ["State", "StateSince", "StopReason", "StopId", "EventTime"]
+        names += [f"{ITEM_STATE}.CurrentState", f"{ITEM_STATE}.CurrentState.Id"]
+        names += [f"{w}.{m.name}" for w in ("OEE", "LastShift") for m in OEE_WINDOW_MEMBERS]
+        return [node[1] for node in map(self._node, names) if node is not None]
+
+    def pull_status_with(self, query: Callable[[], MachineStatus | None]) -> None:
+        """From now on, a status refresh of this machine while none of its status values
+        is watched can be left to the first client that reads one (:meth:`status_stale`):
+        ``query`` answers the machine's status synchronously then (None: not now)."""
+        self._status_query = query
+        self._cells_of_status = self._status_cells()
+        for cell in self._cells_of_status:
+            if cell.holder is not None:
+                cell.holder.before_read = self._pull_status
+
+    def status_watched(self) -> bool:
+        """Whether a refresh must stage the status now: a client watches one of its
+        values, or they cannot be pulled when read (never applied yet, no query)."""
+        if self._status_query is None or not self._status_applied:
+            return True
+        return any(cell.holder is None or cell.holder.watched for cell in self._cells_of_status)
+
+    def status_stale(self) -> None:
+        """The status changed (or time moved its KPIs) and nobody watches it: it is
+        asked and applied when a client reads one of its values, not before."""
+        self._status_stale = True
+
+    def _pull_status(self) -> None:
+        if not self._status_stale or self._status_query is None:
+            return
+        self._status_stale = False  # before applying: staging reads nothing, but be sure
+        status = self._status_query()
+        if status is None:
+            self._status_stale = True  # not answerable now: the values stay as last applied
+            return
+        self.apply_status(status, time.time())
 
     # -- staging -------------------------------------------------------------------
 
@@ -399,6 +445,8 @@ class MachineView:
     # -- sources -------------------------------------------------------------------
 
     def apply_status(self, status: MachineStatus, now: float) -> None:
+        self._status_stale = False
+        self._status_applied = True
         ts = status.event_time if status.event_time is not None else now
         self.stage("State", status.state.value, status.state_since or ts)
         self._item_state(status.state, status.state_since or ts)

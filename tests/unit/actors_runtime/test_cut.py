@@ -135,3 +135,44 @@ async def test_read_only_messages_make_no_cut_and_no_snapshot_due() -> None:
     cut = ref.cut()
     assert cut is not None and cut.snapshot == (1, 2), "a change after queries is cut"
     await ref.stop()
+
+
+class AnswersGetsAtOnce(AnswersGets):
+    def answer_now(self, message: Message) -> object:
+        assert isinstance(message, Get)
+        return tuple(self.seen)
+
+
+async def test_a_query_is_answered_at_once_between_two_messages() -> None:
+    ref = await start_actor(AnswersGetsAtOnce(), snapshot_every_s=None)
+    await ref.tell(Put(1))
+    assert await ref.ask(Get()) == (1,)
+    assert ref.cut() is not None
+    ref.tell_nowait(Put(2))
+    # Synchronous: the state now, before the queued Put is handled.
+    assert ref.query(Get()) == (1,)
+    assert ref.statistics().messages_handled == 2, "no message: nothing handled"
+    assert await ref.ask(Get()) == (1, 2)
+    assert ref.query(Get()) == (1, 2)
+    with pytest.raises(ActorError, match="not one of its read-only"):
+        ref.query(Put(3))
+    gate = asyncio.Event()
+    hold = Hold(gate)
+    await ref.tell(hold)
+    await hold.entered.wait()
+    with pytest.raises(ActorError, match="half-way"):
+        ref.query(Get())
+    gate.set()
+    assert await ref.ask(Get()) == (1, 2)
+    cut = ref.cut()
+    assert cut is not None and cut.snapshot == (1, 2), "what the messages made, nothing else"
+    await ref.stop()
+    with pytest.raises(ActorError, match="stopped"):
+        ref.query(Get())
+
+
+async def test_an_actor_that_answers_no_query_at_once_says_so() -> None:
+    ref = await start_actor(AnswersGets(), snapshot_every_s=None)
+    with pytest.raises(ActorError, match="answers no query synchronously"):
+        ref.query(Get())
+    await ref.stop()

@@ -11,6 +11,7 @@ import pytest
 
 from actors.actor import OverflowPolicy, start_actor
 from actors.machine import (
+    GetShiftStops,
     GetSnapshot,
     GetStatus,
     MachineActor,
@@ -228,4 +229,19 @@ async def test_status_asks_alone_leave_nothing_to_save() -> None:
     assert (await status(ref, 11)).counters["total_count"] == 6
     cut = ref.cut()
     assert cut is not None and cut.snapshot != first.snapshot, "a piece after the asks is saved"
+    await ref.stop()
+
+
+async def test_a_status_query_answers_what_an_ask_answers() -> None:
+    # The OPC UA server answers a Read of a status nobody watches with a query.
+    ref = await start_actor(MachineActor(PARAMS, calendar(), Recorder()), name="M1")
+    await ref.tell(SampleBatch((s("running", True, 0), s("total_count", 5, 0))))
+    await ref.tell(s("total_count", 9, 20))  # 4 pieces in 20 s of running
+    asked = await status(ref, 30)
+    answered = ref.query(GetStatus(T0 + 30))
+    assert answered == asked
+    assert answered.counters["total_count"] == 9
+    assert answered.current_shift is not None and answered.current_shift.total_count == 4
+    stops = ref.query(GetShiftStops(T0 + 30))
+    assert stops == await ref.ask(GetShiftStops(T0 + 30))
     await ref.stop()
