@@ -205,18 +205,12 @@ class MachineActor(Actor[MachineMessage, Any]):
         return self._apply(message)
 
     def answer_now(self, message: MachineMessage) -> Any:
-        # Between two messages every event is published already; the KPIs may add a
-        # warning (performance above 1), published at once, as a handler would.
-        match message:
-            case GetStatus(now=now):
-                status = self.status(now)
-                self._flush()
-                return status
-            case GetShiftStops(now=now):
-                return self.core.shift_stops(now)
-            case GetSnapshot():
-                return {"core": self.core.snapshot(), "event_time": self._event_time}
-        raise TypeError(f"MachineActor answers no {type(message).__name__} synchronously")
+        if not isinstance(message, _QUERIES):
+            raise TypeError(f"MachineActor answers no {type(message).__name__} synchronously")
+        reply = self._apply(message)
+        # A warning the KPIs raised (performance above 1): published now, as after a message.
+        self._flush()
+        return reply
 
     def _apply(self, message: MachineMessage) -> Any:
         core = self.core

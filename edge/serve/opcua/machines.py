@@ -337,7 +337,7 @@ class MachineView:
     def _pull_status(self) -> None:
         if not self._status_stale or self._status_query is None:
             return
-        self._status_stale = False  # before applying: staging reads nothing, but be sure
+        self._status_stale = False  # a read while it is applied pulls nothing again
         status = self._status_query()
         if status is None:
             self._status_stale = True  # not answerable now: the values stay as last applied
